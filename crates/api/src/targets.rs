@@ -1,0 +1,51 @@
+//! What a node-probe is asked to watch.
+
+use serde::{Deserialize, Serialize};
+
+/// A pod identity as Kubernetes names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PodRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One pod a node-probe should know about (watched or not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTarget {
+    /// The pod.
+    pub pod: PodRef,
+    /// Node that runs it.
+    pub node: String,
+    /// Pod IP (used to name the peer of a connection).
+    pub ip: String,
+    /// cgroup v2 directory of the pod's processes.
+    pub cgroup_path: String,
+    /// A path to the pod's network namespace (/run/netns/x or /proc/<pid>/ns/net).
+    pub netns_path: String,
+    /// cgroup v1 cpu directory (CPU throttling), when known.
+    #[serde(default)]
+    pub cpu_cgroup_path: Option<String>,
+    /// Whether the probe records this pod's traffic; others only name peers.
+    #[serde(default = "yes")]
+    pub watched: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The full set a probe works from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSet {
+    /// All known pods; a probe watches those on its node with `watched`.
+    pub pods: Vec<PodTarget>,
+}

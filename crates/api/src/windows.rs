@@ -1,0 +1,212 @@
+//! Per-window summaries a node-probe produces.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sketches_ddsketch::DDSketch;
+
+use crate::targets::PodRef;
+
+/// One end of an edge: a known pod, or just an address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// The pod, when the address belongs to a known pod.
+    pub pod: Option<PodRef>,
+    /// IP address.
+    pub ip: String,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pod {
+            Some(p) => write!(f, "{p}"),
+            None => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+/// A client -> server:port conversation between two workloads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeKey {
+    /// Who opened the connections.
+    pub client: Endpoint,
+    /// Who served them.
+    pub server: Endpoint,
+    /// Server port.
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub proto: String,
+}
+
+impl std::fmt::Display for EdgeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} -> {}:{}/{}", self.client, self.server, self.port, self.proto)
+    }
+}
+
+/// Latency summary in milliseconds plus the mergeable sketch it came from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// DDSketch (relative accuracy 1%) to merge windows and sides across nodes.
+    pub sketch: Option<Sketch>,
+}
+
+/// A DDSketch of milliseconds, serialised with its bins so receivers can merge it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sketch(pub DDSketch);
+
+impl std::fmt::Debug for Sketch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sketch(count={})", self.0.count())
+    }
+}
+
+impl Latency {
+    /// Summarises a sketch of milliseconds.
+    pub fn from_sketch(s: DDSketch) -> Self {
+        let q = |q| s.quantile(q).ok().flatten().unwrap_or(0.0);
+        let count = s.count();
+        Latency {
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            mean_ms: if count > 0 { s.sum().unwrap_or(0.0) / count as f64 } else { 0.0 },
+            max_ms: s.max().unwrap_or(0.0),
+            sketch: Some(Sketch(s)),
+        }
+    }
+}
+
+/// What one side (client or server) of an edge saw in a window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SideStats {
+    /// Completed exchanges.
+    pub exchanges: u64,
+    /// Requests closed without any response byte.
+    pub no_response: u64,
+    /// Exchanges during which a reset was seen.
+    pub with_reset: u64,
+    /// Request bytes.
+    pub req_bytes: u64,
+    /// Response bytes.
+    pub resp_bytes: u64,
+    /// First request byte to last response byte.
+    pub latency: Latency,
+    /// First request byte to first response byte.
+    pub ttfb: Latency,
+    /// Mean smoothed RTT of the sockets at exchange end, microseconds.
+    pub srtt_us_mean: f64,
+    /// Largest srtt seen, microseconds.
+    pub srtt_us_max: u32,
+}
+
+/// Connection-level counters of an edge in a window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4Stats {
+    /// Completed active opens.
+    pub connects_ok: u64,
+    /// Active opens answered with a reset (ECONNREFUSED).
+    pub connect_refused: u64,
+    /// Active opens that timed out (no answer to the SYN).
+    pub connect_timeout: u64,
+    /// Active opens abandoned or failed otherwise.
+    pub connect_failed_other: u64,
+    /// Mean connect latency, ms.
+    pub connect_ms_mean: f64,
+    /// Max connect latency, ms.
+    pub connect_ms_max: f64,
+    /// Retransmitted segments sent by the client (client -> server direction).
+    pub retrans_client_to_server: u64,
+    /// Retransmitted segments sent by the server (server -> client direction).
+    pub retrans_server_to_client: u64,
+    /// Retransmitted SYNs (connects waiting for an answer).
+    pub syn_retrans: u64,
+    /// Resets sent by the client.
+    pub resets_by_client: u64,
+    /// Resets sent by the server.
+    pub resets_by_server: u64,
+    /// Resets received by the client.
+    pub resets_to_client: u64,
+    /// Resets received by the server.
+    pub resets_to_server: u64,
+    /// Connections closed.
+    pub closes: u64,
+}
+
+/// One edge in one window, as far as this node saw it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeWindow {
+    /// Which conversation.
+    pub key: EdgeKey,
+    /// The client's view (when the client pod is watched on this node).
+    pub client: Option<SideStats>,
+    /// The server's view (when the server pod is watched on this node).
+    pub server: Option<SideStats>,
+    /// Connection-level counters.
+    pub l4: L4Stats,
+}
+
+/// Per-pod counters in a window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodWindow {
+    /// The pod.
+    pub pod: PodRef,
+    /// Packet drops in the pod's network namespace or on its sockets, by kernel reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Sockets of the pod first seen in the window.
+    pub sockets_opened: u64,
+}
+
+/// Health of the probe's own pipeline, cumulative since start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeHealth {
+    /// Kernel-side counters by name (ring buffer full, map insert failed, ...).
+    pub kernel: BTreeMap<String, u64>,
+    /// Records read from the ring buffer.
+    pub records_read: u64,
+    /// Records that could not be decoded.
+    pub records_malformed: u64,
+    /// Exchanges whose socket was unknown to userspace (no open/connect event seen).
+    pub exchanges_unattributed: u64,
+}
+
+/// Everything one node-probe reports for one window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowReport {
+    /// Node name.
+    pub node: String,
+    /// Sequence number of the window since the probe started.
+    pub seq: u64,
+    /// Window start, Unix milliseconds.
+    pub start_unix_ms: u64,
+    /// Window end, Unix milliseconds.
+    pub end_unix_ms: u64,
+    /// Edges with activity.
+    pub edges: Vec<EdgeWindow>,
+    /// Watched pods.
+    pub pods: Vec<PodWindow>,
+    /// Drops in namespaces of no watched pod, by reason.
+    pub node_drops: BTreeMap<String, u64>,
+    /// Pipeline health at window end.
+    pub health: ProbeHealth,
+}

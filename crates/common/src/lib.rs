@@ -1,0 +1,344 @@
+//! Records and configuration shared across the kernel/user boundary.
+//!
+//! Every struct is `#[repr(C)]`, `Copy`, and laid out without implicit padding so that the
+//! eBPF programs and the node-probe agree byte for byte. The first byte of every ring-buffer
+//! record is its [`RecordKind`], so userspace can dispatch on it.
+#![no_std]
+
+/// Kind tag stored in the first byte of every ring-buffer record.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A completed request/response exchange ([`Exchange`]).
+    Exchange = 1,
+    /// A connection-level L4 event ([`ConnEvent`]).
+    Conn = 2,
+    /// A packet dropped by the kernel with a drop reason ([`DropEvent`]).
+    Drop = 3,
+}
+
+impl RecordKind {
+    /// Decodes the kind byte of a record.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exchange),
+            2 => Some(Self::Conn),
+            3 => Some(Self::Drop),
+            _ => None,
+        }
+    }
+}
+
+/// This socket initiated the connection (connect()).
+pub const ROLE_CLIENT: u8 = 1;
+/// This socket was accepted (or first seen receiving a request).
+pub const ROLE_SERVER: u8 = 2;
+
+/// Exchange flag: the exchange was closed by end of stream, not by a new request.
+pub const EXF_EOF: u8 = 1 << 0;
+/// Exchange flag: no response byte was seen before the exchange was closed.
+pub const EXF_NO_RESPONSE: u8 = 1 << 1;
+/// Exchange flag: a reset was received or sent on the socket during the exchange.
+pub const EXF_RESET: u8 = 1 << 2;
+/// Exchange flag: the socket was closed while the exchange was open.
+pub const EXF_CLOSED: u8 = 1 << 3;
+
+/// One request/response exchange on one socket, seen from that socket's side.
+///
+/// On the client side the request is the run of sends and the response the run of receives
+/// that follows; on the server side it is the reverse. Times are `bpf_ktime_get_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exchange {
+    /// Always [`RecordKind::Exchange`].
+    pub kind: u8,
+    /// [`ROLE_CLIENT`] or [`ROLE_SERVER`].
+    pub role: u8,
+    /// `EXF_*` bits.
+    pub flags: u8,
+    /// IP protocol (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// Smoothed RTT of the socket when the exchange closed, in microseconds (TCP only).
+    pub srtt_us: u32,
+    /// cgroup v2 id of the process that did the I/O (the pod).
+    pub cgroup_id: u64,
+    /// Socket cookie; joins exchanges to the socket's [`ConnEvent`]s.
+    pub cookie: u64,
+    /// Time of the first request byte.
+    pub start_ns: u64,
+    /// Delay from the first request byte to the first response byte.
+    pub ttfb_ns: u64,
+    /// Delay from the first request byte to the last response byte.
+    pub ttlb_ns: u64,
+    /// Request bytes.
+    pub req_bytes: u32,
+    /// Response bytes.
+    pub resp_bytes: u32,
+}
+
+/// Kind of a [`ConnEvent`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnEventKind {
+    /// A socket of a watched pod was seen for the first time (tuple and role known).
+    Open = 1,
+    /// An active open completed (`duration_ns` = connect latency).
+    ConnectOk = 2,
+    /// An active open failed (`err` = socket error, `flags` tell reset/timeout).
+    ConnectFail = 3,
+    /// The socket closed (final srtt and retransmit totals).
+    Close = 4,
+    /// A segment of this socket was retransmitted (this side is the sender).
+    Retransmit = 5,
+    /// A reset was received on this socket.
+    ResetRx = 6,
+    /// This socket sent a reset.
+    ResetTx = 7,
+}
+
+impl ConnEventKind {
+    /// Decodes the kind byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Open),
+            2 => Some(Self::ConnectOk),
+            3 => Some(Self::ConnectFail),
+            4 => Some(Self::Close),
+            5 => Some(Self::Retransmit),
+            6 => Some(Self::ResetRx),
+            7 => Some(Self::ResetTx),
+            _ => None,
+        }
+    }
+}
+
+/// Connection event flag: a reset was received before the connect failed.
+pub const CF_RESET_SEEN: u8 = 1 << 0;
+/// Connection event flag: the event concerns a socket that was still connecting (SYN_SENT).
+pub const CF_CONNECTING: u8 = 1 << 1;
+
+/// A connection-level event on a watched socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnEvent {
+    /// Always [`RecordKind::Conn`].
+    pub kind: u8,
+    /// [`ConnEventKind`] as u8.
+    pub event: u8,
+    /// [`ROLE_CLIENT`] or [`ROLE_SERVER`] (0 when unknown).
+    pub role: u8,
+    /// Address family (2 AF_INET, 10 AF_INET6).
+    pub family: u8,
+    /// TCP state at the event (kernel numbering).
+    pub state: u8,
+    /// IP protocol.
+    pub proto: u8,
+    /// `CF_*` bits.
+    pub flags: u8,
+    /// Padding, zero.
+    pub _pad: u8,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    /// Socket error (positive errno) known at the event, 0 if none.
+    pub err: u32,
+    /// Smoothed RTT in microseconds (TCP).
+    pub srtt_us: u32,
+    /// Total retransmitted segments of the socket so far (TCP).
+    pub total_retrans: u32,
+    /// cgroup v2 id of the owning pod.
+    pub cgroup_id: u64,
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Event time.
+    pub ts_ns: u64,
+    /// For connect events: time since the SYN was sent.
+    pub duration_ns: u64,
+    /// Local address (IPv4 in the first 4 bytes, network order).
+    pub saddr: [u8; 16],
+    /// Remote address (IPv4 in the first 4 bytes, network order).
+    pub daddr: [u8; 16],
+}
+
+/// A packet freed with a drop reason (skb:kfree_skb).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropEvent {
+    /// Always [`RecordKind::Drop`].
+    pub kind: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 3],
+    /// `enum skb_drop_reason` value.
+    pub reason: u32,
+    /// Inode of the network namespace the packet was in (0 if unknown).
+    pub netns: u32,
+    /// Padding, zero.
+    pub _pad2: u32,
+    /// Cookie of the watched socket the packet belonged to (0 if none).
+    pub cookie: u64,
+    /// cgroup id of that socket's pod (0 if none).
+    pub cgroup_id: u64,
+    /// Event time.
+    pub ts_ns: u64,
+}
+
+/// Indexes of the per-CPU counters array; every failure on the kernel side lands here.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Send/receive events of watched pods.
+    SockEvents = 0,
+    /// Exchanges written to the ring buffer.
+    Exchanges = 1,
+    /// Records lost because the ring buffer was full.
+    RingbufFull = 2,
+    /// New sockets not tracked because the socket map insert failed.
+    SockMapInsertFailed = 3,
+    /// bpf_probe_read_kernel failures.
+    ProbeReadFailed = 4,
+    /// Connection events written.
+    ConnEvents = 5,
+    /// Drop events written.
+    DropEvents = 6,
+    /// Sockets of watched pods seen for the first time.
+    SocketsTracked = 7,
+    /// Send/receive calls that returned an error (not counted as data).
+    SockIoErrors = 8,
+    /// Connect-tracking map insert failures.
+    ConnectMapInsertFailed = 9,
+}
+
+/// Number of counters in [`Counter`].
+pub const COUNTER_COUNT: u32 = 10;
+
+impl Counter {
+    /// All counters, in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::SockEvents,
+        Counter::Exchanges,
+        Counter::RingbufFull,
+        Counter::SockMapInsertFailed,
+        Counter::ProbeReadFailed,
+        Counter::ConnEvents,
+        Counter::DropEvents,
+        Counter::SocketsTracked,
+        Counter::SockIoErrors,
+        Counter::ConnectMapInsertFailed,
+    ];
+
+    /// Stable snake_case name used for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::SockEvents => "sock_events",
+            Counter::Exchanges => "exchanges",
+            Counter::RingbufFull => "ringbuf_full",
+            Counter::SockMapInsertFailed => "sock_map_insert_failed",
+            Counter::ProbeReadFailed => "probe_read_failed",
+            Counter::ConnEvents => "conn_events",
+            Counter::DropEvents => "drop_events",
+            Counter::SocketsTracked => "sockets_tracked",
+            Counter::SockIoErrors => "sock_io_errors",
+            Counter::ConnectMapInsertFailed => "connect_map_insert_failed",
+        }
+    }
+}
+
+/// Offset value meaning "field not found in this kernel's BTF"; readers skip it.
+pub const OFFSET_MISSING: u32 = u32::MAX;
+
+/// Kernel struct field offsets resolved from /sys/kernel/btf/vmlinux at load time.
+///
+/// Rust eBPF has no CO-RE relocations, so the loader reads the running kernel's BTF and
+/// writes these into the program's read-only data before loading.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelOffsets {
+    /// sock.__sk_common.skc_family (u16).
+    pub sk_family: u32,
+    /// sock.__sk_common.skc_num (u16, local port, host order).
+    pub sk_num: u32,
+    /// sock.__sk_common.skc_dport (be16).
+    pub sk_dport: u32,
+    /// sock.__sk_common.skc_rcv_saddr (be32).
+    pub sk_rcv_saddr: u32,
+    /// sock.__sk_common.skc_daddr (be32).
+    pub sk_daddr: u32,
+    /// sock.__sk_common.skc_v6_rcv_saddr (16 bytes).
+    pub sk_v6_rcv_saddr: u32,
+    /// sock.__sk_common.skc_v6_daddr (16 bytes).
+    pub sk_v6_daddr: u32,
+    /// sock.sk_protocol (u16).
+    pub sk_protocol: u32,
+    /// sock.sk_err (int).
+    pub sk_err: u32,
+    /// tcp_sock.srtt_us (u32, <<3 scaled).
+    pub tcp_srtt_us: u32,
+    /// tcp_sock.total_retrans (u32).
+    pub tcp_total_retrans: u32,
+    /// sk_buff.sk (pointer).
+    pub skb_sk: u32,
+    /// sk_buff.dev (pointer).
+    pub skb_dev: u32,
+    /// net_device.nd_net (possible_net_t holding struct net *).
+    pub dev_nd_net: u32,
+    /// net.ns.inum (unsigned int).
+    pub net_ns_inum: u32,
+}
+
+impl KernelOffsets {
+    /// All offsets unknown; the programs then record only what needs no struct reads.
+    pub const MISSING: KernelOffsets = KernelOffsets {
+        sk_family: OFFSET_MISSING,
+        sk_num: OFFSET_MISSING,
+        sk_dport: OFFSET_MISSING,
+        sk_rcv_saddr: OFFSET_MISSING,
+        sk_daddr: OFFSET_MISSING,
+        sk_v6_rcv_saddr: OFFSET_MISSING,
+        sk_v6_daddr: OFFSET_MISSING,
+        sk_protocol: OFFSET_MISSING,
+        sk_err: OFFSET_MISSING,
+        tcp_srtt_us: OFFSET_MISSING,
+        tcp_total_retrans: OFFSET_MISSING,
+        skb_sk: OFFSET_MISSING,
+        skb_dev: OFFSET_MISSING,
+        dev_nd_net: OFFSET_MISSING,
+        net_ns_inum: OFFSET_MISSING,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    use super::*;
+    // SAFETY: all are repr(C), Copy, without padding holes, valid for any bit pattern.
+    unsafe impl aya::Pod for Exchange {}
+    unsafe impl aya::Pod for ConnEvent {}
+    unsafe impl aya::Pod for DropEvent {}
+    unsafe impl aya::Pod for KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_surprises() {
+        assert_eq!(size_of::<Exchange>(), 56);
+        assert_eq!(size_of::<ConnEvent>(), 88);
+        assert_eq!(size_of::<DropEvent>(), 40);
+        assert_eq!(size_of::<KernelOffsets>(), 15 * 4);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in [RecordKind::Exchange, RecordKind::Conn, RecordKind::Drop] {
+            assert_eq!(RecordKind::from_u8(k as u8), Some(k));
+        }
+        for v in 1..=7u8 {
+            assert_eq!(ConnEventKind::from_u8(v).map(|k| k as u8), Some(v));
+        }
+        assert_eq!(RecordKind::from_u8(0), None);
+        assert_eq!(ConnEventKind::from_u8(8), None);
+    }
+}

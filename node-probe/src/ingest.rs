@@ -1,0 +1,266 @@
+//! The agent loop: keeps the kernel's target set in sync, drains the ring buffer on a timer
+//! (records are written without wakeups), and closes windows.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use netdx_api::{targets::TargetSet, windows::WindowReport};
+use tracing::{info, info_span, warn};
+
+use crate::{
+    loader::{LoadError, LoadedProbe, ProbeConfig},
+    metrics::Metrics,
+    pods::PodIndex,
+    records::decode,
+    windows::Aggregator,
+};
+
+/// Agent settings.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Node name this probe stands for.
+    pub node: String,
+    /// JSON [`TargetSet`] to watch (re-read when it changes).
+    pub targets_file: PathBuf,
+    /// Window length.
+    pub window: Duration,
+    /// Ring buffer drain period.
+    pub poll: Duration,
+    /// Closed windows kept for the API.
+    pub history: usize,
+    /// Kernel-side sizing.
+    pub probe: ProbeConfig,
+}
+
+impl AgentConfig {
+    /// Defaults for a node and a targets file: 10 s windows, 10 ms drain.
+    pub fn new(node: impl Into<String>, targets_file: impl Into<PathBuf>) -> Self {
+        AgentConfig {
+            node: node.into(),
+            targets_file: targets_file.into(),
+            window: Duration::from_secs(10),
+            poll: Duration::from_millis(10),
+            history: 360,
+            probe: ProbeConfig::default(),
+        }
+    }
+}
+
+/// State shared with the HTTP API.
+pub struct Shared {
+    /// Closed windows, oldest first.
+    pub windows: Mutex<VecDeque<WindowReport>>,
+    /// Prometheus metrics.
+    pub metrics: Mutex<Metrics>,
+    /// Set once the programs are attached and the first target sync ran.
+    pub ready: AtomicBool,
+    history: usize,
+}
+
+impl Shared {
+    fn push(&self, w: WindowReport) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.observe(&w);
+        }
+        if let Ok(mut ws) = self.windows.lock() {
+            ws.push_back(w);
+            while ws.len() > self.history {
+                ws.pop_front();
+            }
+        }
+    }
+}
+
+/// Requests from the API or tests to the loop.
+enum Command {
+    /// Close the current window now (drain first) and return it.
+    CloseWindow(mpsc::Sender<WindowReport>),
+}
+
+/// A running agent; dropping it stops the loop and detaches the programs.
+pub struct Agent {
+    /// State the API reads.
+    pub shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// eBPF load/attach failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The loop could not be started.
+    #[error("starting agent thread: {0}")]
+    Spawn(#[from] std::io::Error),
+    /// The loop is gone.
+    #[error("agent loop stopped")]
+    Stopped,
+}
+
+impl Agent {
+    /// Loads the probe and starts the loop.
+    pub fn start(cfg: AgentConfig) -> Result<Self, AgentError> {
+        let probe = LoadedProbe::load(&cfg.probe)?;
+        let shared = Arc::new(Shared {
+            windows: Mutex::new(VecDeque::new()),
+            metrics: Mutex::new(Metrics::default()),
+            ready: AtomicBool::new(false),
+            history: cfg.history.max(1),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let (sh, st) = (shared.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("ingest-{}", cfg.node))
+            .spawn(move || run(probe, cfg, sh, st, rx))?;
+        Ok(Agent { shared, stop, commands: tx, thread: Some(thread) })
+    }
+
+    /// Drains everything recorded so far, closes the current window and returns it.
+    pub fn close_window(&self) -> Result<WindowReport, AgentError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands.send(Command::CloseWindow(tx)).map_err(|_| AgentError::Stopped)?;
+        rx.recv_timeout(Duration::from_secs(30)).map_err(|_| AgentError::Stopped)
+    }
+
+    /// Waits until the first target sync is done.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if self.shared.ready.load(Ordering::Acquire) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Keeps the kernel TARGETS map equal to the watched pods of the current index.
+struct TargetSync {
+    file: PathBuf,
+    node: String,
+    mtime: Option<SystemTime>,
+    installed: HashSet<u64>,
+}
+
+impl TargetSync {
+    /// Re-reads the targets file when it changed; returns a new index if it did.
+    fn poll(&mut self, probe: &mut LoadedProbe) -> Option<Arc<PodIndex>> {
+        let mtime = std::fs::metadata(&self.file).and_then(|m| m.modified()).ok();
+        if mtime.is_some() && mtime == self.mtime {
+            return None;
+        }
+        self.mtime = mtime;
+        let set: TargetSet = match std::fs::read(&self.file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Keep watching what we had: a half-written or bad file must not blind the probe.
+                warn!(file = %self.file.display(), error = %e, "targets file unreadable; keeping previous targets");
+                return None;
+            }
+        };
+        let index = PodIndex::build(&set, &self.node);
+        let wanted: HashSet<u64> = index.watched.iter().map(|w| w.cgroup_id).collect();
+        for id in self.installed.difference(&wanted) {
+            if let Err(e) = probe.targets.remove(id) {
+                warn!(cgroup_id = id, error = %e, "removing target");
+            }
+        }
+        let mut installed = HashSet::new();
+        for id in &wanted {
+            match probe.targets.insert(id, &1u8, 0) {
+                Ok(()) => {
+                    installed.insert(*id);
+                }
+                Err(e) => warn!(cgroup_id = id, error = %e, "adding target (map full?)"),
+            }
+        }
+        self.installed = installed;
+        info!(node = %self.node, watched = index.watched.len(), unresolved = index.unresolved.len(), "targets updated");
+        Some(Arc::new(index))
+    }
+}
+
+fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {
+    probe.kernel_counters().into_iter().map(|(c, v)| (c.name().to_string(), v)).collect()
+}
+
+fn drain(probe: &mut LoadedProbe, agg: &mut Aggregator) {
+    while let Some(item) = probe.events.next() {
+        match decode(&item) {
+            Some(rec) => agg.add(&rec),
+            None => agg.malformed(),
+        }
+    }
+}
+
+fn run(
+    mut probe: LoadedProbe,
+    cfg: AgentConfig,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    commands: mpsc::Receiver<Command>,
+) {
+    let _span = info_span!("ingest", node = %cfg.node).entered();
+    let reasons: Arc<HashMap<u32, String>> = Arc::new(std::mem::take(&mut probe.drop_reasons));
+    let mut sync = TargetSync { file: cfg.targets_file.clone(), node: cfg.node.clone(), mtime: None, installed: HashSet::new() };
+    let index = sync.poll(&mut probe).unwrap_or_default();
+    let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);
+    shared.ready.store(true, Ordering::Release);
+    let mut next_window = Instant::now() + cfg.window;
+    let mut next_sync = Instant::now() + Duration::from_secs(1);
+    while !stop.load(Ordering::Acquire) {
+        drain(&mut probe, &mut agg);
+        let now = Instant::now();
+        if now >= next_sync {
+            if let Some(idx) = sync.poll(&mut probe) {
+                agg.set_index(idx);
+            }
+            next_sync = now + Duration::from_secs(1);
+        }
+        if now >= next_window {
+            shared.push(agg.close_window(kernel_map(&probe)));
+            next_window += cfg.window;
+            if next_window < now {
+                next_window = now + cfg.window;
+            }
+        }
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                Command::CloseWindow(reply) => {
+                    drain(&mut probe, &mut agg);
+                    let w = agg.close_window(kernel_map(&probe));
+                    shared.push(w.clone());
+                    let _ = reply.send(w);
+                    next_window = Instant::now() + cfg.window;
+                }
+            }
+        }
+        std::thread::sleep(cfg.poll);
+    }
+}

@@ -1,0 +1,10 @@
+//! netdx node-probe: loads the eBPF programs, turns their records into per-window
+//! summaries of edges and pods, and serves them.
+pub mod btf;
+pub mod http;
+pub mod ingest;
+pub mod loader;
+pub mod metrics;
+pub mod pods;
+pub mod records;
+pub mod windows;

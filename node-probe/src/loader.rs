@@ -1,0 +1,205 @@
+//! Loads probe-ebpf into the kernel, patches in this kernel's struct offsets, attaches every
+//! program, and hands out the maps the agent uses.
+
+use std::collections::HashMap as StdHashMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use netdx_common::{Counter, KernelOffsets};
+use tracing::{debug, info, warn};
+
+use crate::btf::{Btf, BtfError};
+
+/// The compiled eBPF object, built by build.rs with aya-build.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
+
+/// (program function, tracepoint) pairs, all tp_btf.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("on_sock_send", "sock_send_length"),
+    ("on_sock_recv", "sock_recv_length"),
+    ("on_state_change", "inet_sock_set_state"),
+    ("on_destroy", "tcp_destroy_sock"),
+    ("on_retransmit", "tcp_retransmit_skb"),
+    ("on_reset_rx", "tcp_receive_reset"),
+    ("on_reset_tx", "tcp_send_reset"),
+    ("on_kfree_skb", "kfree_skb"),
+];
+
+/// Errors while loading or attaching.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Kernel BTF could not be read.
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] BtfError),
+    /// aya could not read kernel BTF.
+    #[error("reading kernel BTF (aya): {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    /// The object did not load (verifier, maps).
+    #[error("loading eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("{action} {program} ({tracepoint}): {source}")]
+    Program {
+        /// "loading" or "attaching".
+        action: &'static str,
+        /// Program function name.
+        program: &'static str,
+        /// Tracepoint name.
+        tracepoint: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map is missing or of the wrong type.
+    #[error("map {0}: {1}")]
+    Map(&'static str, String),
+    /// A configuration value cannot work.
+    #[error("invalid probe configuration: {0}")]
+    Config(String),
+}
+
+/// Load-time sizing.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Maximum tracked sockets.
+    pub max_sockets: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { ring_bytes: 8 << 20, max_sockets: 65536 }
+    }
+}
+
+/// The loaded programs and the maps userspace talks to. Dropping it detaches everything.
+pub struct LoadedProbe {
+    /// Keeps programs and links alive.
+    _ebpf: Ebpf,
+    /// Watched cgroup ids.
+    pub targets: HashMap<MapData, u64, u8>,
+    /// The record stream.
+    pub events: RingBuf<MapData>,
+    /// Kernel-side health counters.
+    pub counters: PerCpuArray<MapData, u64>,
+    /// `enum skb_drop_reason` names of this kernel, without the SKB_DROP_REASON_ prefix.
+    pub drop_reasons: StdHashMap<u32, String>,
+}
+
+/// Resolves the fields the programs read; a missing one only disables what depends on it.
+pub fn resolve_offsets(btf: &Btf) -> KernelOffsets {
+    let mut o = KernelOffsets::MISSING;
+    let fields: [(&mut u32, &str, &str); 15] = [
+        (&mut o.sk_family, "sock", "__sk_common.skc_family"),
+        (&mut o.sk_num, "sock", "__sk_common.skc_num"),
+        (&mut o.sk_dport, "sock", "__sk_common.skc_dport"),
+        (&mut o.sk_rcv_saddr, "sock", "__sk_common.skc_rcv_saddr"),
+        (&mut o.sk_daddr, "sock", "__sk_common.skc_daddr"),
+        (&mut o.sk_v6_rcv_saddr, "sock", "__sk_common.skc_v6_rcv_saddr"),
+        (&mut o.sk_v6_daddr, "sock", "__sk_common.skc_v6_daddr"),
+        (&mut o.sk_protocol, "sock", "sk_protocol"),
+        (&mut o.sk_err, "sock", "sk_err"),
+        (&mut o.tcp_srtt_us, "tcp_sock", "srtt_us"),
+        (&mut o.tcp_total_retrans, "tcp_sock", "total_retrans"),
+        (&mut o.skb_sk, "sk_buff", "sk"),
+        (&mut o.skb_dev, "sk_buff", "dev"),
+        (&mut o.dev_nd_net, "net_device", "nd_net"),
+        (&mut o.net_ns_inum, "net", "ns.inum"),
+    ];
+    for (slot, ty, path) in fields {
+        match btf.field_offset(ty, path) {
+            Ok(off) => *slot = off,
+            Err(e) => warn!(error = %e, "field unavailable; dependent signal disabled"),
+        }
+    }
+    o
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it.
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        debug!("could not raise RLIMIT_MEMLOCK; fine on memcg-accounted kernels");
+    }
+}
+
+impl LoadedProbe {
+    /// Loads and attaches all programs.
+    pub fn load(cfg: &ProbeConfig) -> Result<Self, LoadError> {
+        let page = 4096u32;
+        if !cfg.ring_bytes.is_power_of_two() || cfg.ring_bytes < page {
+            return Err(LoadError::Config(format!(
+                "ring buffer size {} must be a power of two >= {page}",
+                cfg.ring_bytes
+            )));
+        }
+        if cfg.max_sockets == 0 {
+            return Err(LoadError::Config("max sockets must be > 0".into()));
+        }
+        raise_memlock();
+        let btf = Btf::from_sys_fs()?;
+        let offsets = resolve_offsets(&btf);
+        let drop_reasons = btf
+            .enum_values("skb_drop_reason")
+            .map(|v| {
+                v.into_iter()
+                    .map(|(n, v)| {
+                        let short = n.strip_prefix("SKB_DROP_REASON_").unwrap_or(&n);
+                        (v as u32, short.to_ascii_lowercase())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let aya_btf = aya::Btf::from_sys_fs()?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(&aya_btf)
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .map_max_entries("SOCKS", cfg.max_sockets)
+            .load(OBJECT)?;
+        for &(program, tracepoint) in PROGRAMS {
+            let err = |action| move |source| LoadError::Program { action, program, tracepoint, source };
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
+                .try_into()
+                .map_err(err("loading"))?;
+            prog.load(tracepoint, &aya_btf).map_err(err("loading"))?;
+            prog.attach().map_err(err("attaching"))?;
+        }
+        let targets = take(&mut ebpf, "TARGETS", |m| HashMap::try_from(m))?;
+        let events = take(&mut ebpf, "EVENTS", |m| RingBuf::try_from(m))?;
+        let counters = take(&mut ebpf, "COUNTERS", |m| PerCpuArray::try_from(m))?;
+        info!(programs = PROGRAMS.len(), ring_bytes = cfg.ring_bytes, "eBPF programs attached");
+        Ok(LoadedProbe { _ebpf: ebpf, targets, events, counters, drop_reasons })
+    }
+
+    /// Sums the per-CPU kernel counters.
+    pub fn kernel_counters(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let v = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (c, v)
+            })
+            .collect()
+    }
+}
+
+fn take<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    conv: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, LoadError> {
+    let map = ebpf.take_map(name).ok_or_else(|| LoadError::Map(name, "missing".into()))?;
+    conv(map).map_err(|e| LoadError::Map(name, e.to_string()))
+}

@@ -1,0 +1,58 @@
+//! node-probe binary.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use node_probe::{
+    http::router,
+    ingest::{Agent, AgentConfig},
+    loader::ProbeConfig,
+};
+use tracing_subscriber::EnvFilter;
+
+/// netdx node agent.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Node name this probe stands for.
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// JSON target set (pods to watch); re-read when it changes.
+    #[arg(long, env = "NETDX_TARGETS")]
+    targets: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    listen: SocketAddr,
+    /// Window length in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    window_secs: u64,
+    /// Ring buffer size in bytes (power of two).
+    #[arg(long, default_value_t = 8 << 20)]
+    ring_bytes: u32,
+    /// Maximum sockets tracked in the kernel.
+    #[arg(long, default_value_t = 65536)]
+    max_sockets: u32,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let args = Args::parse();
+    let mut cfg = AgentConfig::new(&args.node, &args.targets);
+    cfg.window = Duration::from_secs(args.window_secs);
+    cfg.probe = ProbeConfig { ring_bytes: args.ring_bytes, max_sockets: args.max_sockets };
+    let agent = Agent::start(cfg).context("starting the probe")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, node = %args.node, "serving");
+    axum::serve(listener, router(agent.shared.clone()))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    drop(agent);
+    Ok(())
+}

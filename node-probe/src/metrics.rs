@@ -1,0 +1,149 @@
+//! Prometheus metrics of the probe, updated once per window.
+
+use std::{collections::HashMap, sync::atomic::AtomicU64};
+
+use netdx_api::windows::WindowReport;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Labels of an edge-side series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EdgeLabels {
+    /// Client endpoint.
+    pub client: String,
+    /// Server endpoint.
+    pub server: String,
+    /// Server port.
+    pub port: u16,
+    /// "client" or "server": which end observed it.
+    pub side: String,
+}
+
+/// Labels of an edge-level counter with a kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EdgeKindLabels {
+    /// Client endpoint.
+    pub client: String,
+    /// Server endpoint.
+    pub server: String,
+    /// Server port.
+    pub port: u16,
+    /// What is counted.
+    pub kind: String,
+}
+
+/// Labels of a drop counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// Pod (namespace/name), or "node".
+    pub pod: String,
+    /// Kernel drop reason.
+    pub reason: String,
+}
+
+/// Labels naming one kernel/pipeline counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    /// Counter name.
+    pub name: String,
+}
+
+/// All metrics of the probe.
+pub struct Metrics {
+    /// The registry /metrics encodes.
+    pub registry: Registry,
+    exchanges: Family<EdgeLabels, Counter>,
+    latency_p99: Family<EdgeLabels, Gauge<f64, AtomicU64>>,
+    latency_p50: Family<EdgeLabels, Gauge<f64, AtomicU64>>,
+    l4: Family<EdgeKindLabels, Counter>,
+    drops: Family<DropLabels, Counter>,
+    pipeline: Family<NameLabels, Counter>,
+    windows: Counter,
+    last_pipeline: HashMap<String, u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("netdx");
+        let m = Metrics {
+            exchanges: Family::default(),
+            latency_p99: Family::default(),
+            latency_p50: Family::default(),
+            l4: Family::default(),
+            drops: Family::default(),
+            pipeline: Family::default(),
+            windows: Counter::default(),
+            last_pipeline: HashMap::new(),
+            registry: Registry::default(),
+        };
+        registry.register("edge_exchanges", "Completed request/response exchanges", m.exchanges.clone());
+        registry.register("edge_latency_p99_seconds", "p99 exchange latency in the last window", m.latency_p99.clone());
+        registry.register("edge_latency_p50_seconds", "Median exchange latency in the last window", m.latency_p50.clone());
+        registry.register("edge_l4_events", "Connection-level events by kind", m.l4.clone());
+        registry.register("drops", "Packets dropped by the kernel, by reason", m.drops.clone());
+        registry.register("probe_pipeline_events", "Probe pipeline counters (kernel and userspace)", m.pipeline.clone());
+        registry.register("probe_windows", "Windows closed", m.windows.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Folds a closed window into the metrics.
+    pub fn observe(&mut self, w: &WindowReport) {
+        self.windows.inc();
+        for e in &w.edges {
+            let (client, server, port) = (e.key.client.to_string(), e.key.server.to_string(), e.key.port);
+            for (side, stats) in [("client", &e.client), ("server", &e.server)] {
+                let Some(s) = stats else { continue };
+                let l = EdgeLabels { client: client.clone(), server: server.clone(), port, side: side.into() };
+                self.exchanges.get_or_create(&l).inc_by(s.exchanges);
+                self.latency_p99.get_or_create(&l).set(s.latency.p99_ms / 1e3);
+                self.latency_p50.get_or_create(&l).set(s.latency.p50_ms / 1e3);
+            }
+            let l4 = &e.l4;
+            for (kind, v) in [
+                ("connect_ok", l4.connects_ok),
+                ("connect_refused", l4.connect_refused),
+                ("connect_timeout", l4.connect_timeout),
+                ("connect_failed_other", l4.connect_failed_other),
+                ("retrans_client_to_server", l4.retrans_client_to_server),
+                ("retrans_server_to_client", l4.retrans_server_to_client),
+                ("syn_retrans", l4.syn_retrans),
+                ("resets_by_client", l4.resets_by_client),
+                ("resets_by_server", l4.resets_by_server),
+            ] {
+                if v > 0 {
+                    let l = EdgeKindLabels { client: client.clone(), server: server.clone(), port, kind: kind.into() };
+                    self.l4.get_or_create(&l).inc_by(v);
+                }
+            }
+        }
+        let pod_drops = w.pods.iter().map(|p| (p.pod.to_string(), &p.drops));
+        for (pod, drops) in pod_drops.chain(std::iter::once(("node".to_string(), &w.node_drops))) {
+            for (reason, n) in drops {
+                self.drops.get_or_create(&DropLabels { pod: pod.clone(), reason: reason.clone() }).inc_by(*n);
+            }
+        }
+        let h = &w.health;
+        let pipeline = h.kernel.iter().map(|(k, v)| (format!("kernel_{k}"), *v)).chain([
+            ("records_read".to_string(), h.records_read),
+            ("records_malformed".to_string(), h.records_malformed),
+            ("exchanges_unattributed".to_string(), h.exchanges_unattributed),
+        ]);
+        for (name, total) in pipeline {
+            let last = self.last_pipeline.insert(name.clone(), total).unwrap_or(0);
+            self.pipeline.get_or_create(&NameLabels { name }).inc_by(total.saturating_sub(last));
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,350 @@
+//! Aggregation of records into per-window edge and pod summaries.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use netdx_api::{
+    targets::PodRef,
+    windows::{EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, ProbeHealth, SideStats, WindowReport},
+};
+use netdx_common::{
+    CF_CONNECTING, CF_RESET_SEEN, ConnEvent, ConnEventKind, DropEvent, EXF_NO_RESPONSE, EXF_RESET,
+    Exchange, ROLE_CLIENT,
+};
+use sketches_ddsketch::{Config, DDSketch};
+
+use crate::{pods::PodIndex, records::Record};
+
+const ECONNREFUSED: u32 = 111;
+const ETIMEDOUT: u32 = 110;
+const AF_INET6: u8 = 10;
+
+/// What userspace knows about one socket (by cookie).
+#[derive(Clone, Debug)]
+struct Conn {
+    edge: EdgeKey,
+    is_client: bool,
+    /// Window sequence in which the socket closed; purged one window later so late
+    /// events (a reset sent after close) still find it.
+    closed_in: Option<u64>,
+    /// UDP sockets never report a close: they are forgotten after [`UDP_IDLE_WINDOWS`].
+    udp: bool,
+    /// Last window with activity.
+    last_seq: u64,
+}
+
+/// Idle windows after which a UDP socket is forgotten.
+const UDP_IDLE_WINDOWS: u64 = 6;
+
+#[derive(Default)]
+struct SideAcc {
+    exchanges: u64,
+    no_response: u64,
+    with_reset: u64,
+    req_bytes: u64,
+    resp_bytes: u64,
+    latency: Option<DDSketch>,
+    ttfb: Option<DDSketch>,
+    srtt_sum: u64,
+    srtt_n: u64,
+    srtt_max: u32,
+}
+
+fn sketch() -> DDSketch {
+    DDSketch::new(Config::defaults())
+}
+
+impl SideAcc {
+    fn add(&mut self, ex: &Exchange) {
+        if ex.flags & EXF_NO_RESPONSE != 0 {
+            self.no_response += 1;
+        } else {
+            self.exchanges += 1;
+            self.latency.get_or_insert_with(sketch).add(ex.ttlb_ns as f64 / 1e6);
+            self.ttfb.get_or_insert_with(sketch).add(ex.ttfb_ns as f64 / 1e6);
+        }
+        if ex.flags & EXF_RESET != 0 {
+            self.with_reset += 1;
+        }
+        self.req_bytes += u64::from(ex.req_bytes);
+        self.resp_bytes += u64::from(ex.resp_bytes);
+        if ex.srtt_us > 0 {
+            self.srtt_sum += u64::from(ex.srtt_us);
+            self.srtt_n += 1;
+            self.srtt_max = self.srtt_max.max(ex.srtt_us);
+        }
+    }
+
+    fn finish(self) -> SideStats {
+        SideStats {
+            exchanges: self.exchanges,
+            no_response: self.no_response,
+            with_reset: self.with_reset,
+            req_bytes: self.req_bytes,
+            resp_bytes: self.resp_bytes,
+            latency: self.latency.map(Latency::from_sketch).unwrap_or_default(),
+            ttfb: self.ttfb.map(Latency::from_sketch).unwrap_or_default(),
+            srtt_us_mean: if self.srtt_n > 0 { self.srtt_sum as f64 / self.srtt_n as f64 } else { 0.0 },
+            srtt_us_max: self.srtt_max,
+        }
+    }
+}
+
+#[derive(Default)]
+struct EdgeAcc {
+    client: Option<SideAcc>,
+    server: Option<SideAcc>,
+    l4: L4Stats,
+    connect_ms_sum: f64,
+}
+
+/// Turns records into windows. Not thread-safe by itself; the ingest loop owns it.
+pub struct Aggregator {
+    node: String,
+    index: Arc<PodIndex>,
+    drop_reasons: Arc<HashMap<u32, String>>,
+    conns: HashMap<u64, Conn>,
+    edges: HashMap<EdgeKey, EdgeAcc>,
+    pod_drops: HashMap<PodRef, BTreeMap<String, u64>>,
+    pod_sockets: HashMap<PodRef, u64>,
+    node_drops: BTreeMap<String, u64>,
+    seq: u64,
+    start_unix_ms: u64,
+    health: ProbeHealth,
+}
+
+fn ip_of(family: u8, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        let v6 = Ipv6Addr::from(*raw);
+        v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Aggregator {
+    /// A fresh aggregator for `node`.
+    pub fn new(node: impl Into<String>, index: Arc<PodIndex>, drop_reasons: Arc<HashMap<u32, String>>) -> Self {
+        Aggregator {
+            node: node.into(),
+            index,
+            drop_reasons,
+            conns: HashMap::new(),
+            edges: HashMap::new(),
+            pod_drops: HashMap::new(),
+            pod_sockets: HashMap::new(),
+            node_drops: BTreeMap::new(),
+            seq: 0,
+            start_unix_ms: unix_ms(),
+            health: ProbeHealth::default(),
+        }
+    }
+
+    /// Replaces the pod index (targets changed).
+    pub fn set_index(&mut self, index: Arc<PodIndex>) {
+        self.index = index;
+    }
+
+    /// Counts a record the decoder rejected.
+    pub fn malformed(&mut self) {
+        self.health.records_read += 1;
+        self.health.records_malformed += 1;
+    }
+
+    /// Feeds one record.
+    pub fn add(&mut self, rec: &Record) {
+        self.health.records_read += 1;
+        match rec {
+            Record::Exchange(ex) => self.add_exchange(ex),
+            Record::Conn(ev) => self.add_conn(ev),
+            Record::Drop(d) => self.add_drop(d),
+        }
+    }
+
+    fn endpoint(&self, ip: IpAddr) -> Endpoint {
+        Endpoint { pod: self.index.pod_of_ip(&ip).cloned(), ip: ip.to_string() }
+    }
+
+    fn add_exchange(&mut self, ex: &Exchange) {
+        let Some(conn) = self.conns.get_mut(&ex.cookie) else {
+            self.health.exchanges_unattributed += 1;
+            return;
+        };
+        conn.last_seq = self.seq;
+        let is_client = conn.is_client;
+        let acc = self.edges.entry(conn.edge.clone()).or_default();
+        let side = if is_client { &mut acc.client } else { &mut acc.server };
+        side.get_or_insert_with(SideAcc::default).add(ex);
+    }
+
+    fn conn_for(&mut self, ev: &ConnEvent) -> Conn {
+        if let Some(c) = self.conns.get(&ev.cookie) {
+            return c.clone();
+        }
+        let local = ip_of(ev.family, &ev.saddr);
+        let remote = ip_of(ev.family, &ev.daddr);
+        let is_client = ev.role == ROLE_CLIENT;
+        let me = Endpoint {
+            pod: self.index.pod_of_cgroup(ev.cgroup_id).cloned(),
+            ip: local.to_string(),
+        };
+        let peer = self.endpoint(remote);
+        let proto = if ev.proto == 17 { "udp" } else { "tcp" }.to_string();
+        let edge = if is_client {
+            EdgeKey { client: me, server: peer, port: ev.dport, proto }
+        } else {
+            EdgeKey { client: peer, server: me, port: ev.sport, proto }
+        };
+        let conn = Conn { edge, is_client, closed_in: None, udp: ev.proto == 17, last_seq: self.seq };
+        self.conns.insert(ev.cookie, conn.clone());
+        conn
+    }
+
+    fn add_conn(&mut self, ev: &ConnEvent) {
+        let Some(kind) = ConnEventKind::from_u8(ev.event) else {
+            self.health.records_malformed += 1;
+            return;
+        };
+        let conn = self.conn_for(ev);
+        if kind == ConnEventKind::Open
+            && let Some(pod) = &if conn.is_client { conn.edge.client.pod.clone() } else { conn.edge.server.pod.clone() }
+        {
+            *self.pod_sockets.entry(pod.clone()).or_default() += 1;
+        }
+        let seq = self.seq;
+        let acc = self.edges.entry(conn.edge.clone()).or_default();
+        let l4 = &mut acc.l4;
+        let ms = ev.duration_ns as f64 / 1e6;
+        match kind {
+            ConnEventKind::Open => {}
+            ConnEventKind::ConnectOk => {
+                l4.connects_ok += 1;
+                acc.connect_ms_sum += ms;
+                l4.connect_ms_max = l4.connect_ms_max.max(ms);
+            }
+            ConnEventKind::ConnectFail => {
+                l4.connect_ms_max = l4.connect_ms_max.max(ms);
+                if ev.err == ECONNREFUSED || ev.flags & CF_RESET_SEEN != 0 {
+                    l4.connect_refused += 1;
+                } else if ev.err == ETIMEDOUT || ev.total_retrans > 0 {
+                    l4.connect_timeout += 1;
+                } else {
+                    l4.connect_failed_other += 1;
+                }
+                self.close(ev.cookie, seq);
+            }
+            ConnEventKind::Close => {
+                l4.closes += 1;
+                self.close(ev.cookie, seq);
+            }
+            ConnEventKind::Retransmit => {
+                if ev.flags & CF_CONNECTING != 0 {
+                    l4.syn_retrans += 1;
+                } else if conn.is_client {
+                    l4.retrans_client_to_server += 1;
+                } else {
+                    l4.retrans_server_to_client += 1;
+                }
+            }
+            ConnEventKind::ResetRx => {
+                if conn.is_client {
+                    l4.resets_to_client += 1;
+                } else {
+                    l4.resets_to_server += 1;
+                }
+            }
+            ConnEventKind::ResetTx => {
+                if conn.is_client {
+                    l4.resets_by_client += 1;
+                } else {
+                    l4.resets_by_server += 1;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, cookie: u64, seq: u64) {
+        if let Some(c) = self.conns.get_mut(&cookie) {
+            c.closed_in.get_or_insert(seq);
+        }
+    }
+
+    fn add_drop(&mut self, d: &DropEvent) {
+        let reason = self
+            .drop_reasons
+            .get(&d.reason)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{}", d.reason));
+        let pod = self
+            .index
+            .pod_of_cgroup(d.cgroup_id)
+            .or_else(|| self.index.pod_of_netns(d.netns))
+            .cloned();
+        let bucket = match pod {
+            Some(p) => self.pod_drops.entry(p).or_default(),
+            None => &mut self.node_drops,
+        };
+        *bucket.entry(reason).or_default() += 1;
+    }
+
+    /// Closes the current window and starts the next one.
+    pub fn close_window(&mut self, kernel: BTreeMap<String, u64>) -> WindowReport {
+        let end = unix_ms();
+        let edges = std::mem::take(&mut self.edges)
+            .into_iter()
+            .map(|(key, acc)| {
+                let mut l4 = acc.l4;
+                if l4.connects_ok > 0 {
+                    l4.connect_ms_mean = acc.connect_ms_sum / l4.connects_ok as f64;
+                }
+                EdgeWindow {
+                    key,
+                    client: acc.client.map(SideAcc::finish),
+                    server: acc.server.map(SideAcc::finish),
+                    l4,
+                }
+            })
+            .collect();
+        let mut pod_drops = std::mem::take(&mut self.pod_drops);
+        let mut pod_sockets = std::mem::take(&mut self.pod_sockets);
+        let pods = self
+            .index
+            .watched
+            .iter()
+            .map(|w| PodWindow {
+                pod: w.pod.clone(),
+                drops: pod_drops.remove(&w.pod).unwrap_or_default(),
+                sockets_opened: pod_sockets.remove(&w.pod).unwrap_or_default(),
+            })
+            .collect();
+        let seq = self.seq;
+        self.conns.retain(|_, c| {
+            c.closed_in.is_none_or(|s| s + 1 > seq) && !(c.udp && c.last_seq + UDP_IDLE_WINDOWS < seq)
+        });
+        self.health.kernel = kernel;
+        let report = WindowReport {
+            node: self.node.clone(),
+            seq,
+            start_unix_ms: self.start_unix_ms,
+            end_unix_ms: end,
+            edges,
+            pods,
+            node_drops: std::mem::take(&mut self.node_drops),
+            health: self.health.clone(),
+        };
+        self.seq += 1;
+        self.start_unix_ms = end;
+        report
+    }
+}

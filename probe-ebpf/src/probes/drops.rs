@@ -1,0 +1,59 @@
+//! skb:kfree_skb: packets the kernel dropped, with the reason and the namespace.
+
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::bpf_ktime_get_ns,
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use netdx_common::{Counter, DropEvent, RecordKind};
+
+use crate::{
+    kernel::{offsets, read},
+    maps::{EVENTS, SOCKS, count},
+};
+
+/// SKB_DROP_REASON_NOT_SPECIFIED: everything above it is a named reason.
+const SKB_DROP_REASON_NOT_SPECIFIED: u32 = 2;
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn on_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let reason: u32 = ctx.arg(2);
+    if reason < SKB_DROP_REASON_NOT_SPECIFIED {
+        return 0;
+    }
+    let o = offsets();
+    let dev = read::<*const u8>(skb, o.skb_dev).unwrap_or(core::ptr::null());
+    let net = read::<*const u8>(dev, o.dev_nd_net).unwrap_or(core::ptr::null());
+    let netns = read::<u32>(net, o.net_ns_inum).unwrap_or(0);
+    let sk = read::<*const u8>(skb, o.skb_sk).unwrap_or(core::ptr::null());
+    let (cookie, cgroup_id) = if sk.is_null() {
+        (0, 0)
+    } else {
+        let key = sk as u64;
+        // SAFETY: read-only use of a map value.
+        match unsafe { SOCKS.get(&key) } {
+            Some(st) => (st.cookie, st.cgroup_id),
+            None => (0, 0),
+        }
+    };
+    match EVENTS.reserve::<DropEvent>(0) {
+        Some(mut entry) => {
+            entry.write(DropEvent {
+                kind: RecordKind::Drop as u8,
+                reason,
+                netns,
+                cookie,
+                cgroup_id,
+                // SAFETY: helper without arguments.
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                ..DropEvent::default()
+            });
+            entry.submit(BPF_RB_NO_WAKEUP as u64);
+            count(Counter::DropEvents);
+        }
+        None => count(Counter::RingbufFull),
+    }
+    0
+}

@@ -1,0 +1,5 @@
+//! Program entry points, one hook family per file.
+
+pub mod drops;
+pub mod socket;
+pub mod tcp;

@@ -1,0 +1,119 @@
+//! Writers of ring-buffer records; every failed reserve is counted as a lost record.
+
+use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
+use netdx_common::{
+    ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, RecordKind,
+};
+
+use crate::{
+    kernel::{offsets, read},
+    maps::{EVENTS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, count},
+};
+
+const IPPROTO_TCP: u8 = 6;
+
+/// Smoothed RTT in microseconds (tcp_sock.srtt_us is stored <<3), 0 for non-TCP.
+#[inline(always)]
+pub fn srtt_us(sk: *const u8, proto: u8) -> u32 {
+    if proto != IPPROTO_TCP {
+        return 0;
+    }
+    read::<u32>(sk, offsets().tcp_srtt_us).map_or(0, |v| v >> 3)
+}
+
+/// Closes the open exchange of `st` (if any) and writes it; resets the state to idle.
+#[inline(always)]
+pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
+    let phase = st.phase;
+    if phase == PHASE_IDLE {
+        return;
+    }
+    st.phase = PHASE_IDLE;
+    let mut flags = st.flags | extra_flags;
+    let (ttfb, ttlb) = if phase == PHASE_RESPONSE {
+        (st.resp_first - st.req_start, st.resp_last - st.req_start)
+    } else {
+        flags |= EXF_NO_RESPONSE;
+        (0, 0)
+    };
+    st.flags = 0;
+    // A request still open on the server side at close is the peer's half-sent data, not an exchange.
+    if phase == PHASE_REQUEST && st.role == netdx_common::ROLE_SERVER {
+        return;
+    }
+    match EVENTS.reserve::<Exchange>(0) {
+        Some(mut entry) => {
+            entry.write(Exchange {
+                kind: RecordKind::Exchange as u8,
+                role: st.role,
+                flags,
+                proto: st.proto,
+                srtt_us: srtt_us(sk, st.proto),
+                cgroup_id: st.cgroup_id,
+                cookie: st.cookie,
+                start_ns: st.req_start,
+                ttfb_ns: ttfb,
+                ttlb_ns: ttlb,
+                req_bytes: st.req_bytes,
+                resp_bytes: st.resp_bytes,
+            });
+            entry.submit(BPF_RB_NO_WAKEUP as u64);
+            count(Counter::Exchanges);
+        }
+        None => count(Counter::RingbufFull),
+    }
+}
+
+/// Writes a connection event for a tracked socket; the tuple is read from `sk`.
+#[inline(always)]
+pub fn conn_event(
+    kind: ConnEventKind,
+    st: &SockState,
+    sk: *const u8,
+    now: u64,
+    duration_ns: u64,
+    flags: u8,
+    state: u8,
+) {
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let o = offsets();
+    let mut ev = ConnEvent {
+        kind: RecordKind::Conn as u8,
+        event: kind as u8,
+        role: st.role,
+        family: st.family,
+        state,
+        proto: st.proto,
+        flags,
+        sport: read::<u16>(sk, o.sk_num).unwrap_or(0),
+        dport: u16::from_be(read::<u16>(sk, o.sk_dport).unwrap_or(0)),
+        cgroup_id: st.cgroup_id,
+        cookie: st.cookie,
+        ts_ns: now,
+        duration_ns,
+        ..ConnEvent::default()
+    };
+    if st.proto == IPPROTO_TCP {
+        ev.srtt_us = srtt_us(sk, st.proto);
+        ev.total_retrans = read::<u32>(sk, o.tcp_total_retrans).unwrap_or(0);
+    }
+    ev.err = read::<i32>(sk, o.sk_err).unwrap_or(0) as u32;
+    if st.family == AF_INET6 {
+        ev.saddr = read::<[u8; 16]>(sk, o.sk_v6_rcv_saddr).unwrap_or([0; 16]);
+        ev.daddr = read::<[u8; 16]>(sk, o.sk_v6_daddr).unwrap_or([0; 16]);
+    } else {
+        let s = read::<[u8; 4]>(sk, o.sk_rcv_saddr).unwrap_or([0; 4]);
+        let d = read::<[u8; 4]>(sk, o.sk_daddr).unwrap_or([0; 4]);
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    }
+    entry.write(ev);
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(Counter::ConnEvents);
+}
+
+/// AF_INET6.
+pub const AF_INET6: u8 = 10;
