@@ -5,15 +5,15 @@
 //! retransmits and resets; `kfree_skb` adds drops with their reason. Only pods whose cgroup
 //! id is in `TARGETS` are recorded. Records go to one ring buffer without wakeups; the
 //! node-probe drains it on a timer.
-#![no_std]
-#![no_main]
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod kernel;
 mod maps;
 mod probes;
 mod records;
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
@@ -23,3 +23,9 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Host builds (`cargo build --workspace`) compile this crate too; it only runs as eBPF.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("probe-ebpf is an eBPF object; it is embedded in node-probe");
+}

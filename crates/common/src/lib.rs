@@ -203,14 +203,12 @@ pub enum Counter {
     DropEvents = 6,
     /// Sockets of watched pods seen for the first time.
     SocketsTracked = 7,
-    /// Send/receive calls that returned an error (not counted as data).
-    SockIoErrors = 8,
     /// Connect-tracking map insert failures.
-    ConnectMapInsertFailed = 9,
+    ConnectMapInsertFailed = 8,
 }
 
 /// Number of counters in [`Counter`].
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 9;
 
 impl Counter {
     /// All counters, in index order.
@@ -223,7 +221,6 @@ impl Counter {
         Counter::ConnEvents,
         Counter::DropEvents,
         Counter::SocketsTracked,
-        Counter::SockIoErrors,
         Counter::ConnectMapInsertFailed,
     ];
 
@@ -238,7 +235,6 @@ impl Counter {
             Counter::ConnEvents => "conn_events",
             Counter::DropEvents => "drop_events",
             Counter::SocketsTracked => "sockets_tracked",
-            Counter::SockIoErrors => "sock_io_errors",
             Counter::ConnectMapInsertFailed => "connect_map_insert_failed",
         }
     }

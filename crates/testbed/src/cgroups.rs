@@ -1,0 +1,88 @@
+//! Kubelet-style pod cgroups: a cgroup v2 directory (the pod's identity for eBPF) and a v1
+//! cpu directory (CPU quota and throttling statistics).
+
+use std::path::{Path, PathBuf};
+
+use crate::{Result, io_err};
+
+/// Root of the cgroup v2 tree on this machine (hybrid mode).
+pub const UNIFIED_ROOT: &str = "/sys/fs/cgroup/unified";
+/// Root of the v1 cpu controller.
+pub const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
+/// Slice under which all testbed pods live.
+pub const SLICE: &str = "netdx-testbed.slice";
+
+/// The cgroup directories of one pod.
+#[derive(Clone, Debug)]
+pub struct PodCgroups {
+    /// cgroup v2 directory.
+    pub unified: PathBuf,
+    /// cgroup v1 cpu directory, if the controller is mounted.
+    pub cpu: Option<PathBuf>,
+}
+
+/// The directory name kubelet (systemd driver) gives a pod with this UID.
+pub fn pod_slice_name(prefix: &str, uid: &str) -> String {
+    format!("{prefix}-kubepods-pod{}.slice", uid.replace('-', "_"))
+}
+
+impl PodCgroups {
+    /// Creates the pod's cgroups.
+    pub fn create(prefix: &str, uid: &str) -> Result<Self> {
+        let name = pod_slice_name(prefix, uid);
+        let unified = Path::new(UNIFIED_ROOT).join(SLICE).join(&name);
+        std::fs::create_dir_all(&unified).map_err(io_err(format!("creating {}", unified.display())))?;
+        let cpu = if Path::new(CPU_ROOT).join("cgroup.procs").exists() {
+            let p = Path::new(CPU_ROOT).join(SLICE).join(&name);
+            std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
+            Some(p)
+        } else {
+            None
+        };
+        Ok(PodCgroups { unified, cpu })
+    }
+
+    /// cgroup.procs files a process must join.
+    pub fn procs_files(&self) -> Vec<String> {
+        std::iter::once(&self.unified)
+            .chain(self.cpu.as_ref())
+            .map(|d| d.join("cgroup.procs").display().to_string())
+            .collect()
+    }
+
+    /// Sets a CFS quota (`None` removes it): `quota_us` of CPU time per `period_us`.
+    pub fn set_cpu_quota(&self, quota_us: Option<u64>, period_us: u64) -> Result<()> {
+        let Some(cpu) = &self.cpu else {
+            return Err(crate::Error::Invalid("cpu cgroup controller not available".into()));
+        };
+        let w = |f: &str, v: String| std::fs::write(cpu.join(f), v).map_err(io_err(format!("writing {f}")));
+        w("cpu.cfs_period_us", period_us.to_string())?;
+        w("cpu.cfs_quota_us", quota_us.map_or("-1".to_string(), |q| q.to_string()))
+    }
+
+    /// (nr_throttled, throttled_time ns) from cpu.stat.
+    pub fn throttling(&self) -> Option<(u64, u64)> {
+        let s = std::fs::read_to_string(self.cpu.as_ref()?.join("cpu.stat")).ok()?;
+        let field = |k: &str| {
+            s.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
+        };
+        Some((field("nr_throttled ")?, field("throttled_time ")?))
+    }
+}
+
+/// Kills every process in a cgroup directory and removes it (retrying while they exit).
+pub fn kill_and_remove(dir: &Path) {
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        for pid in &pids {
+            // SAFETY: plain kill syscall.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tracing::warn!(dir = %dir.display(), "cgroup could not be removed");
+}

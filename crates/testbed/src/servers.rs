@@ -1,0 +1,150 @@
+//! Real servers started inside pods: redis, nginx, memcached, postgres, and the ndxe server.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{Error, Result, Testbed, exec::in_netns, io_err};
+
+/// Path of a binary built from this workspace (next to the running executable, or
+/// `$NETDX_BIN_DIR`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("NETDX_BIN_DIR") {
+        candidates.push(PathBuf::from(dir).join(name));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(3) {
+            candidates.push(dir.join(name));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Invalid(format!("binary {name} not found: run `cargo build --workspace --bins` first")))
+}
+
+/// Waits until `addr` accepts TCP connections from inside `pod`'s namespace.
+pub fn wait_tcp(tb: &Testbed, pod: &str, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let ns = crate::netns::netns_path(&tb.pod(pod)?.netns);
+    let ok = in_netns(&ns, move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    })?;
+    if ok { Ok(()) } else { Err(Error::NotReady(format!("{addr} from {pod}"), timeout)) }
+}
+
+fn addr(tb: &Testbed, pod: &str, port: u16) -> Result<SocketAddr> {
+    format!("{}:{port}", tb.pod(pod)?.ip)
+        .parse()
+        .map_err(|e| Error::Invalid(format!("address of {pod}: {e}")))
+}
+
+const READY: Duration = Duration::from_secs(20);
+
+/// Starts redis-server in `pod` on 6379.
+pub fn redis(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
+    let dir = tb.path(&format!("redis-{pod}"));
+    std::fs::create_dir_all(&dir).map_err(io_err("redis dir"))?;
+    let dir_s = dir.display().to_string();
+    tb.spawn(
+        pod,
+        "redis-server",
+        &["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", &dir_s, "--daemonize", "no"],
+    )?;
+    let a = addr(tb, pod, 6379)?;
+    wait_tcp(tb, pod, a, READY)?;
+    Ok(a)
+}
+
+/// Starts memcached in `pod` on 11211.
+pub fn memcached(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
+    tb.spawn(pod, "memcached", &["-u", "root", "-p", "11211", "-l", "0.0.0.0", "-U", "0", "-t", "2"])?;
+    let a = addr(tb, pod, 11211)?;
+    wait_tcp(tb, pod, a, READY)?;
+    Ok(a)
+}
+
+/// Starts nginx in `pod` on port 80 serving `/` (a body of `body_bytes`) and `/slow`-free
+/// static files; keep-alive on.
+pub fn nginx(tb: &Testbed, pod: &str, body_bytes: usize) -> Result<SocketAddr> {
+    let dir = tb.path(&format!("nginx-{pod}"));
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).map_err(io_err("nginx dir"))?;
+    std::fs::write(root.join("index.html"), vec![b'n'; body_bytes]).map_err(io_err("nginx body"))?;
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process on;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           server {{\n    listen 80 backlog=1024;\n    root {root};\n    location /status/500 {{ return 500 \"error\\n\"; }}\n    location / {{ try_files $uri /index.html; }}\n  }}\n}}\n",
+        root = root.display()
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).map_err(io_err("nginx conf"))?;
+    let c = conf_path.display().to_string();
+    tb.spawn(pod, "nginx", &["-c", &c, "-e", &format!("{d}/error.log")])?;
+    let a = addr(tb, pod, 80)?;
+    wait_tcp(tb, pod, a, READY)?;
+    Ok(a)
+}
+
+/// ndxe server options as command-line flags.
+#[derive(Clone, Debug, Default)]
+pub struct EchoServer {
+    /// Per-request delay, µs.
+    pub delay_us: u64,
+    /// Error fraction.
+    pub error_ratio: f64,
+    /// Reset after N requests.
+    pub abort_after: u64,
+    /// Never read.
+    pub stop_reading: bool,
+    /// Delay before accept, ms.
+    pub accept_delay_ms: u64,
+    /// Backlog.
+    pub backlog: i32,
+}
+
+/// Starts the ndxe server in `pod` on `port`; returns (address, pid).
+pub fn echo(tb: &Testbed, pod: &str, port: u16, o: &EchoServer) -> Result<(SocketAddr, u32)> {
+    let bin = workspace_binary("netdx-echo")?;
+    let a = addr(tb, pod, port)?;
+    let listen = format!("0.0.0.0:{port}");
+    let args = [
+        "server".to_string(),
+        "--listen".into(),
+        listen,
+        "--delay-us".into(),
+        o.delay_us.to_string(),
+        "--error-ratio".into(),
+        o.error_ratio.to_string(),
+        "--abort-after".into(),
+        o.abort_after.to_string(),
+        "--accept-delay-ms".into(),
+        o.accept_delay_ms.to_string(),
+        "--backlog".into(),
+        (if o.backlog > 0 { o.backlog } else { 1024 }).to_string(),
+    ];
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if o.stop_reading {
+        args.push("--stop-reading");
+    }
+    let pid = tb.spawn(pod, &bin.display().to_string(), &args)?;
+    wait_tcp(tb, pod, a, READY)?;
+    Ok((a, pid))
+}
+
+/// Stops a process started with [`Testbed::spawn`] (SIGKILL).
+pub fn kill(pid: u32) {
+    // SAFETY: plain kill syscall.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}

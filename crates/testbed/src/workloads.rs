@@ -1,0 +1,187 @@
+//! Real clients run inside pods, each bounded in count and time, with their own tallies
+//! parsed as ground truth.
+
+use std::net::SocketAddr;
+
+use crate::{
+    Error, Result, Testbed,
+    echo::ClientReport,
+    servers::workspace_binary,
+};
+
+/// Result of a redis-benchmark run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedisBench {
+    /// Requests per test (as passed with -n).
+    pub requests_per_test: u64,
+    /// Tests run (e.g. get,set = 2).
+    pub tests: u64,
+    /// Requests per second of each test.
+    pub rps: Vec<f64>,
+}
+
+/// Runs redis-benchmark from `pod`: `-n requests` per test, `-c clients`, `-P pipeline`.
+pub fn redis_benchmark(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    tests: &str,
+    requests: u64,
+    clients: u32,
+    pipeline: u32,
+) -> Result<RedisBench> {
+    let out = tb.run(
+        pod,
+        "timeout",
+        &[
+            "120",
+            "redis-benchmark",
+            "-h",
+            &server.ip().to_string(),
+            "-p",
+            &server.port().to_string(),
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-P",
+            &pipeline.to_string(),
+            "-t",
+            tests,
+            "--csv",
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // --csv: a header line, then "TEST","rps",... per test.
+    let rps: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1).and_then(|v| v.trim_matches('"').parse().ok()))
+        .collect();
+    if rps.is_empty() {
+        return Err(Error::Parse { tool: "redis-benchmark".into(), detail: text.into_owned() });
+    }
+    Ok(RedisBench { requests_per_test: requests, tests: rps.len() as u64, rps })
+}
+
+/// Result of a wrk run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WrkRun {
+    /// Requests completed.
+    pub requests: u64,
+    /// Requests per second.
+    pub rps: f64,
+    /// Non-2xx/3xx responses.
+    pub non_2xx: u64,
+}
+
+/// Runs wrk from `pod` for `secs` seconds with `conns` connections on one thread.
+pub fn wrk(tb: &Testbed, pod: &str, url: &str, conns: u32, secs: u32) -> Result<WrkRun> {
+    let out = tb.run(
+        pod,
+        "timeout",
+        &[&(secs + 30).to_string(), "wrk", "-t", "1", "-c", &conns.to_string(), "-d", &format!("{secs}s"), url],
+    )?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses wrk's summary ("N requests in ...", "Requests/sec: X", "Non-2xx or 3xx responses: K").
+pub fn parse_wrk(text: &str) -> Result<WrkRun> {
+    let err = || Error::Parse { tool: "wrk".into(), detail: text.to_string() };
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(err)?;
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(err)?;
+    let non_2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(WrkRun { requests, rps, non_2xx })
+}
+
+/// ndxe client settings.
+#[derive(Clone, Debug)]
+pub struct EchoClient {
+    /// Parallel connections.
+    pub connections: usize,
+    /// Total requests.
+    pub requests: u64,
+    /// Request bytes.
+    pub req_size: usize,
+    /// Response bytes.
+    pub resp_size: usize,
+    /// Hard limit, s.
+    pub max_secs: u64,
+    /// New connection per request.
+    pub new_conn: bool,
+    /// Total rate per second (0 = unpaced).
+    pub rate: f64,
+    /// Connect timeout, ms.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for EchoClient {
+    fn default() -> Self {
+        EchoClient {
+            connections: 4,
+            requests: 1000,
+            req_size: 64,
+            resp_size: 256,
+            max_secs: 60,
+            new_conn: false,
+            rate: 0.0,
+            connect_timeout_ms: 3000,
+        }
+    }
+}
+
+/// Runs the ndxe client from `pod` against `server`.
+pub fn echo_client(tb: &Testbed, pod: &str, server: SocketAddr, c: &EchoClient) -> Result<ClientReport> {
+    let bin = workspace_binary("netdx-echo")?.display().to_string();
+    let args = [
+        "client".to_string(),
+        "--target".into(),
+        server.to_string(),
+        "--connections".into(),
+        c.connections.to_string(),
+        "--requests".into(),
+        c.requests.to_string(),
+        "--req-size".into(),
+        c.req_size.to_string(),
+        "--resp-size".into(),
+        c.resp_size.to_string(),
+        "--max-secs".into(),
+        c.max_secs.to_string(),
+        "--rate".into(),
+        c.rate.to_string(),
+        "--connect-timeout-ms".into(),
+        c.connect_timeout_ms.to_string(),
+    ];
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if c.new_conn {
+        args.push("--new-conn");
+    }
+    let out = tb.run(pod, &bin, &args)?;
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Parse { tool: "netdx-echo client".into(), detail: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_summary() {
+        let t = "Running 2s test @ http://10.200.0.11/\n  1 threads and 4 connections\n  18077 requests in 2.00s, 5.0MB read\n  Non-2xx or 3xx responses: 3\nRequests/sec:   9035.61\nTransfer/sec:      2.5MB\n";
+        assert_eq!(parse_wrk(t).unwrap(), WrkRun { requests: 18077, rps: 9035.61, non_2xx: 3 });
+        assert!(parse_wrk("garbage").is_err());
+    }
+}
