@@ -20,3 +20,40 @@ fn redis_benchmark_exchanges_counted_on_both_sides() {
     assert!(within(client, expected, 0.01), "client side {client} vs {expected}");
     assert!(within(server_n, expected, 0.01), "server side {server_n} vs {expected}");
 }
+
+#[test]
+fn wrk_nginx_exchanges_counted_on_both_sides() {
+    let h = Harness::new(2, &[PodSpec::new("web-client", 0), PodSpec::new("nginx", 1)]);
+    let server = servers::nginx(&h.tb, "nginx", 1024).unwrap();
+    h.close_windows();
+    let run = workloads::wrk(&h.tb, "web-client", &format!("http://{server}/"), 8, 2).unwrap();
+    let ws = h.close_windows();
+    let e = edge(&ws, "web-client", "nginx", 80);
+    let client = side_sum(&e, true, |s| s.exchanges);
+    let server_n = side_sum(&e, false, |s| s.exchanges);
+    eprintln!("wrk {} requests, client side {client}, server side {server_n}", run.requests);
+    // wrk counts completed responses only; requests cut by its deadline are still in flight.
+    assert!(within(client, run.requests, 0.01), "client side {client} vs {}", run.requests);
+    assert!(within(server_n, run.requests, 0.01), "server side {server_n} vs {}", run.requests);
+}
+
+#[test]
+fn unknown_protocol_exchanges_counted_on_both_sides() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
+    let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
+    h.close_windows();
+    let c = workloads::EchoClient { connections: 4, requests: 3000, ..Default::default() };
+    let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    assert_eq!(run.ok, 3000, "client run {run:?}");
+    let ws = h.close_windows();
+    let e = edge(&ws, "app", "backend", 7000);
+    let client = side_sum(&e, true, |s| s.exchanges);
+    let server_n = side_sum(&e, false, |s| s.exchanges);
+    assert!(within(client, 3000, 0.01), "client side {client}");
+    assert!(within(server_n, 3000, 0.01), "server side {server_n}");
+    // Bytes per exchange: 9-byte header + 64 payload; 5-byte header + 256 response.
+    let req_bytes = side_sum(&e, true, |s| s.req_bytes);
+    let resp_bytes = side_sum(&e, true, |s| s.resp_bytes);
+    assert_eq!(req_bytes, 3000 * 73);
+    assert_eq!(resp_bytes, 3000 * 261);
+}

@@ -47,3 +47,49 @@ pub fn drop_syn(netns: &str, port: u16) -> Result<NftGuard> {
         ),
     )
 }
+
+/// A running delay stage; dropping it removes the queue rule and stops the process.
+pub struct DelayGuard {
+    netns: String,
+    rule: Vec<String>,
+    child: std::process::Child,
+}
+
+impl Drop for DelayGuard {
+    fn drop(&mut self) {
+        let mut args: Vec<&str> = vec!["netns", "exec", &self.netns, "iptables", "-t", "mangle", "-D"];
+        args.extend(self.rule.iter().map(String::as_str));
+        let _ = run("ip", &args);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Delays packets forwarded in `netns` from `in_iface` to `out_iface` by `delay_us`
+/// (+ uniform `jitter_us`), through NFQUEUE `queue` and the netdx-delay stage.
+pub fn delay(netns: &str, in_iface: &str, out_iface: &str, queue: u16, delay_us: u64, jitter_us: u64) -> Result<DelayGuard> {
+    let bin = crate::servers::workspace_binary("netdx-delay")?;
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(&bin)
+        .args(["--queue", &queue.to_string(), "--delay-us", &delay_us.to_string(), "--jitter-us", &jitter_us.to_string()])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(crate::io_err("spawning netdx-delay"))?;
+    // Let the stage bind before packets are queued (queue-bypass covers the gap anyway).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let rule: Vec<String> = ["FORWARD", "-i", in_iface, "-o", out_iface, "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut args: Vec<String> = ["netns", "exec", netns, "iptables", "-t", "mangle", "-A"].map(String::from).to_vec();
+    args.extend(rule.iter().cloned());
+    let mut guard = DelayGuard { netns: netns.into(), rule, child };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Err(e) = run("ip", &args) {
+        let _ = guard.child.kill();
+        guard.rule.clear();
+        return Err(e);
+    }
+    Ok(guard)
+}
