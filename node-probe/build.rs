@@ -17,7 +17,11 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-changed={root}/src");
     println!("cargo::rerun-if-changed=../crates/common/src");
     aya_build::build_ebpf(
-        [Package { name: "probe-ebpf", root_dir: root, ..Default::default() }],
+        [Package {
+            name: "probe-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         Toolchain::Custom(EBPF_TOOLCHAIN),
     )
 }

@@ -46,29 +46,31 @@ if ! command -v rustup >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# Host toolchain comes from rust-toolchain.toml; make sure it is present.
-host_tc=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
-if ! rustup toolchain list | grep -q "^${host_tc}"; then
-  log "rustup: installing host toolchain ${host_tc}"
-  rustup toolchain install "$host_tc" --profile minimal -c clippy -c rustfmt -c rust-src
+# One toolchain (rust-toolchain.toml) for host and eBPF builds: its LLVM (22.x) must match
+# bpf-linker's.
+tc=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
+if [ "$tc" != "$EBPF_TOOLCHAIN" ]; then
+  echo "rust-toolchain.toml pins $tc but the eBPF build needs $EBPF_TOOLCHAIN (LLVM 22)" >&2
+  exit 1
 fi
-# eBPF toolchain: its LLVM must match bpf-linker's (22.x).
-if ! rustup toolchain list | grep -q "^${EBPF_TOOLCHAIN}"; then
-  log "rustup: installing eBPF toolchain ${EBPF_TOOLCHAIN} with rust-src"
-  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal -c rust-src
-elif ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed | grep -q rust-src; then
-  rustup component add rust-src --toolchain "$EBPF_TOOLCHAIN"
+if ! rustup toolchain list | grep -q "^${tc}"; then
+  log "rustup: installing toolchain ${tc}"
+  rustup toolchain install "$tc" --profile minimal -c rust-src -c clippy -c rustfmt
 fi
+installed=$(rustup component list --toolchain "$tc" --installed)
+for c in rust-src clippy rustfmt; do
+  grep -q "^$c" <<<"$installed" || rustup component add "$c" --toolchain "$tc"
+done
 
 if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   log "cargo: building bpf-linker ${BPF_LINKER_VERSION} against LLVM 22 (~1 min)"
-  LLVM_PREFIX=/usr/lib/llvm-22 cargo +"$host_tc" install bpf-linker --version "$BPF_LINKER_VERSION" \
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo +"$tc" install bpf-linker --version "$BPF_LINKER_VERSION" \
     --locked --no-default-features --features llvm-22
 fi
 
 if ! cargo nextest --version 2>/dev/null | grep -q "$NEXTEST_VERSION"; then
   log "cargo: installing cargo-nextest ${NEXTEST_VERSION}"
-  cargo +"$host_tc" install cargo-nextest --version "$NEXTEST_VERSION" --locked
+  cargo +"$tc" install cargo-nextest --version "$NEXTEST_VERSION" --locked
 fi
 
 # Classic tracepoints need tracefs; the probe mounts it too, this just helps bpftrace.

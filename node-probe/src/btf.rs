@@ -127,7 +127,8 @@ impl Btf {
                     let mut values = Vec::with_capacity(vlen);
                     for i in 0..vlen {
                         let m = p + i * 12;
-                        let v = (u64::from(u32_at(types_b, m + 8)?) << 32) | u64::from(u32_at(types_b, m + 4)?);
+                        let v = (u64::from(u32_at(types_b, m + 8)?) << 32)
+                            | u64::from(u32_at(types_b, m + 4)?);
                         values.push((u32_at(types_b, m)?, v as i64));
                     }
                     p += vlen * 12;
@@ -158,7 +159,11 @@ impl Btf {
             };
             types.push(ty);
         }
-        let mut btf = Btf { types, strings, by_name: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            by_name: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             let name = match t {
                 Ty::Composite { name, .. } | Ty::Enum { name, .. } => *name,
@@ -202,7 +207,9 @@ impl Btf {
     /// Finds `field` in composite `id`, looking through anonymous struct/union members.
     /// Returns (byte offset, member type id).
     fn find_member(&self, id: u32, field: &str, depth: u32) -> Option<(u32, u32)> {
-        let Some(Ty::Composite { members, .. }) = self.resolve(id) else { return None };
+        let Some(Ty::Composite { members, .. }) = self.resolve(id) else {
+            return None;
+        };
         for m in members {
             if m.name == 0 {
                 if depth < 8
@@ -234,10 +241,16 @@ impl Btf {
 
     /// Values of an enum by name, e.g. `enum_values("skb_drop_reason")`.
     pub fn enum_values(&self, name: &str) -> Result<Vec<(String, i64)>, BtfError> {
-        let ids = self.by_name.get(name).ok_or_else(|| BtfError::TypeNotFound(name.to_string()))?;
+        let ids = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| BtfError::TypeNotFound(name.to_string()))?;
         for &id in ids {
             if let Ty::Enum { values, .. } = &self.types[id as usize] {
-                return Ok(values.iter().map(|(n, v)| (self.str_at(*n).to_string(), *v)).collect());
+                return Ok(values
+                    .iter()
+                    .map(|(n, v)| (self.str_at(*n).to_string(), *v))
+                    .collect());
             }
         }
         Err(BtfError::TypeNotFound(name.to_string()))
@@ -250,17 +263,30 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(Btf::parse(b"not btf at all, definitely not"), Err(BtfError::Malformed(_))));
-        assert!(matches!(Btf::parse(&[0x9f, 0xeb, 1, 0]), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            Btf::parse(b"not btf at all, definitely not"),
+            Err(BtfError::Malformed(_))
+        ));
+        assert!(matches!(
+            Btf::parse(&[0x9f, 0xeb, 1, 0]),
+            Err(BtfError::Malformed(_))
+        ));
     }
 
     #[test]
     fn resolves_kernel_fields() {
         let btf = Btf::from_sys_fs().expect("kernel BTF");
-        assert_eq!(btf.field_offset("sock", "__sk_common.skc_family").unwrap(), 16);
+        assert_eq!(
+            btf.field_offset("sock", "__sk_common.skc_family").unwrap(),
+            16
+        );
         assert!(btf.field_offset("tcp_sock", "srtt_us").unwrap() > 1000);
         assert!(btf.field_offset("sock", "no_such_field").is_err());
         let reasons = btf.enum_values("skb_drop_reason").unwrap();
-        assert!(reasons.iter().any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2));
+        assert!(
+            reasons
+                .iter()
+                .any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2)
+        );
     }
 }

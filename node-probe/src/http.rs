@@ -40,10 +40,19 @@ async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let body = s.metrics.lock().map(|m| m.encode()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }
 
-async fn windows(State(s): State<Arc<Shared>>, Query(q): Query<WindowsQuery>) -> Json<Vec<WindowReport>> {
+async fn windows(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<WindowsQuery>,
+) -> Json<Vec<WindowReport>> {
     let since = q.since.unwrap_or(0);
     let list = s
         .windows

@@ -17,7 +17,7 @@ use netdx_api::{targets::TargetSet, windows::WindowReport};
 use tracing::{info, info_span, warn};
 
 use crate::{
-    loader::{LoadError, LoadedProbe, ProbeConfig},
+    loader::{LoadError, LoadedProbe, PodLinks, ProbeConfig},
     metrics::Metrics,
     pods::PodIndex,
     records::decode,
@@ -125,14 +125,22 @@ impl Agent {
         let thread = std::thread::Builder::new()
             .name(format!("ingest-{}", cfg.node))
             .spawn(move || run(probe, cfg, sh, st, rx))?;
-        Ok(Agent { shared, stop, commands: tx, thread: Some(thread) })
+        Ok(Agent {
+            shared,
+            stop,
+            commands: tx,
+            thread: Some(thread),
+        })
     }
 
     /// Drains everything recorded so far, closes the current window and returns it.
     pub fn close_window(&self) -> Result<WindowReport, AgentError> {
         let (tx, rx) = mpsc::channel();
-        self.commands.send(Command::CloseWindow(tx)).map_err(|_| AgentError::Stopped)?;
-        rx.recv_timeout(Duration::from_secs(30)).map_err(|_| AgentError::Stopped)
+        self.commands
+            .send(Command::CloseWindow(tx))
+            .map_err(|_| AgentError::Stopped)?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| AgentError::Stopped)
     }
 
     /// Waits until the first target sync is done.
@@ -163,12 +171,16 @@ struct TargetSync {
     node: String,
     mtime: Option<SystemTime>,
     installed: HashSet<u64>,
+    /// Payload capture links by cgroup id.
+    links: HashMap<u64, PodLinks>,
 }
 
 impl TargetSync {
     /// Re-reads the targets file when it changed; returns a new index if it did.
     fn poll(&mut self, probe: &mut LoadedProbe) -> Option<Arc<PodIndex>> {
-        let mtime = std::fs::metadata(&self.file).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.file)
+            .and_then(|m| m.modified())
+            .ok();
         if mtime.is_some() && mtime == self.mtime {
             return None;
         }
@@ -201,13 +213,40 @@ impl TargetSync {
             }
         }
         self.installed = installed;
+        let stale: Vec<u64> = self
+            .links
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
+        for id in stale {
+            if let Some(l) = self.links.remove(&id) {
+                probe.detach_pod(l);
+            }
+        }
+        for w in &index.watched {
+            if self.links.contains_key(&w.cgroup_id) {
+                continue;
+            }
+            match probe.attach_pod(&w.cgroup_path) {
+                Ok(l) => {
+                    self.links.insert(w.cgroup_id, l);
+                }
+                // Exchanges are still recorded, only without protocol names.
+                Err(e) => warn!(pod = %w.pod, error = %e, "payload capture unavailable"),
+            }
+        }
         info!(node = %self.node, watched = index.watched.len(), unresolved = index.unresolved.len(), "targets updated");
         Some(Arc::new(index))
     }
 }
 
 fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {
-    probe.kernel_counters().into_iter().map(|(c, v)| (c.name().to_string(), v)).collect()
+    probe
+        .kernel_counters()
+        .into_iter()
+        .map(|(c, v)| (c.name().to_string(), v))
+        .collect()
 }
 
 fn drain(probe: &mut LoadedProbe, agg: &mut Aggregator) {
@@ -228,7 +267,13 @@ fn run(
 ) {
     let _span = info_span!("ingest", node = %cfg.node).entered();
     let reasons: Arc<HashMap<u32, String>> = Arc::new(std::mem::take(&mut probe.drop_reasons));
-    let mut sync = TargetSync { file: cfg.targets_file.clone(), node: cfg.node.clone(), mtime: None, installed: HashSet::new() };
+    let mut sync = TargetSync {
+        file: cfg.targets_file.clone(),
+        node: cfg.node.clone(),
+        mtime: None,
+        installed: HashSet::new(),
+        links: HashMap::new(),
+    };
     let index = sync.poll(&mut probe).unwrap_or_default();
     let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);
     shared.ready.store(true, Ordering::Release);

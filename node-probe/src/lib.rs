@@ -6,5 +6,6 @@ pub mod ingest;
 pub mod loader;
 pub mod metrics;
 pub mod pods;
+pub mod protocols;
 pub mod records;
 pub mod windows;

@@ -6,7 +6,10 @@ use std::collections::HashMap as StdHashMap;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+        cgroup_skb::CgroupSkbLinkId,
+    },
 };
 use netdx_common::{Counter, KernelOffsets};
 use tracing::{debug, info, warn};
@@ -28,6 +31,16 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("on_kfree_skb", "kfree_skb"),
 ];
 
+/// cgroup_skb programs attached per watched pod (payload heads for protocol classifiers).
+const PAYLOAD_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("on_egress", CgroupSkbAttachType::Egress),
+    ("on_ingress", CgroupSkbAttachType::Ingress),
+];
+
+/// Links of the payload programs on one pod's cgroup.
+#[derive(Debug)]
+pub struct PodLinks(Vec<(&'static str, CgroupSkbLinkId)>);
+
 /// Errors while loading or attaching.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -39,7 +52,7 @@ pub enum LoadError {
     AyaBtf(#[from] aya::BtfError),
     /// The object did not load (verifier, maps).
     #[error("loading eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(#[from] Box<aya::EbpfError>),
     /// A program failed to load or attach.
     #[error("{action} {program} ({tracepoint}): {source}")]
     Program {
@@ -49,13 +62,21 @@ pub enum LoadError {
         program: &'static str,
         /// Tracepoint name.
         tracepoint: &'static str,
-        /// Cause.
+        /// Cause (boxed: aya's error is large and this path is cold).
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     /// A map is missing or of the wrong type.
     #[error("map {0}: {1}")]
     Map(&'static str, String),
+    /// Attaching the payload programs to a pod's cgroup failed.
+    #[error("attaching payload capture to {path}: {reason}")]
+    Cgroup {
+        /// cgroup directory.
+        path: String,
+        /// Cause.
+        reason: String,
+    },
     /// A configuration value cannot work.
     #[error("invalid probe configuration: {0}")]
     Config(String),
@@ -72,14 +93,17 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { ring_bytes: 8 << 20, max_sockets: 65536 }
+        ProbeConfig {
+            ring_bytes: 8 << 20,
+            max_sockets: 65536,
+        }
     }
 }
 
 /// The loaded programs and the maps userspace talks to. Dropping it detaches everything.
 pub struct LoadedProbe {
-    /// Keeps programs and links alive.
-    _ebpf: Ebpf,
+    /// Keeps programs and links alive; payload programs are attached per pod.
+    ebpf: Ebpf,
     /// Watched cgroup ids.
     pub targets: HashMap<MapData, u64, u8>,
     /// The record stream.
@@ -99,7 +123,11 @@ pub fn resolve_offsets(btf: &Btf) -> KernelOffsets {
         (&mut o.sk_dport, "sock", "__sk_common.skc_dport"),
         (&mut o.sk_rcv_saddr, "sock", "__sk_common.skc_rcv_saddr"),
         (&mut o.sk_daddr, "sock", "__sk_common.skc_daddr"),
-        (&mut o.sk_v6_rcv_saddr, "sock", "__sk_common.skc_v6_rcv_saddr"),
+        (
+            &mut o.sk_v6_rcv_saddr,
+            "sock",
+            "__sk_common.skc_v6_rcv_saddr",
+        ),
         (&mut o.sk_v6_daddr, "sock", "__sk_common.skc_v6_daddr"),
         (&mut o.sk_protocol, "sock", "sk_protocol"),
         (&mut o.sk_err, "sock", "sk_err"),
@@ -121,7 +149,10 @@ pub fn resolve_offsets(btf: &Btf) -> KernelOffsets {
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it.
 fn raise_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         debug!("could not raise RLIMIT_MEMLOCK; fine on memcg-accounted kernels");
@@ -161,9 +192,17 @@ impl LoadedProbe {
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("SOCKS", cfg.max_sockets)
-            .load(OBJECT)?;
+            .load(OBJECT)
+            .map_err(Box::new)?;
         for &(program, tracepoint) in PROGRAMS {
-            let err = |action| move |source| LoadError::Program { action, program, tracepoint, source };
+            let err = |action| {
+                move |source| LoadError::Program {
+                    action,
+                    program,
+                    tracepoint,
+                    source: Box::new(source),
+                }
+            };
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
@@ -172,11 +211,84 @@ impl LoadedProbe {
             prog.load(tracepoint, &aya_btf).map_err(err("loading"))?;
             prog.attach().map_err(err("attaching"))?;
         }
-        let targets = take(&mut ebpf, "TARGETS", |m| HashMap::try_from(m))?;
-        let events = take(&mut ebpf, "EVENTS", |m| RingBuf::try_from(m))?;
-        let counters = take(&mut ebpf, "COUNTERS", |m| PerCpuArray::try_from(m))?;
-        info!(programs = PROGRAMS.len(), ring_bytes = cfg.ring_bytes, "eBPF programs attached");
-        Ok(LoadedProbe { _ebpf: ebpf, targets, events, counters, drop_reasons })
+        for (program, _) in PAYLOAD_PROGRAMS {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
+                .try_into()
+                .map_err(|e| LoadError::Program {
+                    action: "loading",
+                    program,
+                    tracepoint: "cgroup_skb",
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| LoadError::Program {
+                action: "loading",
+                program,
+                tracepoint: "cgroup_skb",
+                source: Box::new(e),
+            })?;
+        }
+        let targets = take(&mut ebpf, "TARGETS", HashMap::try_from)?;
+        let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
+        let counters = take(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
+        info!(
+            programs = PROGRAMS.len(),
+            ring_bytes = cfg.ring_bytes,
+            "eBPF programs attached"
+        );
+        Ok(LoadedProbe {
+            ebpf,
+            targets,
+            events,
+            counters,
+            drop_reasons,
+        })
+    }
+
+    /// Attaches payload capture to a pod's cgroup v2 directory.
+    pub fn attach_pod(&mut self, cgroup_dir: &str) -> Result<PodLinks, LoadError> {
+        let err = |reason: String| LoadError::Cgroup {
+            path: cgroup_dir.to_string(),
+            reason,
+        };
+        let dir = std::fs::File::open(cgroup_dir).map_err(|e| err(e.to_string()))?;
+        let mut links = PodLinks(Vec::new());
+        for (program, attach_type) in PAYLOAD_PROGRAMS {
+            let prog: Result<&mut CgroupSkb, _> = match self.ebpf.program_mut(program) {
+                Some(p) => p
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| err(e.to_string())),
+                None => Err(err(format!("{program} missing"))),
+            };
+            // bpf_link attachments to cgroups always allow several programs.
+            let attached = prog.and_then(|p| {
+                p.attach(&dir, attach_type, CgroupAttachMode::Single)
+                    .map_err(|e| err(e.to_string()))
+            });
+            match attached {
+                Ok(id) => links.0.push((program, id)),
+                Err(e) => {
+                    self.detach_pod(links);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Detaches a pod's payload capture.
+    pub fn detach_pod(&mut self, links: PodLinks) {
+        for (program, id) in links.0 {
+            if let Some(Ok(p)) = self
+                .ebpf
+                .program_mut(program)
+                .map(<&mut CgroupSkb>::try_from)
+                && let Err(e) = p.detach(id)
+            {
+                warn!(program, error = %e, "detaching payload capture");
+            }
+        }
     }
 
     /// Sums the per-CPU kernel counters.
@@ -200,6 +312,8 @@ fn take<T>(
     name: &'static str,
     conv: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
 ) -> Result<T, LoadError> {
-    let map = ebpf.take_map(name).ok_or_else(|| LoadError::Map(name, "missing".into()))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| LoadError::Map(name, "missing".into()))?;
     conv(map).map_err(|e| LoadError::Map(name, e.to_string()))
 }

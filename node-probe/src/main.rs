@@ -37,12 +37,17 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let args = Args::parse();
     let mut cfg = AgentConfig::new(&args.node, &args.targets);
     cfg.window = Duration::from_secs(args.window_secs);
-    cfg.probe = ProbeConfig { ring_bytes: args.ring_bytes, max_sockets: args.max_sockets };
+    cfg.probe = ProbeConfig {
+        ring_bytes: args.ring_bytes,
+        max_sockets: args.max_sockets,
+    };
     let agent = Agent::start(cfg).context("starting the probe")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

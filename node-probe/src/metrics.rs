@@ -79,12 +79,36 @@ impl Default for Metrics {
             last_pipeline: HashMap::new(),
             registry: Registry::default(),
         };
-        registry.register("edge_exchanges", "Completed request/response exchanges", m.exchanges.clone());
-        registry.register("edge_latency_p99_seconds", "p99 exchange latency in the last window", m.latency_p99.clone());
-        registry.register("edge_latency_p50_seconds", "Median exchange latency in the last window", m.latency_p50.clone());
-        registry.register("edge_l4_events", "Connection-level events by kind", m.l4.clone());
-        registry.register("drops", "Packets dropped by the kernel, by reason", m.drops.clone());
-        registry.register("probe_pipeline_events", "Probe pipeline counters (kernel and userspace)", m.pipeline.clone());
+        registry.register(
+            "edge_exchanges",
+            "Completed request/response exchanges",
+            m.exchanges.clone(),
+        );
+        registry.register(
+            "edge_latency_p99_seconds",
+            "p99 exchange latency in the last window",
+            m.latency_p99.clone(),
+        );
+        registry.register(
+            "edge_latency_p50_seconds",
+            "Median exchange latency in the last window",
+            m.latency_p50.clone(),
+        );
+        registry.register(
+            "edge_l4_events",
+            "Connection-level events by kind",
+            m.l4.clone(),
+        );
+        registry.register(
+            "drops",
+            "Packets dropped by the kernel, by reason",
+            m.drops.clone(),
+        );
+        registry.register(
+            "probe_pipeline_events",
+            "Probe pipeline counters (kernel and userspace)",
+            m.pipeline.clone(),
+        );
         registry.register("probe_windows", "Windows closed", m.windows.clone());
         Metrics { registry, ..m }
     }
@@ -95,13 +119,26 @@ impl Metrics {
     pub fn observe(&mut self, w: &WindowReport) {
         self.windows.inc();
         for e in &w.edges {
-            let (client, server, port) = (e.key.client.to_string(), e.key.server.to_string(), e.key.port);
+            let (client, server, port) = (
+                e.key.client.to_string(),
+                e.key.server.to_string(),
+                e.key.port,
+            );
             for (side, stats) in [("client", &e.client), ("server", &e.server)] {
                 let Some(s) = stats else { continue };
-                let l = EdgeLabels { client: client.clone(), server: server.clone(), port, side: side.into() };
+                let l = EdgeLabels {
+                    client: client.clone(),
+                    server: server.clone(),
+                    port,
+                    side: side.into(),
+                };
                 self.exchanges.get_or_create(&l).inc_by(s.exchanges);
-                self.latency_p99.get_or_create(&l).set(s.latency.p99_ms / 1e3);
-                self.latency_p50.get_or_create(&l).set(s.latency.p50_ms / 1e3);
+                self.latency_p99
+                    .get_or_create(&l)
+                    .set(s.latency.p99_ms / 1e3);
+                self.latency_p50
+                    .get_or_create(&l)
+                    .set(s.latency.p50_ms / 1e3);
             }
             let l4 = &e.l4;
             for (kind, v) in [
@@ -116,7 +153,12 @@ impl Metrics {
                 ("resets_by_server", l4.resets_by_server),
             ] {
                 if v > 0 {
-                    let l = EdgeKindLabels { client: client.clone(), server: server.clone(), port, kind: kind.into() };
+                    let l = EdgeKindLabels {
+                        client: client.clone(),
+                        server: server.clone(),
+                        port,
+                        kind: kind.into(),
+                    };
                     self.l4.get_or_create(&l).inc_by(v);
                 }
             }
@@ -124,18 +166,32 @@ impl Metrics {
         let pod_drops = w.pods.iter().map(|p| (p.pod.to_string(), &p.drops));
         for (pod, drops) in pod_drops.chain(std::iter::once(("node".to_string(), &w.node_drops))) {
             for (reason, n) in drops {
-                self.drops.get_or_create(&DropLabels { pod: pod.clone(), reason: reason.clone() }).inc_by(*n);
+                self.drops
+                    .get_or_create(&DropLabels {
+                        pod: pod.clone(),
+                        reason: reason.clone(),
+                    })
+                    .inc_by(*n);
             }
         }
         let h = &w.health;
-        let pipeline = h.kernel.iter().map(|(k, v)| (format!("kernel_{k}"), *v)).chain([
-            ("records_read".to_string(), h.records_read),
-            ("records_malformed".to_string(), h.records_malformed),
-            ("exchanges_unattributed".to_string(), h.exchanges_unattributed),
-        ]);
+        let pipeline = h
+            .kernel
+            .iter()
+            .map(|(k, v)| (format!("kernel_{k}"), *v))
+            .chain([
+                ("records_read".to_string(), h.records_read),
+                ("records_malformed".to_string(), h.records_malformed),
+                (
+                    "exchanges_unattributed".to_string(),
+                    h.exchanges_unattributed,
+                ),
+            ]);
         for (name, total) in pipeline {
             let last = self.last_pipeline.insert(name.clone(), total).unwrap_or(0);
-            self.pipeline.get_or_create(&NameLabels { name }).inc_by(total.saturating_sub(last));
+            self.pipeline
+                .get_or_create(&NameLabels { name })
+                .inc_by(total.saturating_sub(last));
         }
     }
 

@@ -12,6 +12,8 @@ pub struct WatchedPod {
     pub pod: PodRef,
     /// cgroup v2 id (inode of the cgroup directory).
     pub cgroup_id: u64,
+    /// cgroup v2 directory.
+    pub cgroup_path: String,
     /// Inode of the network namespace.
     pub netns: u32,
     /// cgroup v1 cpu directory, for throttling.
@@ -48,7 +50,8 @@ impl PodIndex {
             let resolved = inode(&t.cgroup_path)
                 .map_err(|e| format!("cgroup {}: {e}", t.cgroup_path))
                 .and_then(|cg| {
-                    let ns = inode(&t.netns_path).map_err(|e| format!("netns {}: {e}", t.netns_path))?;
+                    let ns =
+                        inode(&t.netns_path).map_err(|e| format!("netns {}: {e}", t.netns_path))?;
                     Ok((cg, ns as u32))
                 });
             match resolved {
@@ -58,6 +61,7 @@ impl PodIndex {
                     idx.watched.push(WatchedPod {
                         pod: t.pod.clone(),
                         cgroup_id,
+                        cgroup_path: t.cgroup_path.clone(),
                         netns,
                         cpu_cgroup_path: t.cpu_cgroup_path.clone(),
                     });

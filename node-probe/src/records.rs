@@ -43,7 +43,12 @@ mod tests {
 
     #[test]
     fn exchange_round_trips() {
-        let ex = Exchange { kind: RecordKind::Exchange as u8, cookie: 42, req_bytes: 7, ..Default::default() };
+        let ex = Exchange {
+            kind: RecordKind::Exchange as u8,
+            cookie: 42,
+            req_bytes: 7,
+            ..Default::default()
+        };
         // SAFETY: viewing a repr(C) struct as bytes.
         let bytes = unsafe {
             std::slice::from_raw_parts((&ex as *const Exchange).cast::<u8>(), size_of::<Exchange>())

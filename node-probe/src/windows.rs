@@ -8,7 +8,10 @@ use std::{
 
 use netdx_api::{
     targets::PodRef,
-    windows::{EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, ProbeHealth, SideStats, WindowReport},
+    windows::{
+        EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, ProbeHealth, SideStats,
+        WindowReport,
+    },
 };
 use netdx_common::{
     CF_CONNECTING, CF_RESET_SEEN, ConnEvent, ConnEventKind, DropEvent, EXF_NO_RESPONSE, EXF_RESET,
@@ -16,7 +19,7 @@ use netdx_common::{
 };
 use sketches_ddsketch::{Config, DDSketch};
 
-use crate::{pods::PodIndex, records::Record};
+use crate::{pods::PodIndex, protocols::classify, records::Record};
 
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
@@ -51,6 +54,13 @@ struct SideAcc {
     srtt_sum: u64,
     srtt_n: u64,
     srtt_max: u32,
+    l7_errors: u64,
+    protocols: BTreeMap<String, u64>,
+}
+
+/// The valid part of a captured message head (the length comes from the kernel: clamp it).
+fn head(b: &[u8; netdx_common::HEAD_LEN], n: u8) -> &[u8] {
+    &b[..usize::from(n).min(b.len())]
 }
 
 fn sketch() -> DDSketch {
@@ -63,14 +73,30 @@ impl SideAcc {
             self.no_response += 1;
         } else {
             self.exchanges += 1;
-            self.latency.get_or_insert_with(sketch).add(ex.ttlb_ns as f64 / 1e6);
-            self.ttfb.get_or_insert_with(sketch).add(ex.ttfb_ns as f64 / 1e6);
+            self.latency
+                .get_or_insert_with(sketch)
+                .add(ex.ttlb_ns as f64 / 1e6);
+            self.ttfb
+                .get_or_insert_with(sketch)
+                .add(ex.ttfb_ns as f64 / 1e6);
         }
         if ex.flags & EXF_RESET != 0 {
             self.with_reset += 1;
         }
         self.req_bytes += u64::from(ex.req_bytes);
         self.resp_bytes += u64::from(ex.resp_bytes);
+        let l7 = classify(
+            ex.proto == 17,
+            head(&ex.req_head, ex.req_head_len),
+            head(&ex.resp_head, ex.resp_head_len),
+        );
+        if l7.error {
+            self.l7_errors += 1;
+        }
+        *self
+            .protocols
+            .entry(l7.protocol.name().to_string())
+            .or_default() += 1;
         if ex.srtt_us > 0 {
             self.srtt_sum += u64::from(ex.srtt_us);
             self.srtt_n += 1;
@@ -87,8 +113,14 @@ impl SideAcc {
             resp_bytes: self.resp_bytes,
             latency: self.latency.map(Latency::from_sketch).unwrap_or_default(),
             ttfb: self.ttfb.map(Latency::from_sketch).unwrap_or_default(),
-            srtt_us_mean: if self.srtt_n > 0 { self.srtt_sum as f64 / self.srtt_n as f64 } else { 0.0 },
+            srtt_us_mean: if self.srtt_n > 0 {
+                self.srtt_sum as f64 / self.srtt_n as f64
+            } else {
+                0.0
+            },
             srtt_us_max: self.srtt_max,
+            l7_errors: self.l7_errors,
+            protocols: self.protocols,
         }
     }
 }
@@ -119,7 +151,9 @@ pub struct Aggregator {
 fn ip_of(family: u8, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET6 {
         let v6 = Ipv6Addr::from(*raw);
-        v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        v6.to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6))
     } else {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
     }
@@ -135,7 +169,11 @@ pub fn unix_ms() -> u64 {
 
 impl Aggregator {
     /// A fresh aggregator for `node`.
-    pub fn new(node: impl Into<String>, index: Arc<PodIndex>, drop_reasons: Arc<HashMap<u32, String>>) -> Self {
+    pub fn new(
+        node: impl Into<String>,
+        index: Arc<PodIndex>,
+        drop_reasons: Arc<HashMap<u32, String>>,
+    ) -> Self {
         Aggregator {
             node: node.into(),
             index,
@@ -173,7 +211,10 @@ impl Aggregator {
     }
 
     fn endpoint(&self, ip: IpAddr) -> Endpoint {
-        Endpoint { pod: self.index.pod_of_ip(&ip).cloned(), ip: ip.to_string() }
+        Endpoint {
+            pod: self.index.pod_of_ip(&ip).cloned(),
+            ip: ip.to_string(),
+        }
     }
 
     fn add_exchange(&mut self, ex: &Exchange) {
@@ -184,7 +225,11 @@ impl Aggregator {
         conn.last_seq = self.seq;
         let is_client = conn.is_client;
         let acc = self.edges.entry(conn.edge.clone()).or_default();
-        let side = if is_client { &mut acc.client } else { &mut acc.server };
+        let side = if is_client {
+            &mut acc.client
+        } else {
+            &mut acc.server
+        };
         side.get_or_insert_with(SideAcc::default).add(ex);
     }
 
@@ -202,11 +247,27 @@ impl Aggregator {
         let peer = self.endpoint(remote);
         let proto = if ev.proto == 17 { "udp" } else { "tcp" }.to_string();
         let edge = if is_client {
-            EdgeKey { client: me, server: peer, port: ev.dport, proto }
+            EdgeKey {
+                client: me,
+                server: peer,
+                port: ev.dport,
+                proto,
+            }
         } else {
-            EdgeKey { client: peer, server: me, port: ev.sport, proto }
+            EdgeKey {
+                client: peer,
+                server: me,
+                port: ev.sport,
+                proto,
+            }
         };
-        let conn = Conn { edge, is_client, closed_in: None, udp: ev.proto == 17, last_seq: self.seq };
+        let conn = Conn {
+            edge,
+            is_client,
+            closed_in: None,
+            udp: ev.proto == 17,
+            last_seq: self.seq,
+        };
         self.conns.insert(ev.cookie, conn.clone());
         conn
     }
@@ -218,7 +279,11 @@ impl Aggregator {
         };
         let conn = self.conn_for(ev);
         if kind == ConnEventKind::Open
-            && let Some(pod) = &if conn.is_client { conn.edge.client.pod.clone() } else { conn.edge.server.pod.clone() }
+            && let Some(pod) = &if conn.is_client {
+                conn.edge.client.pod.clone()
+            } else {
+                conn.edge.server.pod.clone()
+            }
         {
             *self.pod_sockets.entry(pod.clone()).or_default() += 1;
         }
@@ -330,7 +395,8 @@ impl Aggregator {
             .collect();
         let seq = self.seq;
         self.conns.retain(|_, c| {
-            c.closed_in.is_none_or(|s| s + 1 > seq) && !(c.udp && c.last_seq + UDP_IDLE_WINDOWS < seq)
+            c.closed_in.is_none_or(|s| s + 1 > seq)
+                && !(c.udp && c.last_seq + UDP_IDLE_WINDOWS < seq)
         });
         self.health.kernel = kernel;
         let report = WindowReport {

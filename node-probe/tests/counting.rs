@@ -16,14 +16,26 @@ fn redis_benchmark_exchanges_counted_on_both_sides() {
     let e = edge(&ws, "client", "redis", 6379);
     let client = side_sum(&e, true, |s| s.exchanges);
     let server_n = side_sum(&e, false, |s| s.exchanges);
-    eprintln!("expected {expected}, client side {client}, server side {server_n}, health {:?}", ws[0].health);
-    assert!(within(client, expected, 0.01), "client side {client} vs {expected}");
-    assert!(within(server_n, expected, 0.01), "server side {server_n} vs {expected}");
+    eprintln!(
+        "expected {expected}, client side {client}, server side {server_n}, health {:?}",
+        ws[0].health
+    );
+    assert!(
+        within(client, expected, 0.01),
+        "client side {client} vs {expected}"
+    );
+    assert!(
+        within(server_n, expected, 0.01),
+        "server side {server_n} vs {expected}"
+    );
 }
 
 #[test]
 fn wrk_nginx_exchanges_counted_on_both_sides() {
-    let h = Harness::new(2, &[PodSpec::new("web-client", 0), PodSpec::new("nginx", 1)]);
+    let h = Harness::new(
+        2,
+        &[PodSpec::new("web-client", 0), PodSpec::new("nginx", 1)],
+    );
     let server = servers::nginx(&h.tb, "nginx", 1024).unwrap();
     h.close_windows();
     let run = workloads::wrk(&h.tb, "web-client", &format!("http://{server}/"), 8, 2).unwrap();
@@ -31,10 +43,21 @@ fn wrk_nginx_exchanges_counted_on_both_sides() {
     let e = edge(&ws, "web-client", "nginx", 80);
     let client = side_sum(&e, true, |s| s.exchanges);
     let server_n = side_sum(&e, false, |s| s.exchanges);
-    eprintln!("wrk {} requests, client side {client}, server side {server_n}", run.requests);
+    eprintln!(
+        "wrk {} requests, client side {client}, server side {server_n}",
+        run.requests
+    );
     // wrk counts completed responses only; requests cut by its deadline are still in flight.
-    assert!(within(client, run.requests, 0.01), "client side {client} vs {}", run.requests);
-    assert!(within(server_n, run.requests, 0.01), "server side {server_n} vs {}", run.requests);
+    assert!(
+        within(client, run.requests, 0.01),
+        "client side {client} vs {}",
+        run.requests
+    );
+    assert!(
+        within(server_n, run.requests, 0.01),
+        "server side {server_n} vs {}",
+        run.requests
+    );
 }
 
 #[test]
@@ -42,7 +65,11 @@ fn unknown_protocol_exchanges_counted_on_both_sides() {
     let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
     let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     h.close_windows();
-    let c = workloads::EchoClient { connections: 4, requests: 3000, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 4,
+        requests: 3000,
+        ..Default::default()
+    };
     let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
     assert_eq!(run.ok, 3000, "client run {run:?}");
     let ws = h.close_windows();

@@ -6,30 +6,57 @@ use netdx_testbed::{servers, topology::PodSpec, workloads};
 use node_probe::loader::ProbeConfig;
 
 fn kernel(ws: &[netdx_api::windows::WindowReport], name: &str) -> u64 {
-    ws.iter().map(|w| w.health.kernel.get(name).copied().unwrap_or(0)).sum()
+    ws.iter()
+        .map(|w| w.health.kernel.get(name).copied().unwrap_or(0))
+        .sum()
 }
 
 #[test]
 fn non_target_pods_produce_no_records() {
     let h = Harness::new(
         1,
-        &[PodSpec::new("watched", 0), PodSpec::new("quiet", 0).unwatched(), PodSpec::new("backend", 0).unwatched()],
+        &[
+            PodSpec::new("watched", 0),
+            PodSpec::new("quiet", 0).unwatched(),
+            PodSpec::new("backend", 0).unwatched(),
+        ],
     );
     let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     let before = h.close_windows();
     let base_events = kernel(&before, "sock_events");
-    let c = workloads::EchoClient { connections: 2, requests: 500, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 2,
+        requests: 500,
+        ..Default::default()
+    };
     workloads::echo_client(&h.tb, "quiet", server, &c).unwrap();
     let ws = h.close_windows();
-    assert!(ws.iter().all(|w| w.edges.is_empty()), "edges from unwatched pods: {:?}", ws[0].edges);
-    assert_eq!(kernel(&ws, "sock_events"), base_events, "kernel recorded events of unwatched pods");
+    assert!(
+        ws.iter().all(|w| w.edges.is_empty()),
+        "edges from unwatched pods: {:?}",
+        ws[0].edges
+    );
+    assert_eq!(
+        kernel(&ws, "sock_events"),
+        base_events,
+        "kernel recorded events of unwatched pods"
+    );
 
     workloads::echo_client(&h.tb, "watched", server, &c).unwrap();
     let ws = h.close_windows();
     let e = edge(&ws, "watched", "backend", 7000);
     assert_eq!(side_sum(&e, true, |s| s.exchanges), 500);
-    assert!(e.iter().all(|e| e.server.is_none()), "unwatched server side recorded");
-    assert!(ws.iter().flat_map(|w| &w.edges).all(|e| e.key.client.pod.as_ref().is_some_and(|p| p.name == "watched")));
+    assert!(
+        e.iter().all(|e| e.server.is_none()),
+        "unwatched server side recorded"
+    );
+    assert!(ws.iter().flat_map(|w| &w.edges).all(|e| {
+        e.key
+            .client
+            .pod
+            .as_ref()
+            .is_some_and(|p| p.name == "watched")
+    }));
 }
 
 #[test]
@@ -37,19 +64,35 @@ fn tiny_ring_buffer_reports_lost_records() {
     let h = Harness::with_probe(
         1,
         &[PodSpec::new("app", 0), PodSpec::new("backend", 0)],
-        ProbeConfig { ring_bytes: 4096, ..Default::default() },
+        ProbeConfig {
+            ring_bytes: 4096,
+            ..Default::default()
+        },
     );
     let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     h.close_windows();
     let n = 20_000;
-    let c = workloads::EchoClient { connections: 8, requests: n, req_size: 8, resp_size: 8, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 8,
+        requests: n,
+        req_size: 8,
+        resp_size: 8,
+        ..Default::default()
+    };
     workloads::echo_client(&h.tb, "app", server, &c).unwrap();
     let ws = h.close_windows();
     let lost = kernel(&ws, "ringbuf_full");
     let e = edge(&ws, "app", "backend", 7000);
     let seen = side_sum(&e, true, |s| s.exchanges) + side_sum(&e, false, |s| s.exchanges);
-    eprintln!("seen {seen} exchanges, lost {lost} records, unattributed {}", ws[0].health.exchanges_unattributed);
+    eprintln!(
+        "seen {seen} exchanges, lost {lost} records, unattributed {}",
+        ws[0].health.exchanges_unattributed
+    );
     assert!(lost > 0, "a 4 KiB ring under {n} exchanges must overflow");
     // Every exchange is either delivered or counted as lost (plus conn records).
-    assert!(seen + lost + ws[0].health.exchanges_unattributed >= 2 * n, "seen {seen} + lost {lost} < {}", 2 * n);
+    assert!(
+        seen + lost + ws[0].health.exchanges_unattributed >= 2 * n,
+        "seen {seen} + lost {lost} < {}",
+        2 * n
+    );
 }

@@ -32,7 +32,13 @@ fn loss_shows_as_retransmits_in_the_lossy_direction() {
     let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     let (fabric, _) = h.tb.uplink(1);
     // Uploads of 32 KiB with tiny answers: most segments flow client -> server.
-    let c = workloads::EchoClient { connections: 4, requests: 400, req_size: 32 << 10, resp_size: 16, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 4,
+        requests: 400,
+        req_size: 32 << 10,
+        resp_size: 16,
+        ..Default::default()
+    };
     h.close_windows();
     {
         // n1 egress in the fabric = packets towards the server's node.
@@ -42,10 +48,19 @@ fn loss_shows_as_retransmits_in_the_lossy_direction() {
     let up = l4(&h, "app", "backend", 7000);
     eprintln!("loss towards server: {up:?}");
     assert!(up.retrans_client_to_server >= 20, "{up:?}");
-    assert!(up.retrans_client_to_server > 4 * up.retrans_server_to_client, "{up:?}");
+    assert!(
+        up.retrans_client_to_server > 4 * up.retrans_server_to_client,
+        "{up:?}"
+    );
 
     // Now downloads through loss towards the client.
-    let c = workloads::EchoClient { connections: 4, requests: 400, req_size: 16, resp_size: 32 << 10, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 4,
+        requests: 400,
+        req_size: 16,
+        resp_size: 32 << 10,
+        ..Default::default()
+    };
     {
         let _loss = faults::loss(&fabric, "n0", 5).unwrap();
         workloads::echo_client(&h.tb, "app", server, &c).unwrap();
@@ -53,7 +68,10 @@ fn loss_shows_as_retransmits_in_the_lossy_direction() {
     let down = l4(&h, "app", "backend", 7000);
     eprintln!("loss towards client: {down:?}");
     assert!(down.retrans_server_to_client >= 20, "{down:?}");
-    assert!(down.retrans_server_to_client > 4 * down.retrans_client_to_server, "{down:?}");
+    assert!(
+        down.retrans_server_to_client > 4 * down.retrans_client_to_server,
+        "{down:?}"
+    );
 }
 
 #[test]
@@ -63,7 +81,12 @@ fn stopped_listener_gives_refused_connects() {
     servers::kill(pid);
     std::thread::sleep(std::time::Duration::from_millis(200));
     h.close_windows();
-    let c = workloads::EchoClient { connections: 1, requests: 25, new_conn: true, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 1,
+        requests: 25,
+        new_conn: true,
+        ..Default::default()
+    };
     let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
     assert_eq!(run.connect_refused, 25, "{run:?}");
     let s = l4(&h, "app", "backend", 7000);
@@ -80,22 +103,43 @@ fn dropped_syns_give_connect_timeouts() {
     let backend_ns = h.tb.pod("backend").unwrap().netns.clone();
     h.close_windows();
     let _fw = faults::drop_syn(&backend_ns, 7000).unwrap();
-    let c = workloads::EchoClient { connections: 3, requests: 3, connect_timeout_ms: 1500, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 3,
+        requests: 3,
+        connect_timeout_ms: 1500,
+        ..Default::default()
+    };
     let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
     assert_eq!(run.connect_timeout, 3, "{run:?}");
     let s = l4(&h, "app", "backend", 7000);
     eprintln!("{s:?}");
     assert_eq!(s.connect_timeout, 3, "{s:?}");
-    assert!(s.syn_retrans >= 3, "each connect retransmitted its SYN at 1 s: {s:?}");
+    assert!(
+        s.syn_retrans >= 3,
+        "each connect retransmitted its SYN at 1 s: {s:?}"
+    );
     assert_eq!(s.connect_refused, 0, "{s:?}");
 }
 
 #[test]
 fn server_abort_gives_resets_on_both_sides() {
     let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
-    let (server, _) = servers::echo(&h.tb, "backend", 7000, &servers::EchoServer { abort_after: 1, ..Default::default() }).unwrap();
+    let (server, _) = servers::echo(
+        &h.tb,
+        "backend",
+        7000,
+        &servers::EchoServer {
+            abort_after: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     h.close_windows();
-    let c = workloads::EchoClient { connections: 1, requests: 20, ..Default::default() };
+    let c = workloads::EchoClient {
+        connections: 1,
+        requests: 20,
+        ..Default::default()
+    };
     let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
     assert_eq!(run.io_errors, 20, "{run:?}");
     let s = l4(&h, "app", "backend", 7000);

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use netdx_common::{COUNTER_COUNT, Counter};
+use netdx_common::{COUNTER_COUNT, Counter, HEAD_LEN, Heads};
 
 /// Per-socket exchange state, kernel-only.
 #[repr(C)]
@@ -39,8 +39,45 @@ pub struct SockState {
     /// Set at the CLOSE transition; the entry stays until the socket is destroyed so that a
     /// reset sent while closing (SO_LINGER 0) is still attributed.
     pub closed: u8,
+    /// Valid bytes of `req_head`.
+    pub req_head_len: u8,
     /// Padding.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
+    /// First bytes of the open request (copied from HEADS when it opened).
+    pub req_head: [u8; HEAD_LEN],
+}
+
+impl SockState {
+    /// A freshly tracked socket with no exchange open.
+    #[inline(always)]
+    pub fn new(
+        cgroup_id: u64,
+        cookie: u64,
+        role: u8,
+        proto: u8,
+        family: u8,
+        connect_start: u64,
+    ) -> Self {
+        SockState {
+            cgroup_id,
+            cookie,
+            req_start: 0,
+            resp_first: 0,
+            resp_last: 0,
+            connect_start,
+            req_bytes: 0,
+            resp_bytes: 0,
+            role,
+            phase: PHASE_IDLE,
+            proto,
+            flags: 0,
+            family,
+            closed: 0,
+            req_head_len: 0,
+            _pad: 0,
+            req_head: [0; HEAD_LEN],
+        }
+    }
 }
 
 /// No exchange open.
@@ -58,6 +95,10 @@ pub static TARGETS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 /// LRU so that sockets closed without a CLOSE transition (UDP) age out.
 #[map(name = "SOCKS")]
 pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Message heads per socket cookie, from the cgroup_skb programs of watched pods.
+#[map(name = "HEADS")]
+pub static HEADS: LruHashMap<u64, Heads> = LruHashMap::with_max_entries(65536, 0);
 
 /// All records; the size is set by the loader (8 MiB by default).
 #[map(name = "EVENTS")]

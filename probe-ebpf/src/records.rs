@@ -2,12 +2,12 @@
 
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
 use netdx_common::{
-    ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, RecordKind,
+    ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, HEAD_LEN, ROLE_CLIENT, RecordKind,
 };
 
 use crate::{
     kernel::{offsets, read},
-    maps::{EVENTS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, count},
+    maps::{EVENTS, HEADS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, count},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -19,6 +19,17 @@ pub fn srtt_us(sk: *const u8, proto: u8) -> u32 {
         return 0;
     }
     read::<u32>(sk, offsets().tcp_srtt_us).map_or(0, |v| v >> 3)
+}
+
+/// The latest message head of a socket in one direction (empty when not captured).
+#[inline(always)]
+pub fn message_head(cookie: u64, egress: bool) -> ([u8; HEAD_LEN], u8) {
+    // SAFETY: read-only use of a map value.
+    match unsafe { HEADS.get(&cookie) } {
+        Some(h) if egress => (h.egress, h.egress_len),
+        Some(h) => (h.ingress, h.ingress_len),
+        None => ([0; HEAD_LEN], 0),
+    }
 }
 
 /// Closes the open exchange of `st` (if any) and writes it; resets the state to idle.
@@ -41,6 +52,12 @@ pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
     if phase == PHASE_REQUEST && st.role == netdx_common::ROLE_SERVER {
         return;
     }
+    // The response is the latest message against the request direction.
+    let (resp_head, resp_head_len) = if phase == PHASE_RESPONSE {
+        message_head(st.cookie, st.role != ROLE_CLIENT)
+    } else {
+        ([0; HEAD_LEN], 0)
+    };
     match EVENTS.reserve::<Exchange>(0) {
         Some(mut entry) => {
             entry.write(Exchange {
@@ -56,6 +73,11 @@ pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
                 ttlb_ns: ttlb,
                 req_bytes: st.req_bytes,
                 resp_bytes: st.resp_bytes,
+                req_head_len: st.req_head_len,
+                resp_head_len,
+                _pad: [0; 6],
+                req_head: st.req_head,
+                resp_head,
             });
             entry.submit(BPF_RB_NO_WAKEUP as u64);
             count(Counter::Exchanges);

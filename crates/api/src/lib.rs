@@ -1,3 +1,3 @@
 //! Types that cross process boundaries: node-probe window summaries (JSON over HTTP).
-pub mod windows;
 pub mod targets;
+pub mod windows;

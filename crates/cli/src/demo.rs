@@ -54,8 +54,18 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     );
     let redis = servers::redis(&tb, "redis")?;
     let nginx = servers::nginx(&tb, "nginx", 2048)?;
-    let (backend, _) = servers::echo(&tb, "backend", 7000, &EchoServer { delay_us: 2_000, ..Default::default() })?;
-    eprintln!("netdx demo: servers up (redis {redis}, nginx {nginx}, ndxe {backend}); loading node-probes ...");
+    let (backend, _) = servers::echo(
+        &tb,
+        "backend",
+        7000,
+        &EchoServer {
+            delay_us: 2_000,
+            ..Default::default()
+        },
+    )?;
+    eprintln!(
+        "netdx demo: servers up (redis {redis}, nginx {nginx}, ndxe {backend}); loading node-probes ..."
+    );
     let agents = tb
         .nodes
         .iter()
@@ -67,14 +77,25 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let deadline = Instant::now() + opts.duration;
     let loads = start_workloads(&tb, deadline, &stop, redis, nginx, backend);
-    let result = live::show(&agents, deadline, &stop, opts.plain || !std::io::stdout().is_terminal());
+    let result = live::show(
+        &agents,
+        deadline,
+        &stop,
+        opts.plain || !std::io::stdout().is_terminal(),
+    );
     stop.store(true, Ordering::Release);
     for l in loads {
         let _ = l.join();
     }
     let windows: Vec<WindowReport> = agents
         .iter()
-        .flat_map(|a| a.shared.windows.lock().map(|w| w.iter().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        .flat_map(|a| {
+            a.shared
+                .windows
+                .lock()
+                .map(|w| w.iter().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
         .collect();
     std::fs::create_dir_all(&opts.out_dir)?;
     let path = opts.out_dir.join("windows.json");
@@ -82,7 +103,11 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     drop(agents);
     drop(tb);
     result?;
-    eprintln!("netdx demo: {} windows written to {}; testbed removed", windows.len(), path.display());
+    eprintln!(
+        "netdx demo: {} windows written to {}; testbed removed",
+        windows.len(),
+        path.display()
+    );
     Ok(())
 }
 
@@ -118,7 +143,13 @@ fn start_workloads(
         let (t, r) = (tb.clone(), running.clone());
         handles.push(thread::spawn(move || {
             while r() {
-                let c = EchoClient { connections: 2, requests: u64::MAX / 4, rate, max_secs: 5, ..Default::default() };
+                let c = EchoClient {
+                    connections: 2,
+                    requests: u64::MAX / 4,
+                    rate,
+                    max_secs: 5,
+                    ..Default::default()
+                };
                 let _ = workloads::echo_client(&t, pod, backend, &c);
             }
         }));

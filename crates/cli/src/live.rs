@@ -23,19 +23,36 @@ use crate::table::{EdgeRow, ms, rows};
 fn latest(agents: &[Agent], last_seq: &mut Option<u64>) -> Option<(u64, Vec<EdgeRow>)> {
     let per_node: Vec<Vec<WindowReport>> = agents
         .iter()
-        .map(|a| a.shared.windows.lock().map(|w| w.iter().cloned().collect()).unwrap_or_default())
+        .map(|a| {
+            a.shared
+                .windows
+                .lock()
+                .map(|w| w.iter().cloned().collect())
+                .unwrap_or_default()
+        })
         .collect();
-    let seq = per_node.iter().map(|w| w.last().map_or(0, |w| w.seq)).min()?;
+    let seq = per_node
+        .iter()
+        .map(|w| w.last().map_or(0, |w| w.seq))
+        .min()?;
     if per_node.iter().any(|w| w.is_empty()) || *last_seq == Some(seq) {
         return None;
     }
     *last_seq = Some(seq);
-    let reports: Vec<&WindowReport> = per_node.iter().filter_map(|w| w.iter().find(|r| r.seq == seq)).collect();
+    let reports: Vec<&WindowReport> = per_node
+        .iter()
+        .filter_map(|w| w.iter().find(|r| r.seq == seq))
+        .collect();
     Some((seq, rows(&reports)))
 }
 
 /// Shows windows until the deadline or a stop request.
-pub fn show(agents: &[Agent], deadline: Instant, stop: &Arc<AtomicBool>, plain: bool) -> anyhow::Result<()> {
+pub fn show(
+    agents: &[Agent],
+    deadline: Instant,
+    stop: &Arc<AtomicBool>,
+    plain: bool,
+) -> anyhow::Result<()> {
     if plain {
         return show_plain(agents, deadline, stop);
     }
@@ -49,7 +66,15 @@ pub fn show(agents: &[Agent], deadline: Instant, stop: &Arc<AtomicBool>, plain: 
             }
             let left = deadline.saturating_duration_since(Instant::now()).as_secs();
             terminal.draw(|f| {
-                let header = Row::new(["edge", "req/s", "client p99 ms", "server p99 ms", "errors", "retrans"]).bold();
+                let header = Row::new([
+                    "edge",
+                    "req/s",
+                    "client p99 ms",
+                    "server p99 ms",
+                    "errors",
+                    "retrans",
+                ])
+                .bold();
                 let body = current.1.iter().map(|r| {
                     Row::new([
                         r.edge.clone(),
@@ -68,9 +93,15 @@ pub fn show(agents: &[Agent], deadline: Instant, stop: &Arc<AtomicBool>, plain: 
                     Constraint::Length(7),
                     Constraint::Length(8),
                 ];
-                let title = format!(" netdx demo: window {} ({}s left, q to quit) ", current.0, left);
+                let title = format!(
+                    " netdx demo: window {} ({}s left, q to quit) ",
+                    current.0, left
+                );
                 f.render_widget(
-                    Table::new(body, widths).header(header).block(Block::bordered().title(title)).style(Style::new()),
+                    Table::new(body, widths)
+                        .header(header)
+                        .block(Block::bordered().title(title))
+                        .style(Style::new()),
                     f.area(),
                 );
             })?;
@@ -92,7 +123,10 @@ fn show_plain(agents: &[Agent], deadline: Instant, stop: &Arc<AtomicBool>) -> an
     while Instant::now() < deadline && !stop.load(Ordering::Acquire) {
         if let Some((seq, rows)) = latest(agents, &mut last_seq) {
             println!("--- window {seq} ---");
-            println!("{:<56} {:>8} {:>13} {:>13} {:>7} {:>8}", "edge", "req/s", "client p99 ms", "server p99 ms", "errors", "retrans");
+            println!(
+                "{:<56} {:>8} {:>13} {:>13} {:>7} {:>8}",
+                "edge", "req/s", "client p99 ms", "server p99 ms", "errors", "retrans"
+            );
             for r in rows {
                 println!(
                     "{:<56} {:>8.0} {:>13} {:>13} {:>7} {:>8}",

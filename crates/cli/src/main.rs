@@ -44,21 +44,37 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
         .init();
     match Args::parse().cmd {
-        Cmd::Demo { secs, window_secs, out, plain } => {
+        Cmd::Demo {
+            secs,
+            window_secs,
+            out,
+            plain,
+        } => {
             let stop = Arc::new(AtomicBool::new(false));
             let s = stop.clone();
             ctrlc::set_handler(move || s.store(true, std::sync::atomic::Ordering::Release))?;
             demo::run(
-                demo::DemoOpts { duration: Duration::from_secs(secs), window: Duration::from_secs(window_secs), out_dir: out, plain },
+                demo::DemoOpts {
+                    duration: Duration::from_secs(secs),
+                    window: Duration::from_secs(window_secs),
+                    out_dir: out,
+                    plain,
+                },
                 stop,
             )
         }
         Cmd::Cleanup => {
             let r = netdx_testbed::cleanup::cleanup_all();
-            println!("removed {} namespaces, {} cgroups", r.namespaces.len(), r.cgroups.len());
+            println!(
+                "removed {} namespaces, {} cgroups",
+                r.namespaces.len(),
+                r.cgroups.len()
+            );
             for n in r.namespaces.iter().chain(&r.cgroups) {
                 println!("  {n}");
             }

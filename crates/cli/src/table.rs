@@ -28,7 +28,10 @@ pub fn rows(reports: &[&WindowReport]) -> Vec<EdgeRow> {
     for w in reports {
         let secs = (w.end_unix_ms.saturating_sub(w.start_unix_ms)).max(1) as f64 / 1000.0;
         for e in &w.edges {
-            let row = by_edge.entry(e.key.clone()).or_insert_with(|| EdgeRow { edge: e.key.to_string(), ..Default::default() });
+            let row = by_edge.entry(e.key.clone()).or_insert_with(|| EdgeRow {
+                edge: e.key.to_string(),
+                ..Default::default()
+            });
             if let Some(c) = &e.client {
                 row.rate = c.exchanges as f64 / secs;
                 row.client_p99_ms = Some(c.latency.p99_ms);
@@ -42,7 +45,8 @@ pub fn rows(reports: &[&WindowReport]) -> Vec<EdgeRow> {
             }
             let l = &e.l4;
             row.errors += l.connect_refused + l.connect_timeout + l.connect_failed_other;
-            row.retransmits += l.retrans_client_to_server + l.retrans_server_to_client + l.syn_retrans;
+            row.retransmits +=
+                l.retrans_client_to_server + l.retrans_server_to_client + l.syn_retrans;
         }
     }
     by_edge.into_values().collect()

@@ -74,6 +74,38 @@ pub struct Exchange {
     pub req_bytes: u32,
     /// Response bytes.
     pub resp_bytes: u32,
+    /// Valid bytes in `req_head` (0 when payload capture is off for the pod).
+    pub req_head_len: u8,
+    /// Valid bytes in `resp_head`.
+    pub resp_head_len: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 6],
+    /// First bytes of the request, for protocol classifiers.
+    pub req_head: [u8; HEAD_LEN],
+    /// First bytes of the response.
+    pub resp_head: [u8; HEAD_LEN],
+}
+
+/// Payload bytes kept from the start of each message.
+pub const HEAD_LEN: usize = 16;
+
+/// First bytes of the latest message in each direction of a socket, written by the
+/// cgroup_skb programs and read when an exchange opens and closes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Heads {
+    /// Start of the latest outgoing message.
+    pub egress: [u8; HEAD_LEN],
+    /// Start of the latest incoming message.
+    pub ingress: [u8; HEAD_LEN],
+    /// Valid bytes in `egress`.
+    pub egress_len: u8,
+    /// Valid bytes in `ingress`.
+    pub ingress_len: u8,
+    /// Direction of the last payload packet (1 egress, 2 ingress): a change starts a message.
+    pub last_dir: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 5],
 }
 
 /// Kind of a [`ConnEvent`].
@@ -205,10 +237,12 @@ pub enum Counter {
     SocketsTracked = 7,
     /// Connect-tracking map insert failures.
     ConnectMapInsertFailed = 8,
+    /// Payload-head map insert failures.
+    HeadsMapInsertFailed = 9,
 }
 
 /// Number of counters in [`Counter`].
-pub const COUNTER_COUNT: u32 = 9;
+pub const COUNTER_COUNT: u32 = 10;
 
 impl Counter {
     /// All counters, in index order.
@@ -222,6 +256,7 @@ impl Counter {
         Counter::DropEvents,
         Counter::SocketsTracked,
         Counter::ConnectMapInsertFailed,
+        Counter::HeadsMapInsertFailed,
     ];
 
     /// Stable snake_case name used for metrics.
@@ -236,6 +271,7 @@ impl Counter {
             Counter::DropEvents => "drop_events",
             Counter::SocketsTracked => "sockets_tracked",
             Counter::ConnectMapInsertFailed => "connect_map_insert_failed",
+            Counter::HeadsMapInsertFailed => "heads_map_insert_failed",
         }
     }
 }
@@ -320,7 +356,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_surprises() {
-        assert_eq!(size_of::<Exchange>(), 56);
+        assert_eq!(size_of::<Exchange>(), 96);
+        assert_eq!(size_of::<Heads>(), 40);
         assert_eq!(size_of::<ConnEvent>(), 88);
         assert_eq!(size_of::<DropEvent>(), 40);
         assert_eq!(size_of::<KernelOffsets>(), 15 * 4);

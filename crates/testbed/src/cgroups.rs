@@ -31,7 +31,8 @@ impl PodCgroups {
     pub fn create(prefix: &str, uid: &str) -> Result<Self> {
         let name = pod_slice_name(prefix, uid);
         let unified = Path::new(UNIFIED_ROOT).join(SLICE).join(&name);
-        std::fs::create_dir_all(&unified).map_err(io_err(format!("creating {}", unified.display())))?;
+        std::fs::create_dir_all(&unified)
+            .map_err(io_err(format!("creating {}", unified.display())))?;
         let cpu = if Path::new(CPU_ROOT).join("cgroup.procs").exists() {
             let p = Path::new(CPU_ROOT).join(SLICE).join(&name);
             std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
@@ -53,18 +54,26 @@ impl PodCgroups {
     /// Sets a CFS quota (`None` removes it): `quota_us` of CPU time per `period_us`.
     pub fn set_cpu_quota(&self, quota_us: Option<u64>, period_us: u64) -> Result<()> {
         let Some(cpu) = &self.cpu else {
-            return Err(crate::Error::Invalid("cpu cgroup controller not available".into()));
+            return Err(crate::Error::Invalid(
+                "cpu cgroup controller not available".into(),
+            ));
         };
-        let w = |f: &str, v: String| std::fs::write(cpu.join(f), v).map_err(io_err(format!("writing {f}")));
+        let w = |f: &str, v: String| {
+            std::fs::write(cpu.join(f), v).map_err(io_err(format!("writing {f}")))
+        };
         w("cpu.cfs_period_us", period_us.to_string())?;
-        w("cpu.cfs_quota_us", quota_us.map_or("-1".to_string(), |q| q.to_string()))
+        w(
+            "cpu.cfs_quota_us",
+            quota_us.map_or("-1".to_string(), |q| q.to_string()),
+        )
     }
 
     /// (nr_throttled, throttled_time ns) from cpu.stat.
     pub fn throttling(&self) -> Option<(u64, u64)> {
         let s = std::fs::read_to_string(self.cpu.as_ref()?.join("cpu.stat")).ok()?;
         let field = |k: &str| {
-            s.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
+            s.lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
         };
         Some((field("nr_throttled ")?, field("throttled_time ")?))
     }
@@ -74,7 +83,10 @@ impl PodCgroups {
 pub fn kill_and_remove(dir: &Path) {
     for _ in 0..50 {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let pids: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
         for pid in &pids {
             // SAFETY: plain kill syscall.
             unsafe { libc::kill(*pid, libc::SIGKILL) };

@@ -19,7 +19,9 @@ pub fn cleanup_all() -> Removed {
     let mut removed = Removed::default();
     for root in [cgroups::UNIFIED_ROOT, cgroups::CPU_ROOT] {
         let slice = Path::new(root).join(cgroups::SLICE);
-        let Ok(entries) = std::fs::read_dir(&slice) else { continue };
+        let Ok(entries) = std::fs::read_dir(&slice) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(PREFIX) && e.path().is_dir() {
                 cgroups::kill_and_remove(&e.path());
@@ -46,7 +48,10 @@ pub fn cleanup_all() -> Removed {
 
 /// Leftovers that would be removed by [`cleanup_all`] (namespaces, cgroups) for this id.
 pub fn leftovers(id: &str) -> Vec<String> {
-    let mut out: Vec<String> = netns::list().into_iter().filter(|n| n.starts_with(id)).collect();
+    let mut out: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(id))
+        .collect();
     for root in [cgroups::UNIFIED_ROOT, cgroups::CPU_ROOT] {
         let slice = Path::new(root).join(cgroups::SLICE);
         if let Ok(entries) = std::fs::read_dir(&slice) {

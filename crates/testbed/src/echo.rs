@@ -63,15 +63,27 @@ fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
             return Err(std::io::Error::last_os_error());
         }
         let one: libc::c_int = 1;
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const i32).cast(), 4);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const i32).cast(),
+            4,
+        );
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as u16,
             sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
             sin_zero: [0; 8],
         };
         let listener = TcpListener::from_raw_fd(fd);
-        if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32) != 0
+        if libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
             || libc::listen(fd, backlog) != 0
         {
             return Err(std::io::Error::last_os_error());
@@ -82,10 +94,19 @@ fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
 
 fn set_linger_zero(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid fd and option struct.
     unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), size_of::<libc::linger>() as u32);
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            size_of::<libc::linger>() as u32,
+        );
     }
 }
 
@@ -118,7 +139,9 @@ fn handle(mut s: TcpStream, opts: &ServerOpts, counter: &AtomicU64) -> std::io::
         }
         let n = counter.fetch_add(1, Ordering::Relaxed);
         // Spread errors evenly: request n fails when the running error count steps up.
-        let status = u8::from(((n + 1) as f64 * opts.error_ratio).floor() > (n as f64 * opts.error_ratio).floor());
+        let status = u8::from(
+            ((n + 1) as f64 * opts.error_ratio).floor() > (n as f64 * opts.error_ratio).floor(),
+        );
         let mut resp = Vec::with_capacity(5 + rlen);
         resp.extend_from_slice(&(rlen as u32).to_be_bytes());
         resp.push(status);
@@ -210,7 +233,9 @@ pub fn run_client(opts: &ClientOpts) -> ClientReport {
     let start = Instant::now();
     let deadline = start + opts.max_duration;
     let per_conn_interval = if opts.rate > 0.0 {
-        Some(Duration::from_secs_f64(opts.connections.max(1) as f64 / opts.rate))
+        Some(Duration::from_secs_f64(
+            opts.connections.max(1) as f64 / opts.rate,
+        ))
     } else {
         None
     };
@@ -242,7 +267,8 @@ pub fn run_client(opts: &ClientOpts) -> ClientReport {
                             Err(e) => {
                                 let c = match e.kind() {
                                     std::io::ErrorKind::ConnectionRefused => &tally.refused,
-                                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => &tally.timeout,
+                                    std::io::ErrorKind::TimedOut
+                                    | std::io::ErrorKind::WouldBlock => &tally.timeout,
                                     _ => &tally.other,
                                 };
                                 c.fetch_add(1, Ordering::Relaxed);
@@ -254,8 +280,15 @@ pub fn run_client(opts: &ClientOpts) -> ClientReport {
                     let t0 = Instant::now();
                     match one_request(s, &req, &mut resp) {
                         Ok(status) => {
-                            tally.lat_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                            if status == 0 { &tally.ok } else { &tally.app_errors }.fetch_add(1, Ordering::Relaxed);
+                            tally
+                                .lat_ns
+                                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            if status == 0 {
+                                &tally.ok
+                            } else {
+                                &tally.app_errors
+                            }
+                            .fetch_add(1, Ordering::Relaxed);
                             if opts.new_conn_per_request {
                                 conn = None;
                             }
@@ -280,7 +313,11 @@ pub fn run_client(opts: &ClientOpts) -> ClientReport {
         connect_refused: tally.refused.load(Ordering::Relaxed),
         connect_timeout: tally.timeout.load(Ordering::Relaxed),
         connect_other: tally.other.load(Ordering::Relaxed),
-        mean_ms: if answered > 0 { tally.lat_ns.load(Ordering::Relaxed) as f64 / answered as f64 / 1e6 } else { 0.0 },
+        mean_ms: if answered > 0 {
+            tally.lat_ns.load(Ordering::Relaxed) as f64 / answered as f64 / 1e6
+        } else {
+            0.0
+        },
         elapsed_s: start.elapsed().as_secs_f64(),
     }
 }

@@ -19,7 +19,11 @@ pub fn run(program: &str, args: &[&str]) -> Result<Output> {
     if !out.status.success() {
         return Err(Error::Command {
             cmd,
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(out)
@@ -44,7 +48,11 @@ impl Placement {
     pub fn apply(&self, cmd: &mut Command) -> Result<()> {
         let c = |s: &str| CString::new(s).map_err(|_| Error::Invalid(format!("NUL in path {s}")));
         let ns = c(&self.netns_path)?;
-        let procs = self.cgroup_procs.iter().map(|p| c(p)).collect::<Result<Vec<_>>>()?;
+        let procs = self
+            .cgroup_procs
+            .iter()
+            .map(|p| c(p))
+            .collect::<Result<Vec<_>>>()?;
         // SAFETY: the closure only makes async-signal-safe syscalls on pre-built C strings.
         unsafe {
             cmd.pre_exec(move || {
@@ -85,17 +93,24 @@ impl Placement {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
         self.apply(&mut cmd)?;
-        cmd.spawn().map_err(io_err(format!("spawning {program} in {}", self.netns_path)))
+        cmd.spawn()
+            .map_err(io_err(format!("spawning {program} in {}", self.netns_path)))
     }
 
     /// Runs a program in the pod to completion and returns its output (error on failure).
     pub fn output(&self, program: &str, args: &[&str]) -> Result<Output> {
         let child = self.spawn(program, args, true)?;
-        let out = child.wait_with_output().map_err(io_err(format!("waiting for {program}")))?;
+        let out = child
+            .wait_with_output()
+            .map_err(io_err(format!("waiting for {program}")))?;
         if !out.status.success() {
             return Err(Error::Command {
                 cmd: format!("{program} {}", args.join(" ")),
-                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         Ok(out)
@@ -114,7 +129,9 @@ pub fn in_netns<T: Send + 'static>(
         use std::os::fd::AsRawFd;
         // SAFETY: valid fd; affects only this thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io_err(format!("setns {path}"))(std::io::Error::last_os_error()));
+            return Err(io_err(format!("setns {path}"))(
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(f())
     })

@@ -11,7 +11,19 @@ pub struct NftGuard {
 
 impl Drop for NftGuard {
     fn drop(&mut self) {
-        let _ = run("ip", &["netns", "exec", &self.netns, "nft", "delete", "table", "inet", &self.table]);
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.netns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                &self.table,
+            ],
+        );
     }
 }
 
@@ -20,10 +32,23 @@ pub fn nft_table(netns: &str, table: &str, body: &str) -> Result<NftGuard> {
     let script = format!("table inet {table} {{\n{body}\n}}\n");
     let path = std::env::temp_dir().join(format!("{netns}-{table}.nft"));
     std::fs::write(&path, script).map_err(crate::io_err("writing nft script"))?;
-    let r = run("ip", &["netns", "exec", netns, "nft", "-f", &path.display().to_string()]);
+    let r = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "nft",
+            "-f",
+            &path.display().to_string(),
+        ],
+    );
     let _ = std::fs::remove_file(&path);
     r?;
-    Ok(NftGuard { netns: netns.into(), table: table.into() })
+    Ok(NftGuard {
+        netns: netns.into(),
+        table: table.into(),
+    })
 }
 
 /// Drops `percent`% of packets leaving `netns` through `iface` (random, nftables numgen).
@@ -57,7 +82,15 @@ pub struct DelayGuard {
 
 impl Drop for DelayGuard {
     fn drop(&mut self) {
-        let mut args: Vec<&str> = vec!["netns", "exec", &self.netns, "iptables", "-t", "mangle", "-D"];
+        let mut args: Vec<&str> = vec![
+            "netns",
+            "exec",
+            &self.netns,
+            "iptables",
+            "-t",
+            "mangle",
+            "-D",
+        ];
         args.extend(self.rule.iter().map(String::as_str));
         let _ = run("ip", &args);
         let _ = self.child.kill();
@@ -67,24 +100,55 @@ impl Drop for DelayGuard {
 
 /// Delays packets forwarded in `netns` from `in_iface` to `out_iface` by `delay_us`
 /// (+ uniform `jitter_us`), through NFQUEUE `queue` and the netdx-delay stage.
-pub fn delay(netns: &str, in_iface: &str, out_iface: &str, queue: u16, delay_us: u64, jitter_us: u64) -> Result<DelayGuard> {
+pub fn delay(
+    netns: &str,
+    in_iface: &str,
+    out_iface: &str,
+    queue: u16,
+    delay_us: u64,
+    jitter_us: u64,
+) -> Result<DelayGuard> {
     let bin = crate::servers::workspace_binary("netdx-delay")?;
     let child = std::process::Command::new("ip")
         .args(["netns", "exec", netns])
         .arg(&bin)
-        .args(["--queue", &queue.to_string(), "--delay-us", &delay_us.to_string(), "--jitter-us", &jitter_us.to_string()])
+        .args([
+            "--queue",
+            &queue.to_string(),
+            "--delay-us",
+            &delay_us.to_string(),
+            "--jitter-us",
+            &jitter_us.to_string(),
+        ])
         .stdin(std::process::Stdio::null())
         .spawn()
         .map_err(crate::io_err("spawning netdx-delay"))?;
     // Let the stage bind before packets are queued (queue-bypass covers the gap anyway).
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let rule: Vec<String> = ["FORWARD", "-i", in_iface, "-o", out_iface, "-j", "NFQUEUE", "--queue-num", &queue.to_string(), "--queue-bypass"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut args: Vec<String> = ["netns", "exec", netns, "iptables", "-t", "mangle", "-A"].map(String::from).to_vec();
+    let rule: Vec<String> = [
+        "FORWARD",
+        "-i",
+        in_iface,
+        "-o",
+        out_iface,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        &queue.to_string(),
+        "--queue-bypass",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut args: Vec<String> = ["netns", "exec", netns, "iptables", "-t", "mangle", "-A"]
+        .map(String::from)
+        .to_vec();
     args.extend(rule.iter().cloned());
-    let mut guard = DelayGuard { netns: netns.into(), rule, child };
+    let mut guard = DelayGuard {
+        netns: netns.into(),
+        rule,
+        child,
+    };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let Err(e) = run("ip", &args) {
         let _ = guard.child.kill();

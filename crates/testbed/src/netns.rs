@@ -20,7 +20,19 @@ pub fn delete(name: &str) {
 
 /// Runs `sysctl -w` inside a namespace.
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
-    crate::exec::run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
+    crate::exec::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ],
+    )
+    .map(|_| ())
 }
 
 /// Lists named namespaces.

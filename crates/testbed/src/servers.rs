@@ -20,10 +20,11 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
             candidates.push(dir.join(name));
         }
     }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Invalid(format!("binary {name} not found: run `cargo build --workspace --bins` first")))
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "binary {name} not found: run `cargo build --workspace --bins` first"
+        ))
+    })
 }
 
 /// Waits until `addr` accepts TCP connections from inside `pod`'s namespace.
@@ -39,7 +40,11 @@ pub fn wait_tcp(tb: &Testbed, pod: &str, addr: SocketAddr, timeout: Duration) ->
         }
         false
     })?;
-    if ok { Ok(()) } else { Err(Error::NotReady(format!("{addr} from {pod}"), timeout)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::NotReady(format!("{addr} from {pod}"), timeout))
+    }
 }
 
 fn addr(tb: &Testbed, pod: &str, port: u16) -> Result<SocketAddr> {
@@ -58,7 +63,22 @@ pub fn redis(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
     tb.spawn(
         pod,
         "redis-server",
-        &["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", &dir_s, "--daemonize", "no"],
+        &[
+            "--port",
+            "6379",
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir_s,
+            "--daemonize",
+            "no",
+        ],
     )?;
     let a = addr(tb, pod, 6379)?;
     wait_tcp(tb, pod, a, READY)?;
@@ -67,7 +87,13 @@ pub fn redis(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
 
 /// Starts memcached in `pod` on 11211.
 pub fn memcached(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
-    tb.spawn(pod, "memcached", &["-u", "root", "-p", "11211", "-l", "0.0.0.0", "-U", "0", "-t", "2"])?;
+    tb.spawn(
+        pod,
+        "memcached",
+        &[
+            "-u", "root", "-p", "11211", "-l", "0.0.0.0", "-U", "0", "-t", "2",
+        ],
+    )?;
     let a = addr(tb, pod, 11211)?;
     wait_tcp(tb, pod, a, READY)?;
     Ok(a)
@@ -79,7 +105,8 @@ pub fn nginx(tb: &Testbed, pod: &str, body_bytes: usize) -> Result<SocketAddr> {
     let dir = tb.path(&format!("nginx-{pod}"));
     let root = dir.join("www");
     std::fs::create_dir_all(&root).map_err(io_err("nginx dir"))?;
-    std::fs::write(root.join("index.html"), vec![b'n'; body_bytes]).map_err(io_err("nginx body"))?;
+    std::fs::write(root.join("index.html"), vec![b'n'; body_bytes])
+        .map_err(io_err("nginx body"))?;
     let d = dir.display();
     let conf = format!(
         "worker_processes 1;\ndaemon off;\nmaster_process on;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\

@@ -42,7 +42,11 @@ pub struct PodSpec {
 impl PodSpec {
     /// A watched pod on `node`.
     pub fn new(name: &str, node: usize) -> Self {
-        PodSpec { name: name.into(), node, watched: true }
+        PodSpec {
+            name: name.into(),
+            node,
+            watched: true,
+        }
     }
 
     /// The same pod, not watched.
@@ -87,7 +91,10 @@ pub struct PodHandle {
 impl PodHandle {
     /// Where to run processes of this pod.
     pub fn placement(&self) -> Placement {
-        Placement { netns_path: netns::netns_path(&self.netns), cgroup_procs: self.cgroups.procs_files() }
+        Placement {
+            netns_path: netns::netns_path(&self.netns),
+            cgroup_procs: self.cgroups.procs_files(),
+        }
     }
 }
 
@@ -117,7 +124,10 @@ impl Testbed {
     /// Builds the namespaces, links, routes and cgroups of `spec`.
     pub fn up(spec: &TestbedSpec) -> Result<Self> {
         if spec.nodes == 0 || spec.nodes > 50 {
-            return Err(crate::Error::Invalid(format!("nodes must be 1..=50, got {}", spec.nodes)));
+            return Err(crate::Error::Invalid(format!(
+                "nodes must be 1..=50, got {}",
+                spec.nodes
+            )));
         }
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let id = format!("{PREFIX}{:x}{n}", std::process::id());
@@ -141,29 +151,92 @@ impl Testbed {
         netns::create(&self.fabric)?;
         netns::sysctl(&self.fabric, "net.ipv4.ip_forward", "1")?;
         for i in 0..spec.nodes {
-            let node = NodeInfo { name: format!("node-{i}"), netns: format!("{}-n{i}", self.id), index: i };
+            let node = NodeInfo {
+                name: format!("node-{i}"),
+                netns: format!("{}-n{i}", self.id),
+                index: i,
+            };
             let ns = node.netns.as_str();
             netns::create(ns)?;
             self.nodes.push(node.clone());
             netns::sysctl(ns, "net.ipv4.ip_forward", "1")?;
             ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
-            ip(&["-n", ns, "addr", "add", &format!("10.200.{i}.1/24"), "dev", "br0"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.200.{i}.1/24"),
+                "dev",
+                "br0",
+            ])?;
             ip(&["-n", ns, "link", "set", "br0", "up"])?;
             let up = format!("n{i}");
-            ip(&["-n", ns, "link", "add", "up0", "type", "veth", "peer", "name", &up, "netns", &self.fabric])?;
-            ip(&["-n", ns, "addr", "add", &format!("10.201.{i}.2/24"), "dev", "up0"])?;
+            ip(&[
+                "-n",
+                ns,
+                "link",
+                "add",
+                "up0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &up,
+                "netns",
+                &self.fabric,
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.201.{i}.2/24"),
+                "dev",
+                "up0",
+            ])?;
             ip(&["-n", ns, "link", "set", "up0", "up"])?;
-            ip(&["-n", &self.fabric, "addr", "add", &format!("10.201.{i}.1/24"), "dev", &up])?;
+            ip(&[
+                "-n",
+                &self.fabric,
+                "addr",
+                "add",
+                &format!("10.201.{i}.1/24"),
+                "dev",
+                &up,
+            ])?;
             ip(&["-n", &self.fabric, "link", "set", &up, "up"])?;
-            ip(&["-n", ns, "route", "add", "default", "via", &format!("10.201.{i}.1")])?;
-            ip(&["-n", &self.fabric, "route", "add", &node_subnet(i), "via", &format!("10.201.{i}.2")])?;
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.201.{i}.1"),
+            ])?;
+            ip(&[
+                "-n",
+                &self.fabric,
+                "route",
+                "add",
+                &node_subnet(i),
+                "via",
+                &format!("10.201.{i}.2"),
+            ])?;
         }
         for (k, p) in spec.pods.iter().enumerate() {
             if p.node >= spec.nodes {
-                return Err(crate::Error::Invalid(format!("pod {} on missing node {}", p.name, p.node)));
+                return Err(crate::Error::Invalid(format!(
+                    "pod {} on missing node {}",
+                    p.name, p.node
+                )));
             }
             if self.pods.iter().any(|q| q.pod.name == p.name) {
-                return Err(crate::Error::Invalid(format!("duplicate pod name {}", p.name)));
+                return Err(crate::Error::Invalid(format!(
+                    "duplicate pod name {}",
+                    p.name
+                )));
             }
             let node_ns = self.nodes[p.node].netns.clone();
             let pod_ns = format!("{}-p{k}", self.id);
@@ -174,7 +247,10 @@ impl Testbed {
             let uid = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), k);
             let cg = PodCgroups::create(&self.id, &uid)?;
             self.pods.push(PodHandle {
-                pod: PodRef { namespace: "default".into(), name: p.name.clone() },
+                pod: PodRef {
+                    namespace: "default".into(),
+                    name: p.name.clone(),
+                },
                 uid,
                 node: p.node,
                 netns: pod_ns.clone(),
@@ -183,12 +259,31 @@ impl Testbed {
                 cgroups: cg,
                 watched: p.watched,
             });
-            ip(&["-n", &node_ns, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns])?;
+            ip(&[
+                "-n", &node_ns, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
+                "netns", &pod_ns,
+            ])?;
             ip(&["-n", &node_ns, "link", "set", &veth, "master", "br0"])?;
             ip(&["-n", &node_ns, "link", "set", &veth, "up"])?;
-            ip(&["-n", &pod_ns, "addr", "add", &format!("{ip_addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &pod_ns,
+                "addr",
+                "add",
+                &format!("{ip_addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &pod_ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &pod_ns, "route", "add", "default", "via", &format!("10.200.{}.1", p.node)])?;
+            ip(&[
+                "-n",
+                &pod_ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.200.{}.1", p.node),
+            ])?;
             debug!(pod = %p.name, ip = %ip_addr, node = p.node, "pod created");
         }
         self.write_targets()?;

@@ -3,11 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::{
-    Error, Result, Testbed,
-    echo::ClientReport,
-    servers::workspace_binary,
-};
+use crate::{Error, Result, Testbed, echo::ClientReport, servers::workspace_binary};
 
 /// Result of a redis-benchmark run.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,12 +52,53 @@ pub fn redis_benchmark(
     let rps: Vec<f64> = text
         .lines()
         .skip(1)
-        .filter_map(|l| l.split(',').nth(1).and_then(|v| v.trim_matches('"').parse().ok()))
+        .filter_map(|l| {
+            l.split(',')
+                .nth(1)
+                .and_then(|v| v.trim_matches('"').parse().ok())
+        })
         .collect();
     if rps.is_empty() {
-        return Err(Error::Parse { tool: "redis-benchmark".into(), detail: text.into_owned() });
+        return Err(Error::Parse {
+            tool: "redis-benchmark".into(),
+            detail: text.into_owned(),
+        });
     }
-    Ok(RedisBench { requests_per_test: requests, tests: rps.len() as u64, rps })
+    Ok(RedisBench {
+        requests_per_test: requests,
+        tests: rps.len() as u64,
+        rps,
+    })
+}
+
+/// Runs `command` `repeat` times over one connection with redis-cli from `pod`
+/// (redis-benchmark stops at the first error reply; redis-cli carries on).
+pub fn redis_cli_repeat(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    repeat: u64,
+    command: &[&str],
+) -> Result<()> {
+    let (host, port, r) = (
+        server.ip().to_string(),
+        server.port().to_string(),
+        repeat.to_string(),
+    );
+    let mut args = vec!["120", "redis-cli", "-h", &host, "-p", &port, "-r", &r];
+    args.extend_from_slice(command);
+    tb.run(pod, "timeout", &args).map(|_| ())
+}
+
+/// Runs memcaslap (libmemcached-tools) from `pod`: `ops` get/set operations, `conns` connections.
+pub fn memcaslap(tb: &Testbed, pod: &str, server: SocketAddr, ops: u64, conns: u32) -> Result<()> {
+    let (s, x, c) = (server.to_string(), ops.to_string(), conns.to_string());
+    tb.run(
+        pod,
+        "timeout",
+        &["120", "memcaslap", "-s", &s, "-x", &x, "-c", &c, "-T", "1"],
+    )
+    .map(|_| ())
 }
 
 /// Result of a wrk run.
@@ -80,14 +117,27 @@ pub fn wrk(tb: &Testbed, pod: &str, url: &str, conns: u32, secs: u32) -> Result<
     let out = tb.run(
         pod,
         "timeout",
-        &[&(secs + 30).to_string(), "wrk", "-t", "1", "-c", &conns.to_string(), "-d", &format!("{secs}s"), url],
+        &[
+            &(secs + 30).to_string(),
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            url,
+        ],
     )?;
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// Parses wrk's summary ("N requests in ...", "Requests/sec: X", "Non-2xx or 3xx responses: K").
 pub fn parse_wrk(text: &str) -> Result<WrkRun> {
-    let err = || Error::Parse { tool: "wrk".into(), detail: text.to_string() };
+    let err = || Error::Parse {
+        tool: "wrk".into(),
+        detail: text.to_string(),
+    };
     let requests = text
         .lines()
         .find(|l| l.contains("requests in"))
@@ -104,7 +154,11 @@ pub fn parse_wrk(text: &str) -> Result<WrkRun> {
         .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    Ok(WrkRun { requests, rps, non_2xx })
+    Ok(WrkRun {
+        requests,
+        rps,
+        non_2xx,
+    })
 }
 
 /// ndxe client settings.
@@ -144,7 +198,12 @@ impl Default for EchoClient {
 }
 
 /// Runs the ndxe client from `pod` against `server`.
-pub fn echo_client(tb: &Testbed, pod: &str, server: SocketAddr, c: &EchoClient) -> Result<ClientReport> {
+pub fn echo_client(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    c: &EchoClient,
+) -> Result<ClientReport> {
     let bin = workspace_binary("netdx-echo")?.display().to_string();
     let args = [
         "client".to_string(),
@@ -170,8 +229,10 @@ pub fn echo_client(tb: &Testbed, pod: &str, server: SocketAddr, c: &EchoClient) 
         args.push("--new-conn");
     }
     let out = tb.run(pod, &bin, &args)?;
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| Error::Parse { tool: "netdx-echo client".into(), detail: e.to_string() })
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
+        tool: "netdx-echo client".into(),
+        detail: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +242,14 @@ mod tests {
     #[test]
     fn parses_wrk_summary() {
         let t = "Running 2s test @ http://10.200.0.11/\n  1 threads and 4 connections\n  18077 requests in 2.00s, 5.0MB read\n  Non-2xx or 3xx responses: 3\nRequests/sec:   9035.61\nTransfer/sec:      2.5MB\n";
-        assert_eq!(parse_wrk(t).unwrap(), WrkRun { requests: 18077, rps: 9035.61, non_2xx: 3 });
+        assert_eq!(
+            parse_wrk(t).unwrap(),
+            WrkRun {
+                requests: 18077,
+                rps: 9035.61,
+                non_2xx: 3
+            }
+        );
         assert!(parse_wrk("garbage").is_err());
     }
 }

@@ -17,7 +17,10 @@ pub struct Harness {
 }
 
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
 }
 
 impl Harness {
@@ -27,7 +30,11 @@ impl Harness {
 
     pub fn with_probe(nodes: usize, pods: &[PodSpec], probe: ProbeConfig) -> Self {
         init_tracing();
-        let tb = Testbed::up(&TestbedSpec { nodes, pods: pods.to_vec() }).expect("testbed up");
+        let tb = Testbed::up(&TestbedSpec {
+            nodes,
+            pods: pods.to_vec(),
+        })
+        .expect("testbed up");
         let agents = tb
             .nodes
             .iter()
@@ -47,12 +54,20 @@ impl Harness {
     pub fn close_windows(&self) -> Vec<WindowReport> {
         // Exchanges are flushed by the next request or by close; give closes a moment.
         std::thread::sleep(Duration::from_millis(300));
-        self.agents.iter().map(|a| a.close_window().expect("window")).collect()
+        self.agents
+            .iter()
+            .map(|a| a.close_window().expect("window"))
+            .collect()
     }
 }
 
 /// The edge between two pods (by name) across all nodes' reports, (client side, server side).
-pub fn edge<'a>(ws: &'a [WindowReport], client: &str, server: &str, port: u16) -> Vec<&'a EdgeWindow> {
+pub fn edge<'a>(
+    ws: &'a [WindowReport],
+    client: &str,
+    server: &str,
+    port: u16,
+) -> Vec<&'a EdgeWindow> {
     ws.iter()
         .flat_map(|w| w.edges.iter())
         .filter(|e| {
@@ -64,10 +79,20 @@ pub fn edge<'a>(ws: &'a [WindowReport], client: &str, server: &str, port: u16) -
 }
 
 /// Sum over a field of the client (or server) sides of edges.
-pub fn side_sum(edges: &[&EdgeWindow], client_side: bool, f: impl Fn(&netdx_api::windows::SideStats) -> u64) -> u64 {
+pub fn side_sum(
+    edges: &[&EdgeWindow],
+    client_side: bool,
+    f: impl Fn(&netdx_api::windows::SideStats) -> u64,
+) -> u64 {
     edges
         .iter()
-        .filter_map(|e| if client_side { e.client.as_ref() } else { e.server.as_ref() })
+        .filter_map(|e| {
+            if client_side {
+                e.client.as_ref()
+            } else {
+                e.server.as_ref()
+            }
+        })
         .map(f)
         .sum()
 }

@@ -1,9 +1,7 @@
 //! skb:kfree_skb: packets the kernel dropped, with the reason and the namespace.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
-    helpers::bpf_ktime_get_ns,
-    macros::btf_tracepoint,
+    bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use netdx_common::{Counter, DropEvent, RecordKind};

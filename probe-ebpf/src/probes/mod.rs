@@ -1,5 +1,6 @@
 //! Program entry points, one hook family per file.
 
 pub mod drops;
+pub mod payload;
 pub mod socket;
 pub mod tcp;

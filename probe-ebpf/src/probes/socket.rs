@@ -13,7 +13,7 @@ use netdx_common::{ConnEventKind, Counter, EXF_EOF, ROLE_CLIENT, ROLE_SERVER};
 use crate::{
     kernel::{offsets, read},
     maps::{PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SOCKS, SockState, TARGETS, count},
-    records::{conn_event, flush_exchange},
+    records::{conn_event, flush_exchange, message_head},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -70,6 +70,10 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
             st.phase = PHASE_REQUEST;
             st.req_start = now;
             st.req_bytes = 0;
+            // The request's first packet has already passed the cgroup_skb hook.
+            let (head, len) = message_head(st.cookie, st.role == ROLE_CLIENT);
+            st.req_head = head;
+            st.req_head_len = len;
         }
         st.req_bytes = st.req_bytes.wrapping_add(bytes);
     } else {
@@ -104,12 +108,7 @@ fn on_eof(sk: *const u8) {
 
 /// First sight of a socket of a watched pod: read its identity once and start tracking.
 #[inline(never)]
-fn track(
-    sk: *const u8,
-    cgroup_id: u64,
-    is_send: bool,
-    now: u64,
-) -> Option<*mut SockState> {
+fn track(sk: *const u8, cgroup_id: u64, is_send: bool, now: u64) -> Option<*mut SockState> {
     let o = offsets();
     let proto = read::<u16>(sk, o.sk_protocol)? as u8;
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
@@ -118,26 +117,14 @@ fn track(
     let family = read::<u16>(sk, o.sk_family)? as u8;
     // Sockets that connected while watched were tracked at SYN_SENT; other TCP sockets were
     // accepted. UDP has no handshake: the first direction decides.
-    let role = if proto == IPPROTO_TCP || !is_send { ROLE_SERVER } else { ROLE_CLIENT };
+    let role = if proto == IPPROTO_TCP || !is_send {
+        ROLE_SERVER
+    } else {
+        ROLE_CLIENT
+    };
     // SAFETY: sk is the tracepoint's typed struct sock pointer.
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
-    let st = SockState {
-        cgroup_id,
-        cookie,
-        req_start: 0,
-        resp_first: 0,
-        resp_last: 0,
-        connect_start: 0,
-        req_bytes: 0,
-        resp_bytes: 0,
-        role,
-        phase: PHASE_IDLE,
-        proto,
-        flags: 0,
-        family,
-        closed: 0,
-        _pad: [0; 2],
-    };
+    let st = SockState::new(cgroup_id, cookie, role, proto, family, 0);
     let key = sk as u64;
     if SOCKS.insert(&key, &st, 0).is_err() {
         count(Counter::SockMapInsertFailed);

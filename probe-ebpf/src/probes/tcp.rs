@@ -11,7 +11,7 @@ use netdx_common::{
 
 use crate::{
     kernel::{offsets, read},
-    maps::{PHASE_IDLE, SOCKS, SockState, TARGETS, count},
+    maps::{SOCKS, SockState, TARGETS, count},
     records::{conn_event, flush_exchange},
 };
 
@@ -48,8 +48,21 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
         if new == TCP_ESTABLISHED {
             conn_event(ConnEventKind::ConnectOk, st, sk, now, dur, 0, new as u8);
         } else {
-            let flags = CF_CONNECTING | if st.flags & EXF_RESET != 0 { CF_RESET_SEEN } else { 0 };
-            conn_event(ConnEventKind::ConnectFail, st, sk, now, dur, flags, old as u8);
+            let flags = CF_CONNECTING
+                | if st.flags & EXF_RESET != 0 {
+                    CF_RESET_SEEN
+                } else {
+                    0
+                };
+            conn_event(
+                ConnEventKind::ConnectFail,
+                st,
+                sk,
+                now,
+                dur,
+                flags,
+                old as u8,
+            );
             st.closed = 1;
         }
         return 0;
@@ -74,23 +87,7 @@ fn on_connect_start(sk: *const u8) {
     let family = read::<u16>(sk, o.sk_family).unwrap_or(0) as u8;
     // SAFETY: helpers; sk is the tracepoint's typed socket pointer.
     let (now, cookie) = unsafe { (bpf_ktime_get_ns(), bpf_get_socket_cookie(sk as *mut _)) };
-    let st = SockState {
-        cgroup_id,
-        cookie,
-        req_start: 0,
-        resp_first: 0,
-        resp_last: 0,
-        connect_start: now,
-        req_bytes: 0,
-        resp_bytes: 0,
-        role: ROLE_CLIENT,
-        phase: PHASE_IDLE,
-        proto: 6,
-        flags: 0,
-        family,
-        closed: 0,
-        _pad: [0; 2],
-    };
+    let st = SockState::new(cgroup_id, cookie, ROLE_CLIENT, 6, family, now);
     let key = sk as u64;
     if SOCKS.insert(&key, &st, 0).is_err() {
         count(Counter::ConnectMapInsertFailed);
@@ -112,7 +109,11 @@ pub fn on_destroy(ctx: BtfTracePointContext) -> i32 {
 pub fn on_retransmit(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     if let Some(st) = tracked(sk) {
-        let flags = if st.connect_start != 0 { CF_CONNECTING } else { 0 };
+        let flags = if st.connect_start != 0 {
+            CF_CONNECTING
+        } else {
+            0
+        };
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
         conn_event(ConnEventKind::Retransmit, st, sk, now, 0, flags, 0);
@@ -140,7 +141,11 @@ fn on_reset(sk: *const u8, kind: ConnEventKind) {
     }
     if let Some(st) = tracked(sk) {
         st.flags |= EXF_RESET;
-        let flags = if st.connect_start != 0 { CF_CONNECTING } else { 0 };
+        let flags = if st.connect_start != 0 {
+            CF_CONNECTING
+        } else {
+            0
+        };
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
         conn_event(kind, st, sk, now, 0, flags, 0);

@@ -52,7 +52,11 @@ fn main() -> anyhow::Result<()> {
             match q.recv() {
                 Ok(msg) => {
                     got = true;
-                    let jitter = if args.jitter_us > 0 { next_rand(&mut rng) % args.jitter_us } else { 0 };
+                    let jitter = if args.jitter_us > 0 {
+                        next_rand(&mut rng) % args.jitter_us
+                    } else {
+                        0
+                    };
                     let due = Instant::now() + Duration::from_micros(args.delay_us + jitter);
                     held.push(Reverse((due, seq)));
                     msgs.insert(seq, msg);

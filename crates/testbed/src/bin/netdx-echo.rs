@@ -65,7 +65,15 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
-        Cmd::Server { listen, delay_us, error_ratio, abort_after, stop_reading, accept_delay_ms, backlog } => {
+        Cmd::Server {
+            listen,
+            delay_us,
+            error_ratio,
+            abort_after,
+            stop_reading,
+            accept_delay_ms,
+            backlog,
+        } => {
             if !(0.0..=1.0).contains(&error_ratio) {
                 anyhow::bail!("--error-ratio must be within 0..=1");
             }
@@ -81,7 +89,17 @@ fn main() -> anyhow::Result<()> {
                 },
             )?;
         }
-        Cmd::Client { target, connections, requests, req_size, resp_size, max_secs, new_conn, rate, connect_timeout_ms } => {
+        Cmd::Client {
+            target,
+            connections,
+            requests,
+            req_size,
+            resp_size,
+            max_secs,
+            new_conn,
+            rate,
+            connect_timeout_ms,
+        } => {
             let report = run_client(&ClientOpts {
                 target,
                 connections,

@@ -1,0 +1,32 @@
+# netdx: two commands on a fresh Debian bookworm machine (as root):
+#   make demo   - set up, build, run the local testbed end to end with live diagnosis
+#   make test   - set up, build, run every test (real eBPF, real servers, real namespaces)
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+DEMO_SECS ?= 60
+
+.PHONY: setup build test demo lint fmt crds cleanup
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+test: build
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+demo: setup
+	$(CARGO) build --release --workspace --bins
+	./target/release/netdx demo --secs $(DEMO_SECS)
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+cleanup: build
+	./target/debug/netdx cleanup

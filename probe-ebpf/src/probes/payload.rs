@@ -1,0 +1,105 @@
+//! cgroup_skb on watched pods' cgroups: keeps the first bytes of each message per socket so
+//! userspace can name the protocol and read its error signal. Never drops a packet.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::__sk_buff,
+    helpers::{bpf_get_socket_cookie, bpf_skb_load_bytes},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+use netdx_common::{Counter, HEAD_LEN, Heads};
+
+use crate::maps::{HEADS, count};
+
+const DIR_EGRESS: u8 = 1;
+const DIR_INGRESS: u8 = 2;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// cgroup_skb verdict: let the packet through.
+const PASS: i32 = 1;
+
+#[cgroup_skb(egress)]
+pub fn on_egress(ctx: SkBuffContext) -> i32 {
+    capture(&ctx, DIR_EGRESS);
+    PASS
+}
+
+#[cgroup_skb(ingress)]
+pub fn on_ingress(ctx: SkBuffContext) -> i32 {
+    capture(&ctx, DIR_INGRESS);
+    PASS
+}
+
+/// Offset of the L4 payload, or None for packets without one we understand.
+#[inline(always)]
+fn payload_offset(ctx: &SkBuffContext) -> Option<usize> {
+    // SAFETY: the context pointer is valid for the program's run.
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
+    let (l4, l4proto) = match proto {
+        ETH_P_IP => {
+            let vihl: u8 = ctx.load(0).ok()?;
+            (usize::from(vihl & 0x0f) * 4, ctx.load::<u8>(9).ok()?)
+        }
+        // Extension headers are not followed: such packets are skipped.
+        ETH_P_IPV6 => (40, ctx.load::<u8>(6).ok()?),
+        _ => return None,
+    };
+    match l4proto {
+        IPPROTO_TCP => {
+            let doff: u8 = ctx.load(l4 + 12).ok()?;
+            Some(l4 + usize::from(doff >> 4) * 4)
+        }
+        IPPROTO_UDP => Some(l4 + 8),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn capture(ctx: &SkBuffContext, dir: u8) {
+    let Some(off) = payload_offset(ctx) else {
+        return;
+    };
+    let total = ctx.len() as usize;
+    if off >= total {
+        return; // no payload (pure ACK, SYN, FIN)
+    }
+    // In 1..=HEAD_LEN, written so the verifier can see it is never zero.
+    let n = ((total - off - 1).min(HEAD_LEN - 1) & (HEAD_LEN - 1)) + 1;
+    // SAFETY: the skb pointer is the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let h = match HEADS.get_ptr_mut(&cookie) {
+        Some(h) => h,
+        None => {
+            if HEADS.insert(&cookie, &Heads::default(), 0).is_err() {
+                count(Counter::HeadsMapInsertFailed);
+                return;
+            }
+            match HEADS.get_ptr_mut(&cookie) {
+                Some(h) => h,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: map value pointer valid for the program's run.
+    let h = unsafe { &mut *h };
+    if h.last_dir == dir {
+        return; // continuation of the same message
+    }
+    h.last_dir = dir;
+    let mut buf = [0u8; HEAD_LEN];
+    // SAFETY: buf has HEAD_LEN bytes and n <= HEAD_LEN.
+    let r =
+        unsafe { bpf_skb_load_bytes(ctx.as_ptr(), off as u32, buf.as_mut_ptr().cast(), n as u32) };
+    let n = if r == 0 { n as u8 } else { 0 };
+    if dir == DIR_EGRESS {
+        h.egress = buf;
+        h.egress_len = n;
+    } else {
+        h.ingress = buf;
+        h.ingress_len = n;
+    }
+}
