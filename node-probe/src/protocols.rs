@@ -260,10 +260,7 @@ mod tests {
 
     #[test]
     fn redis_errors() {
-        assert_eq!(
-            classify(false, b"*2\r\n$3\r\nGET\r\n$3", b"-ERR unknown comm").error,
-            true
-        );
+        assert!(classify(false, b"*2\r\n$3\r\nGET\r\n$3", b"-ERR unknown comm").error);
         assert_eq!(
             classify(false, b"*3\r\n$3\r\nSET\r\n$1", b"+OK\r\n"),
             L7 {
@@ -285,18 +282,12 @@ mod tests {
                 status: None
             }
         );
-        assert_eq!(
-            classify(false, q, b"T\x00\x00\x00\x21\x00\x01").error,
-            false
-        );
+        assert!(!classify(false, q, b"T\x00\x00\x00\x21\x00\x01").error);
     }
 
     #[test]
     fn memcached_text_and_binary() {
-        assert_eq!(
-            classify(false, b"get foo\r\n", b"SERVER_ERROR out").error,
-            true
-        );
+        assert!(classify(false, b"get foo\r\n", b"SERVER_ERROR out").error);
         assert_eq!(
             classify(false, b"set k 0 0 1\r\nx\r\n", b"STORED\r\n").protocol,
             Protocol::Memcached
@@ -346,7 +337,7 @@ mod tests {
             }
         );
         let ok = b"\x12\x34\x81\x80\x00\x01\x00\x01";
-        assert_eq!(classify(true, q, ok).error, false);
+        assert!(!classify(true, q, ok).error);
         // A response with another id is not this query's answer.
         assert_eq!(
             classify(true, q, b"\x99\x99\x81\x80").protocol,
