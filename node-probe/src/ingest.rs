@@ -20,6 +20,7 @@ use crate::{
     loader::{LoadError, LoadedProbe, PodLinks, ProbeConfig},
     metrics::Metrics,
     pods::PodIndex,
+    podstats::PodSampler,
     records::decode,
     windows::Aggregator,
 };
@@ -276,6 +277,7 @@ fn run(
     };
     let index = sync.poll(&mut probe).unwrap_or_default();
     let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);
+    let mut sampler = PodSampler::default();
     shared.ready.store(true, Ordering::Release);
     let mut next_window = Instant::now() + cfg.window;
     let mut next_sync = Instant::now() + Duration::from_secs(1);
@@ -289,7 +291,7 @@ fn run(
             next_sync = now + Duration::from_secs(1);
         }
         if now >= next_window {
-            shared.push(agg.close_window(kernel_map(&probe)));
+            shared.push(agg.close_window(kernel_map(&probe), &mut sampler));
             next_window += cfg.window;
             if next_window < now {
                 next_window = now + cfg.window;
@@ -299,7 +301,7 @@ fn run(
             match cmd {
                 Command::CloseWindow(reply) => {
                     drain(&mut probe, &mut agg);
-                    let w = agg.close_window(kernel_map(&probe));
+                    let w = agg.close_window(kernel_map(&probe), &mut sampler);
                     shared.push(w.clone());
                     let _ = reply.send(w);
                     next_window = Instant::now() + cfg.window;

@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod loader;
 pub mod metrics;
 pub mod pods;
+pub mod podstats;
 pub mod protocols;
 pub mod records;
 pub mod windows;

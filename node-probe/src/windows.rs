@@ -19,7 +19,7 @@ use netdx_common::{
 };
 use sketches_ddsketch::{Config, DDSketch};
 
-use crate::{pods::PodIndex, protocols::classify, records::Record};
+use crate::{pods::PodIndex, podstats::PodSampler, protocols::classify, records::Record};
 
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
@@ -363,8 +363,13 @@ impl Aggregator {
         *bucket.entry(reason).or_default() += 1;
     }
 
-    /// Closes the current window and starts the next one.
-    pub fn close_window(&mut self, kernel: BTreeMap<String, u64>) -> WindowReport {
+    /// Closes the current window and starts the next one; `sampler` supplies per-pod
+    /// kernel counters (netns MIBs, CPU throttling).
+    pub fn close_window(
+        &mut self,
+        kernel: BTreeMap<String, u64>,
+        sampler: &mut PodSampler,
+    ) -> WindowReport {
         let end = unix_ms();
         let edges = std::mem::take(&mut self.edges)
             .into_iter()
@@ -387,12 +392,21 @@ impl Aggregator {
             .index
             .watched
             .iter()
-            .map(|w| PodWindow {
-                pod: w.pod.clone(),
-                drops: pod_drops.remove(&w.pod).unwrap_or_default(),
-                sockets_opened: pod_sockets.remove(&w.pod).unwrap_or_default(),
+            .map(|w| {
+                let d = sampler.delta(w);
+                PodWindow {
+                    pod: w.pod.clone(),
+                    drops: pod_drops.remove(&w.pod).unwrap_or_default(),
+                    sockets_opened: pod_sockets.remove(&w.pod).unwrap_or_default(),
+                    netstat: d.mib.into_iter().filter(|(_, v)| *v > 0).collect(),
+                    cpu_periods: d.nr_periods,
+                    cpu_throttled_periods: d.nr_throttled,
+                    cpu_throttled_ms: d.throttled_ns as f64 / 1e6,
+                }
             })
             .collect();
+        let ids: Vec<u64> = self.index.watched.iter().map(|w| w.cgroup_id).collect();
+        sampler.retain(&ids);
         let seq = self.seq;
         self.conns.retain(|_, c| {
             c.closed_in.is_none_or(|s| s + 1 > seq)

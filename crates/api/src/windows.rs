@@ -186,6 +186,15 @@ pub struct PodWindow {
     pub drops: BTreeMap<String, u64>,
     /// Sockets of the pod first seen in the window.
     pub sockets_opened: u64,
+    /// Change in the pod netns's TCP/UDP MIB counters ("TcpExt:ListenOverflows",
+    /// "TcpExt:TCPToZeroWindowAdv", ...), only those that moved.
+    pub netstat: BTreeMap<String, u64>,
+    /// CFS periods elapsed (v1 cpu controller), when the pod has a CPU cgroup.
+    pub cpu_periods: u64,
+    /// CFS periods in which the pod was throttled.
+    pub cpu_throttled_periods: u64,
+    /// Time the pod was throttled, ms.
+    pub cpu_throttled_ms: f64,
 }
 
 /// Health of the probe's own pipeline, cumulative since start.

@@ -261,7 +261,11 @@ pub fn run_client(opts: &ClientOpts) -> ClientReport {
                         match TcpStream::connect_timeout(&opts.target, opts.connect_timeout) {
                             Ok(s) => {
                                 let _ = s.set_nodelay(true);
-                                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                                // Bounded even against a server that stops reading or answering.
+                                let io_timeout =
+                                    Some(opts.max_duration.min(Duration::from_secs(10)));
+                                let _ = s.set_read_timeout(io_timeout);
+                                let _ = s.set_write_timeout(io_timeout);
                                 conn = Some(s);
                             }
                             Err(e) => {

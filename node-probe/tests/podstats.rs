@@ -1,0 +1,104 @@
+//! Pod-level kernel counters: zero-window advertisements of a receiver that stops reading,
+//! listen queue overflows, and CPU throttling of a pod with a CFS quota.
+mod common;
+
+use common::Harness;
+use netdx_api::windows::{PodWindow, WindowReport};
+use netdx_testbed::{servers, servers::EchoServer, topology::PodSpec, workloads};
+
+fn pod<'a>(ws: &'a [WindowReport], name: &str) -> &'a PodWindow {
+    ws.iter()
+        .flat_map(|w| &w.pods)
+        .find(|p| p.pod.name == name)
+        .expect("pod window")
+}
+
+fn netstat(p: &PodWindow, key: &str) -> u64 {
+    p.netstat.get(key).copied().unwrap_or(0)
+}
+
+#[test]
+fn receiver_that_stops_reading_advertises_zero_window() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("sink", 1)]);
+    let (server, _) = servers::echo(
+        &h.tb,
+        "sink",
+        7000,
+        &EchoServer {
+            stop_reading: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    h.close_windows();
+    let c = workloads::EchoClient {
+        connections: 2,
+        requests: 2,
+        req_size: 8 << 20,
+        max_secs: 3,
+        ..Default::default()
+    };
+    let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    assert_eq!(run.ok, 0, "{run:?}");
+    let ws = h.close_windows();
+    let sink = pod(&ws, "sink");
+    eprintln!("sink netstat {:?}", sink.netstat);
+    assert!(
+        netstat(sink, "TcpExt:TCPToZeroWindowAdv") > 0,
+        "{:?}",
+        sink.netstat
+    );
+    assert_eq!(netstat(pod(&ws, "app"), "TcpExt:TCPToZeroWindowAdv"), 0);
+}
+
+#[test]
+fn slow_accept_with_tiny_backlog_overflows_the_listen_queue() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("server", 1)]);
+    let o = EchoServer {
+        backlog: 1,
+        accept_delay_ms: 500,
+        ..Default::default()
+    };
+    let (server, _) = servers::echo(&h.tb, "server", 7000, &o).unwrap();
+    h.close_windows();
+    let c = workloads::EchoClient {
+        connections: 16,
+        requests: 16,
+        new_conn: true,
+        max_secs: 5,
+        connect_timeout_ms: 2000,
+        ..Default::default()
+    };
+    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    let ws = h.close_windows();
+    let s = pod(&ws, "server");
+    eprintln!("server netstat {:?}", s.netstat);
+    assert!(netstat(s, "TcpExt:ListenOverflows") > 0, "{:?}", s.netstat);
+}
+
+#[test]
+fn cpu_quota_shows_as_throttling() {
+    let h = Harness::new(1, &[PodSpec::new("app", 0), PodSpec::new("server", 0)]);
+    let (server, _) = servers::echo(&h.tb, "server", 7000, &Default::default()).unwrap();
+    h.tb.pod("server")
+        .unwrap()
+        .cgroups
+        .set_cpu_quota(Some(5_000), 100_000)
+        .unwrap();
+    h.close_windows();
+    let c = workloads::EchoClient {
+        connections: 4,
+        requests: 20_000,
+        max_secs: 3,
+        ..Default::default()
+    };
+    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    let ws = h.close_windows();
+    let s = pod(&ws, "server");
+    eprintln!(
+        "server cpu: periods {} throttled {} ({} ms)",
+        s.cpu_periods, s.cpu_throttled_periods, s.cpu_throttled_ms
+    );
+    assert!(s.cpu_throttled_periods > 0, "{s:?}");
+    assert_eq!(pod(&ws, "app").cpu_throttled_periods, 0);
+}
