@@ -14,7 +14,7 @@ use std::{
 };
 
 use netdx_api::{targets::TargetSet, windows::WindowReport};
-use tracing::{info, info_span, warn};
+use tracing::{debug, info_span, warn};
 
 use crate::{
     loader::{LoadError, LoadedProbe, PodLinks, ProbeConfig},
@@ -172,9 +172,16 @@ struct TargetSync {
     node: String,
     mtime: Option<SystemTime>,
     installed: HashSet<u64>,
-    /// Payload capture links by cgroup id.
+    /// Payload capture links by pod cgroup id.
     links: HashMap<u64, PodLinks>,
+    /// Where pods given by UID are looked for.
+    cgroup_root: PathBuf,
+    /// Last rebuild: containers come and go without the target set changing.
+    rebuilt: Instant,
 }
+
+/// How often the index is rebuilt even when the target set did not change.
+const REBUILD_EVERY: Duration = Duration::from_secs(5);
 
 impl TargetSync {
     /// Re-reads the targets file when it changed; returns a new index if it did.
@@ -182,10 +189,11 @@ impl TargetSync {
         let mtime = std::fs::metadata(&self.file)
             .and_then(|m| m.modified())
             .ok();
-        if mtime.is_some() && mtime == self.mtime {
+        if mtime.is_some() && mtime == self.mtime && self.rebuilt.elapsed() < REBUILD_EVERY {
             return None;
         }
         self.mtime = mtime;
+        self.rebuilt = Instant::now();
         let set: TargetSet = match std::fs::read(&self.file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -197,8 +205,12 @@ impl TargetSync {
                 return None;
             }
         };
-        let index = PodIndex::build(&set, &self.node);
-        let wanted: HashSet<u64> = index.watched.iter().map(|w| w.cgroup_id).collect();
+        let index = PodIndex::build(&set, &self.node, &self.cgroup_root);
+        let wanted: HashSet<u64> = index
+            .watched
+            .iter()
+            .flat_map(|w| w.cgroup_ids.iter().copied())
+            .collect();
         for id in self.installed.difference(&wanted) {
             if let Err(e) = probe.targets.remove(id) {
                 warn!(cgroup_id = id, error = %e, "removing target");
@@ -206,6 +218,10 @@ impl TargetSync {
         }
         let mut installed = HashSet::new();
         for id in &wanted {
+            if self.installed.contains(id) {
+                installed.insert(*id);
+                continue;
+            }
             match probe.targets.insert(id, &1u8, 0) {
                 Ok(()) => {
                     installed.insert(*id);
@@ -237,7 +253,7 @@ impl TargetSync {
                 Err(e) => warn!(pod = %w.pod, error = %e, "payload capture unavailable"),
             }
         }
-        info!(node = %self.node, watched = index.watched.len(), unresolved = index.unresolved.len(), "targets updated");
+        debug!(node = %self.node, watched = index.watched.len(), unresolved = index.unresolved.len(), "targets synced");
         Some(Arc::new(index))
     }
 }
@@ -274,6 +290,8 @@ fn run(
         mtime: None,
         installed: HashSet::new(),
         links: HashMap::new(),
+        cgroup_root: crate::pods::default_cgroup_root(),
+        rebuilt: Instant::now(),
     };
     let index = sync.poll(&mut probe).unwrap_or_default();
     let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);

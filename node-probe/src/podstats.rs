@@ -60,8 +60,7 @@ pub struct PodSample {
 
 /// Reads a pod's counters through one of its processes (any pid shares the pod netns).
 pub fn sample(pod: &WatchedPod) -> Option<PodSample> {
-    let procs = std::fs::read_to_string(format!("{}/cgroup.procs", pod.cgroup_path)).ok()?;
-    let pid: u32 = procs.lines().find_map(|l| l.trim().parse().ok())?;
+    let pid = crate::pods::first_pid(std::path::Path::new(&pod.cgroup_path))?;
     let mut s = PodSample::default();
     for f in ["netstat", "snmp"] {
         if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/net/{f}")) {

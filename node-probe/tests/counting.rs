@@ -84,3 +84,28 @@ fn unknown_protocol_exchanges_counted_on_both_sides() {
     assert_eq!(req_bytes, 3000 * 73);
     assert_eq!(resp_bytes, 3000 * 261);
 }
+
+#[test]
+fn pods_given_only_by_uid_are_discovered_from_kubelet_cgroups() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
+    let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
+    // As in a cluster: the operator knows pod UIDs, not node-local paths.
+    let mut set = h.tb.targets();
+    for p in &mut set.pods {
+        p.cgroup_path.clear();
+        p.netns_path.clear();
+    }
+    std::fs::write(h.tb.targets_path(), serde_json::to_vec(&set).unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    h.close_windows();
+    let c = workloads::EchoClient {
+        connections: 2,
+        requests: 500,
+        ..Default::default()
+    };
+    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    let ws = h.close_windows();
+    let e = edge(&ws, "app", "backend", 7000);
+    assert_eq!(side_sum(&e, true, |s| s.exchanges), 500);
+    assert_eq!(side_sum(&e, false, |s| s.exchanges), 500);
+}

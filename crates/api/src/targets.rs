@@ -23,13 +23,20 @@ impl std::fmt::Display for PodRef {
 pub struct PodTarget {
     /// The pod.
     pub pod: PodRef,
+    /// Pod UID; lets a probe find the pod's cgroup itself when `cgroup_path` is empty.
+    #[serde(default)]
+    pub uid: Option<String>,
     /// Node that runs it.
     pub node: String,
     /// Pod IP (used to name the peer of a connection).
     pub ip: String,
-    /// cgroup v2 directory of the pod's processes.
+    /// cgroup v2 directory of the pod (its containers are below it); empty to discover it
+    /// from the UID under the node's cgroup root.
+    #[serde(default)]
     pub cgroup_path: String,
-    /// A path to the pod's network namespace (/run/netns/x or /proc/<pid>/ns/net).
+    /// A path to the pod's network namespace (/run/netns/x or /proc/<pid>/ns/net); empty to
+    /// use any process of the pod.
+    #[serde(default)]
     pub netns_path: String,
     /// cgroup v1 cpu directory (CPU throttling), when known.
     #[serde(default)]

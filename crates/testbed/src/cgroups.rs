@@ -15,8 +15,11 @@ pub const SLICE: &str = "netdx-testbed.slice";
 /// The cgroup directories of one pod.
 #[derive(Clone, Debug)]
 pub struct PodCgroups {
-    /// cgroup v2 directory.
+    /// cgroup v2 pod directory (the pod's identity).
     pub unified: PathBuf,
+    /// cgroup v2 container directory under it, where the pod's processes run (as with
+    /// kubelet + containerd: the eBPF cgroup id of a process is its container's).
+    pub container: PathBuf,
     /// cgroup v1 cpu directory, if the controller is mounted.
     pub cpu: Option<PathBuf>,
 }
@@ -31,8 +34,9 @@ impl PodCgroups {
     pub fn create(prefix: &str, uid: &str) -> Result<Self> {
         let name = pod_slice_name(prefix, uid);
         let unified = Path::new(UNIFIED_ROOT).join(SLICE).join(&name);
-        std::fs::create_dir_all(&unified)
-            .map_err(io_err(format!("creating {}", unified.display())))?;
+        let container = unified.join(format!("cri-containerd-{}.scope", uid.replace('-', "")));
+        std::fs::create_dir_all(&container)
+            .map_err(io_err(format!("creating {}", container.display())))?;
         let cpu = if Path::new(CPU_ROOT).join("cgroup.procs").exists() {
             let p = Path::new(CPU_ROOT).join(SLICE).join(&name);
             std::fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
@@ -40,12 +44,16 @@ impl PodCgroups {
         } else {
             None
         };
-        Ok(PodCgroups { unified, cpu })
+        Ok(PodCgroups {
+            unified,
+            container,
+            cpu,
+        })
     }
 
     /// cgroup.procs files a process must join.
     pub fn procs_files(&self) -> Vec<String> {
-        std::iter::once(&self.unified)
+        std::iter::once(&self.container)
             .chain(self.cpu.as_ref())
             .map(|d| d.join("cgroup.procs").display().to_string())
             .collect()
@@ -79,8 +87,16 @@ impl PodCgroups {
     }
 }
 
-/// Kills every process in a cgroup directory and removes it (retrying while they exit).
+/// Kills every process in a cgroup directory and its children and removes them all
+/// (retrying while the processes exit).
 pub fn kill_and_remove(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                kill_and_remove(&e.path());
+            }
+        }
+    }
     for _ in 0..50 {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         let pids: Vec<i32> = procs

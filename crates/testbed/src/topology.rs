@@ -284,6 +284,8 @@ impl Testbed {
                 "via",
                 &format!("10.200.{}.1", p.node),
             ])?;
+            // Like the pause container: every pod always has a process holding its namespaces.
+            self.spawn(&p.name, "sleep", &["infinity"])?;
             debug!(pod = %p.name, ip = %ip_addr, node = p.node, "pod created");
         }
         self.write_targets()?;
@@ -311,6 +313,7 @@ impl Testbed {
                 .iter()
                 .map(|p| PodTarget {
                     pod: p.pod.clone(),
+                    uid: Some(p.uid.clone()),
                     node: self.nodes[p.node].name.clone(),
                     ip: p.ip.clone(),
                     cgroup_path: p.cgroups.unified.display().to_string(),
