@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::features::{Feature, FeatureVector};
+
 /// What kind of instance a finding names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -144,6 +146,77 @@ impl std::fmt::Display for RootCause {
     }
 }
 
+/// Which side of a threshold a condition holds on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// value < threshold (the left branch of a linfa split).
+    Below,
+    /// value >= threshold (the right branch of a linfa split).
+    AtLeast,
+}
+
+/// One test on a decision path, e.g. `server_p99_ratio >= 3.2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Condition {
+    /// The feature tested.
+    pub feature: Feature,
+    /// The comparison.
+    pub op: Op,
+    /// The threshold.
+    pub threshold: f64,
+}
+
+impl Condition {
+    /// Whether a vector satisfies the condition.
+    pub fn holds(&self, v: &FeatureVector) -> bool {
+        match self.op {
+            Op::Below => v[self.feature] < self.threshold,
+            Op::AtLeast => v[self.feature] >= self.threshold,
+        }
+    }
+
+    /// The opposite test (the other branch of the same split).
+    pub fn negate(self) -> Condition {
+        let op = match self.op {
+            Op::Below => Op::AtLeast,
+            Op::AtLeast => Op::Below,
+        };
+        Condition { op, ..self }
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            Op::Below => "<",
+            Op::AtLeast => ">=",
+        };
+        // Four significant digits read well and still identify the split.
+        let t = format!("{:.4}", self.threshold);
+        let t = t.trim_end_matches('0').trim_end_matches('.');
+        write!(f, "{} {op} {t}", self.feature)
+    }
+}
+
+/// What a classifier says about one edge in one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classification {
+    /// The class.
+    pub root_cause: RootCause,
+    /// 0..1; for the tree, the share of training rows in the leaf that had this class.
+    pub confidence: f64,
+    /// The conditions that led to the class, root first.
+    pub path: Vec<Condition>,
+}
+
+/// Anything that names a class for a feature vector (the rule tree, a trained model).
+pub trait Classifier {
+    /// Classifies one edge-window.
+    fn classify(&self, v: &FeatureVector) -> Classification;
+    /// Version string recorded in findings and reports.
+    fn version(&self) -> String;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +239,18 @@ mod tests {
         assert_eq!(RootCause::ServerCpuThrottled.blames(), InstanceKind::Pod);
         assert_eq!(RootCause::ConntrackFull.blames(), InstanceKind::Node);
         assert_eq!(RootCause::DnsFailure.blames(), InstanceKind::Service);
+    }
+
+    #[test]
+    fn conditions_read_and_split_like_linfa() {
+        let c = Condition { feature: Feature::ServerP99Ratio, op: Op::AtLeast, threshold: 3.2 };
+        assert_eq!(c.to_string(), "server_p99_ratio >= 3.2");
+        assert_eq!(c.negate().to_string(), "server_p99_ratio < 3.2");
+        let c2 = Condition { feature: Feature::GapShare, op: Op::Below, threshold: 0.123456 };
+        assert_eq!(c2.to_string(), "gap_share < 0.1235");
+        let mut v = FeatureVector::default();
+        v.set(Feature::ServerP99Ratio, 3.2);
+        assert!(c.holds(&v), "the threshold itself goes right (>=), as in linfa");
+        assert!(!c.negate().holds(&v));
     }
 }
