@@ -10,6 +10,7 @@
 pub mod classes;
 pub mod features;
 pub mod join;
+pub mod localize;
 pub mod model;
 pub mod rules;
 
