@@ -8,6 +8,7 @@
 //! and evaluation metrics used to train and score the model.
 
 pub mod classes;
+pub mod dataset;
 pub mod features;
 pub mod join;
 pub mod localize;
