@@ -56,7 +56,11 @@ struct Header {
 
 /// Writes rows as JSON lines after a header line.
 pub fn write_jsonl<W: Write>(mut w: W, rows: &[LabeledRow]) -> Result<()> {
-    let header = Header { format: DATASET_FORMAT.into(), feature_schema_version: FEATURE_SCHEMA_VERSION, features: feature_names() };
+    let header = Header {
+        format: DATASET_FORMAT.into(),
+        feature_schema_version: FEATURE_SCHEMA_VERSION,
+        features: feature_names(),
+    };
     let io = |source| Error::Io { what: "writing dataset", path: "<writer>".into(), source };
     writeln!(w, "{}", to_line(&header)?).map_err(io)?;
     for r in rows {
@@ -104,13 +108,18 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
 
 /// Writes a dataset file.
 pub fn save(path: &Path, rows: &[LabeledRow]) -> Result<()> {
-    let f = std::fs::File::create(path).map_err(|source| Error::Io { what: "creating dataset", path: path.into(), source })?;
+    let f = std::fs::File::create(path).map_err(|source| Error::Io {
+        what: "creating dataset",
+        path: path.into(),
+        source,
+    })?;
     write_jsonl(std::io::BufWriter::new(f), rows)
 }
 
 /// Reads a dataset file.
 pub fn load(path: &Path) -> Result<Vec<LabeledRow>> {
-    let f = std::fs::File::open(path).map_err(|source| Error::Io { what: "opening dataset", path: path.into(), source })?;
+    let f =
+        std::fs::File::open(path).map_err(|source| Error::Io { what: "opening dataset", path: path.into(), source })?;
     read_jsonl(std::io::BufReader::new(f))
 }
 
@@ -174,7 +183,7 @@ pub struct ClassMetrics {
 pub struct Evaluation {
     /// Class order of the confusion matrix.
     pub classes: Vec<RootCause>,
-    /// confusion[truth][predicted] counts.
+    /// Counts indexed `confusion[truth][predicted]`.
     pub confusion: Vec<Vec<u64>>,
     /// Per-class metrics for classes that occur in truth or predictions.
     pub per_class: Vec<ClassMetrics>,
@@ -211,7 +220,8 @@ pub fn evaluate(pairs: &[(RootCause, RootCause)]) -> Evaluation {
         let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
         per_class.push(ClassMetrics { class: c, precision, recall, f1, support });
     }
-    let macro_f1 = if per_class.is_empty() { 0.0 } else { per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64 };
+    let macro_f1 =
+        if per_class.is_empty() { 0.0 } else { per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64 };
     let correct: u64 = (0..n).map(|i| confusion[i][i]).sum();
     Evaluation {
         classes: RootCause::ALL.to_vec(),
@@ -244,7 +254,10 @@ impl Evaluation {
         );
         s.push_str("| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n");
         for m in &self.per_class {
-            s.push_str(&format!("| {} | {:.3} | {:.3} | {:.3} | {} |\n", m.class, m.precision, m.recall, m.f1, m.support));
+            s.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:.3} | {} |\n",
+                m.class, m.precision, m.recall, m.f1, m.support
+            ));
         }
         let seen: Vec<usize> = self.per_class.iter().map(|m| m.class.index()).collect();
         s.push_str("\nconfusion (rows: truth, columns: predicted)\n\n| |");

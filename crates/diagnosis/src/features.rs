@@ -172,9 +172,9 @@ impl FeatureVector {
 
     /// Builds a vector from stored values, checking length and finiteness.
     pub fn from_slice(values: &[f64]) -> Result<Self> {
-        let arr: [f64; FEATURE_COUNT] = values
-            .try_into()
-            .map_err(|_| Error::Train(format!("feature vector has {} values, schema has {FEATURE_COUNT}", values.len())))?;
+        let arr: [f64; FEATURE_COUNT] = values.try_into().map_err(|_| {
+            Error::Train(format!("feature vector has {} values, schema has {FEATURE_COUNT}", values.len()))
+        })?;
         if let Some(i) = arr.iter().position(|v| !v.is_finite()) {
             return Err(Error::Train(format!("feature {} is not finite", FEATURES[i].name)));
         }
@@ -286,11 +286,6 @@ impl Baseline {
         let n = self.windows.get(raw.name()).copied().unwrap_or(0);
         (n >= BASELINE_MIN_WINDOWS).then(|| self.values.get(raw.name()).copied()).flatten()
     }
-
-    /// The raw feature a ratio feature compares, with its baseline (for evidence).
-    pub fn explain(&self, f: Feature) -> Option<(Feature, Option<f64>)> {
-        tracked().find(|(raw, ratio, _)| *raw == f || *ratio == f).map(|(raw, _, _)| (raw, self.value(raw)))
-    }
 }
 
 /// The raw feature behind a ratio feature (or the feature itself).
@@ -321,7 +316,12 @@ pub fn window_features(window: &JoinedWindow, extras: &Extras, baselines: &Basel
 }
 
 /// Computes one edge's features.
-pub fn edge_features(window: &JoinedWindow, e: &JoinedEdge, extras: &Extras, baseline: Option<&Baseline>) -> FeatureVector {
+pub fn edge_features(
+    window: &JoinedWindow,
+    e: &JoinedEdge,
+    extras: &Extras,
+    baseline: Option<&Baseline>,
+) -> FeatureVector {
     let mut v = FeatureVector::default();
     let secs = window.window_secs;
     let rate = |x: f64| div(x, secs);
@@ -515,14 +515,23 @@ mod tests {
             ..L4Stats::default()
         };
         let l4s = L4Stats { retrans_server_to_client: 25, resets_by_server: 10, ..L4Stats::default() };
-        let mut n1 = report("n1", vec![EdgeWindow { key: key(c, s, true), client: Some(cs), server: None, l4: l4c }], vec![PodWindow { pod: pod("client"), ..Default::default() }]);
+        let mut n1 = report(
+            "n1",
+            vec![EdgeWindow { key: key(c, s, true), client: Some(cs), server: None, l4: l4c }],
+            vec![PodWindow { pod: pod("client"), ..Default::default() }],
+        );
         n1.node_drops = [("netfilter_drop".to_string(), 30), ("other".to_string(), 10)].into();
         let n2 = report(
             "n2",
             vec![EdgeWindow { key: key(c, s, true), client: None, server: Some(ss), l4: l4s }],
             vec![PodWindow {
                 pod: pod("server"),
-                drops: [("tcp_zerowindow".to_string(), 20), ("netfilter_drop".to_string(), 10), ("other".to_string(), 70)].into(),
+                drops: [
+                    ("tcp_zerowindow".to_string(), 20),
+                    ("netfilter_drop".to_string(), 10),
+                    ("other".to_string(), 70),
+                ]
+                .into(),
                 sockets_opened: 0,
             }],
         );
@@ -533,7 +542,10 @@ mod tests {
     fn computes_features_from_both_views() {
         let w = two_node_window();
         let mut extras = Extras::default();
-        extras.pods.insert(pod("server"), PodExtras { throttled_periods: 40, throttled_ratio: 0.4, listen_overflows: 20, listen_drops: 10 });
+        extras.pods.insert(
+            pod("server"),
+            PodExtras { throttled_periods: 40, throttled_ratio: 0.4, listen_overflows: 20, listen_drops: 10 },
+        );
         extras.edges.insert(w.edges[0].id(), EdgeExtras { l7_errors: 20 });
         let v = edge_features(&w, &w.edges[0], &extras, None);
         assert_eq!(v[Feature::HasClientView], 1.0);
@@ -578,7 +590,16 @@ mod tests {
     fn missing_server_view_is_zero_and_flagged_never_nan() {
         let c = ("client", "10.0.1.5");
         let s = ("server", "10.0.2.7");
-        let w = join(&[report("n1", vec![EdgeWindow { key: key(c, s, false), client: Some(side(10, &[3.0; 10])), server: None, l4: L4Stats::default() }], vec![])]);
+        let w = join(&[report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, false),
+                client: Some(side(10, &[3.0; 10])),
+                server: None,
+                l4: L4Stats::default(),
+            }],
+            vec![],
+        )]);
         let v = edge_features(&w, &w.edges[0], &Extras::default(), None);
         assert_eq!(v[Feature::HasServerView], 0.0);
         assert_eq!(v[Feature::ServerP99Ms], 0.0);
@@ -602,7 +623,11 @@ mod tests {
         cs.latency = latency(&[3.0]);
         cs.latency.p99_ms = f64::NAN;
         cs.srtt_us_mean = f64::INFINITY;
-        let w = join(&[report("n1", vec![EdgeWindow { key: key(c, s, true), client: Some(cs), server: None, l4: L4Stats::default() }], vec![])]);
+        let w = join(&[report(
+            "n1",
+            vec![EdgeWindow { key: key(c, s, true), client: Some(cs), server: None, l4: L4Stats::default() }],
+            vec![],
+        )]);
         let v = edge_features(&w, &w.edges[0], &Extras::default(), None);
         assert!(v.as_slice().iter().all(|x| x.is_finite()), "{v:?}");
     }
@@ -636,7 +661,6 @@ mod tests {
         let before = b.value(Feature::ServerP99Ms);
         b.update(&no_server);
         assert_eq!(b.value(Feature::ServerP99Ms), before);
-        assert_eq!(b.explain(Feature::ServerP99Ratio).map(|(f, _)| f), Some(Feature::ServerP99Ms));
         assert_eq!(raw_feature(Feature::ClientP99Ratio), Feature::ClientP99Ms);
     }
 

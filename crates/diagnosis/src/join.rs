@@ -96,7 +96,8 @@ pub fn join(reports: &[WindowReport]) -> JoinedWindow {
         let secs = r.end_unix_ms.saturating_sub(r.start_unix_ms) as f64 / 1000.0;
         out.window_secs = out.window_secs.max(secs);
         for p in &r.pods {
-            let view = out.pods.entry(p.pod.clone()).or_insert_with(|| PodView { node: r.node.clone(), ..PodView::default() });
+            let view =
+                out.pods.entry(p.pod.clone()).or_insert_with(|| PodView { node: r.node.clone(), ..PodView::default() });
             add_counts(&mut view.drops, &p.drops);
             view.sockets_opened += p.sockets_opened;
         }
@@ -265,17 +266,27 @@ pub(crate) mod tests {
         // Client node resolved the server pod; server node did not resolve the client pod.
         let mut server_key = key(c, s, true);
         server_key.client.pod = None;
-        let client_l4 = L4Stats { connects_ok: 4, connect_ms_mean: 2.0, retrans_client_to_server: 3, ..L4Stats::default() };
+        let client_l4 =
+            L4Stats { connects_ok: 4, connect_ms_mean: 2.0, retrans_client_to_server: 3, ..L4Stats::default() };
         let server_l4 = L4Stats { retrans_server_to_client: 5, resets_by_server: 1, ..L4Stats::default() };
         let n1 = report(
             "n1",
-            vec![EdgeWindow { key: key(c, s, true), client: Some(side(100, &[10.0; 100])), server: None, l4: client_l4 }],
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(100, &[10.0; 100])),
+                server: None,
+                l4: client_l4,
+            }],
             vec![PodWindow { pod: pod("client"), ..PodWindow::default() }],
         );
         let n2 = report(
             "n2",
             vec![EdgeWindow { key: server_key, client: None, server: Some(side(100, &[4.0; 100])), l4: server_l4 }],
-            vec![PodWindow { pod: pod("server"), drops: [("netfilter_drop".to_string(), 2)].into(), sockets_opened: 4 }],
+            vec![PodWindow {
+                pod: pod("server"),
+                drops: [("netfilter_drop".to_string(), 2)].into(),
+                sockets_opened: 4,
+            }],
         );
         let w = join(&[n1, n2]);
         assert_eq!(w.window_secs, 10.0);
@@ -300,8 +311,26 @@ pub(crate) mod tests {
         let s = ("server", "10.0.2.7");
         // 98 fast samples on one node, 2 slow ones on the other: the merged p99 must see the
         // slow tail and p50 the fast body, which neither summary alone gives.
-        let a = report("n1", vec![EdgeWindow { key: key(c, s, true), client: Some(side(98, &[1.0; 98])), server: None, l4: L4Stats { connects_ok: 1, connect_ms_mean: 1.0, ..Default::default() } }], vec![]);
-        let b = report("n3", vec![EdgeWindow { key: key(c, s, true), client: Some(side(2, &[100.0, 100.0])), server: None, l4: L4Stats { connects_ok: 3, connect_ms_mean: 3.0, ..Default::default() } }], vec![]);
+        let a = report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(98, &[1.0; 98])),
+                server: None,
+                l4: L4Stats { connects_ok: 1, connect_ms_mean: 1.0, ..Default::default() },
+            }],
+            vec![],
+        );
+        let b = report(
+            "n3",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(2, &[100.0, 100.0])),
+                server: None,
+                l4: L4Stats { connects_ok: 3, connect_ms_mean: 3.0, ..Default::default() },
+            }],
+            vec![],
+        );
         let w = join(&[a, b]);
         let cl = w.edges[0].client.as_ref().unwrap();
         assert_eq!(cl.exchanges, 100);
@@ -315,7 +344,16 @@ pub(crate) mod tests {
     fn places_an_unreported_side_from_the_pod_list() {
         let c = ("client", "10.0.1.5");
         let s = ("server", "10.0.2.7");
-        let n1 = report("n1", vec![EdgeWindow { key: key(c, s, true), client: Some(side(1, &[1.0])), server: None, l4: L4Stats::default() }], vec![]);
+        let n1 = report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(1, &[1.0])),
+                server: None,
+                l4: L4Stats::default(),
+            }],
+            vec![],
+        );
         // The server pod is watched on n2 but had no exchange in the window.
         let n2 = report("n2", vec![], vec![PodWindow { pod: pod("server"), ..PodWindow::default() }]);
         let w = join(&[n1, n2]);

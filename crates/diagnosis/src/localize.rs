@@ -92,49 +92,100 @@ impl EdgeVerdict {
         self.classification.root_cause != RootCause::Healthy
     }
 
-    /// Instances this edge involves that could be blamed for `class`.
-    fn candidates(&self, class: RootCause) -> Vec<Instance> {
-        let pod = |name: String| Instance { kind: InstanceKind::Pod, name };
-        let server = pod(self.key.server.to_string());
-        let client = pod(self.key.client.to_string());
+    /// Instances this edge involves that could be blamed for `class`, with the role that counts.
+    fn candidates(&self, class: RootCause) -> Vec<Candidate> {
+        let pod = |role: Role, ep: &netdx_api::windows::Endpoint| Candidate {
+            instance: Instance { kind: InstanceKind::Pod, name: ep.to_string() },
+            role,
+        };
+        let any = |kind: InstanceKind, name: String| Candidate { instance: Instance { kind, name }, role: Role::Any };
         let mut out = Vec::new();
         match class.blames() {
             InstanceKind::NodePair => {
-                out.push(server);
-                out.push(client);
+                out.push(pod(Role::Server, &self.key.server));
+                out.push(pod(Role::Client, &self.key.client));
                 // A pair only when the edge leaves its node; on one node the path is the pods' veths.
                 if let (Some(a), Some(b)) = (&self.client_node, &self.server_node)
                     && a != b
                 {
-                    let (a, b) = if a < b { (a, b) } else { (b, a) };
-                    out.push(Instance { kind: InstanceKind::NodePair, name: format!("{a}<->{b}") });
+                    out.push(any(InstanceKind::NodePair, pair_name(a, b)));
                 }
             }
             InstanceKind::Pod => {
-                out.push(server);
+                out.push(pod(Role::Server, &self.key.server));
                 // Either end can be the one that stopped reading.
                 if class == RootCause::ReceiverZeroWindow {
-                    out.push(client);
+                    out.push(pod(Role::Client, &self.key.client));
                 }
             }
             InstanceKind::Node => {
                 for n in self.client_node.iter().chain(self.server_node.iter()) {
-                    out.push(Instance { kind: InstanceKind::Node, name: n.clone() });
+                    out.push(any(InstanceKind::Node, n.clone()));
                 }
                 out.dedup();
             }
-            InstanceKind::Service => {
-                out.push(Instance { kind: InstanceKind::Service, name: format!("{}:{}", self.key.server, self.key.port) });
-            }
+            InstanceKind::Service => out.push(any(InstanceKind::Service, service_name(&self.key))),
             InstanceKind::None => {}
         }
         out
     }
+
+    /// Whether the edge involves a candidate in the candidate's role.
+    fn involves(&self, c: &Candidate) -> bool {
+        let name = &c.instance.name;
+        match (c.instance.kind, c.role) {
+            (InstanceKind::Pod, Role::Server) => self.key.server.to_string() == *name,
+            (InstanceKind::Pod, Role::Client) => self.key.client.to_string() == *name,
+            (InstanceKind::Pod, Role::Any) => {
+                self.key.server.to_string() == *name || self.key.client.to_string() == *name
+            }
+            (InstanceKind::Node, _) => {
+                self.client_node.as_deref() == Some(name.as_str()) || self.server_node.as_deref() == Some(name.as_str())
+            }
+            (InstanceKind::NodePair, _) => match (&self.client_node, &self.server_node) {
+                (Some(a), Some(b)) => pair_name(a, b) == *name,
+                _ => false,
+            },
+            (InstanceKind::Service, _) => service_name(&self.key) == *name,
+            (InstanceKind::None, _) => false,
+        }
+    }
+}
+
+/// Which of a pod's edges count when voting for it: a server is judged on the edges it serves,
+/// a client on the edges it opens, so a slow server's own healthy calls to a database do not
+/// dilute the vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Server,
+    Client,
+    Any,
+}
+
+/// An instance up for blame and the role in which its edges are counted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    instance: Instance,
+    role: Role,
+}
+
+/// Node pair name, order-independent.
+fn pair_name(a: &str, b: &str) -> String {
+    if a <= b { format!("{a}<->{b}") } else { format!("{b}<->{a}") }
+}
+
+fn service_name(key: &EdgeKey) -> String {
+    format!("{}:{}", key.server, key.port)
 }
 
 /// Classifies every edge of a window, updates the baselines of the edges found healthy, and
 /// localizes the problems.
-pub fn diagnose(window: &JoinedWindow, extras: &Extras, baselines: &mut Baselines, classifier: &dyn Classifier) -> Vec<Finding> {
+pub fn diagnose(
+    window: &JoinedWindow,
+    extras: &Extras,
+    baselines: &mut Baselines,
+    classifier: &dyn Classifier,
+) -> Vec<Finding> {
     let verdicts: Vec<EdgeVerdict> = window
         .edges
         .iter()
@@ -181,14 +232,18 @@ pub fn localize(verdicts: &[EdgeVerdict]) -> Vec<Finding> {
 
 /// Picks the instance that best explains the remaining edges of a class: the number of
 /// remaining edges it touches times the share of all its edges (any class) degraded this way.
-fn best_candidate(verdicts: &[EdgeVerdict], class: RootCause, remaining: &BTreeSet<usize>) -> Option<(Instance, Vec<usize>, f64)> {
-    let mut candidates: BTreeSet<Instance> = BTreeSet::new();
+fn best_candidate(
+    verdicts: &[EdgeVerdict],
+    class: RootCause,
+    remaining: &BTreeSet<usize>,
+) -> Option<(Instance, Vec<usize>, f64)> {
+    let mut candidates: BTreeSet<Candidate> = BTreeSet::new();
     for &i in remaining {
         candidates.extend(verdicts[i].candidates(class));
     }
-    let mut best: Option<(Instance, Vec<usize>, f64, f64)> = None;
+    let mut best: Option<(Candidate, Vec<usize>, f64, f64)> = None;
     for cand in candidates {
-        let involved: Vec<usize> = (0..verdicts.len()).filter(|&i| involves(&verdicts[i], &cand)).collect();
+        let involved: Vec<usize> = (0..verdicts.len()).filter(|&i| verdicts[i].involves(&cand)).collect();
         let agreeing = involved.iter().filter(|&&i| verdicts[i].classification.root_cause == class).count();
         let explained: Vec<usize> = involved.iter().copied().filter(|i| remaining.contains(i)).collect();
         if explained.is_empty() {
@@ -199,14 +254,16 @@ fn best_candidate(verdicts: &[EdgeVerdict], class: RootCause, remaining: &BTreeS
         let better = match &best {
             None => true,
             Some((b, _, bscore, _)) => {
-                score > *bscore + 1e-9 || ((score - *bscore).abs() <= 1e-9 && preference(class, &cand) < preference(class, b))
+                score > *bscore + 1e-9
+                    || ((score - *bscore).abs() <= 1e-9
+                        && preference(class, &cand.instance) < preference(class, &b.instance))
             }
         };
         if better {
             best = Some((cand, explained, score, coverage));
         }
     }
-    best.map(|(i, e, _, c)| (i, e, c))
+    best.map(|(c, e, _, cov)| (c.instance, e, cov))
 }
 
 /// Tie-break order: the class's own instance kind first, then the more specific kinds.
@@ -221,20 +278,13 @@ fn preference(class: RootCause, i: &Instance) -> (u8, u8) {
     (u8::from(i.kind != class.blames()), specificity)
 }
 
-fn involves(v: &EdgeVerdict, i: &Instance) -> bool {
-    match i.kind {
-        InstanceKind::Pod => v.key.server.to_string() == i.name || v.key.client.to_string() == i.name,
-        InstanceKind::Node => v.client_node.as_deref() == Some(&i.name) || v.server_node.as_deref() == Some(&i.name),
-        InstanceKind::NodePair => match (&v.client_node, &v.server_node) {
-            (Some(a), Some(b)) => format!("{a}<->{b}") == i.name || format!("{b}<->{a}") == i.name,
-            _ => false,
-        },
-        InstanceKind::Service => format!("{}:{}", v.key.server, v.key.port) == i.name,
-        InstanceKind::None => false,
-    }
-}
-
-fn finding(verdicts: &[EdgeVerdict], class: RootCause, instance: Instance, explained: &[usize], coverage: f64) -> Finding {
+fn finding(
+    verdicts: &[EdgeVerdict],
+    class: RootCause,
+    instance: Instance,
+    explained: &[usize],
+    coverage: f64,
+) -> Finding {
     let edges: Vec<&EdgeVerdict> = explained.iter().map(|&i| &verdicts[i]).collect();
     let mean_conf = edges.iter().map(|v| v.classification.confidence).sum::<f64>() / edges.len().max(1) as f64;
     // The most confident edge speaks for the finding; ties go to the first edge for stable output.
@@ -280,10 +330,15 @@ fn evidence(v: &EdgeVerdict) -> Vec<Evidence> {
 fn severity(edges: &[&EdgeVerdict]) -> Severity {
     let failing = |v: &FeatureVector| {
         let connect = v[Feature::ConnectRefusedRatio] + v[Feature::ConnectTimeoutRatio] + v[Feature::ConnectOtherRatio];
-        [connect, v[Feature::NoResponseRatio], v[Feature::ResetRatio], v[Feature::L7ErrorRatio]].into_iter().fold(0.0, f64::max)
+        [connect, v[Feature::NoResponseRatio], v[Feature::ResetRatio], v[Feature::L7ErrorRatio]]
+            .into_iter()
+            .fold(0.0, f64::max)
     };
     let fail = edges.iter().map(|v| failing(&v.features)).fold(0.0, f64::max);
-    let slow = edges.iter().map(|v| v.features[Feature::ClientP99Ratio].max(v.features[Feature::ServerP99Ratio])).fold(0.0, f64::max);
+    let slow = edges
+        .iter()
+        .map(|v| v.features[Feature::ClientP99Ratio].max(v.features[Feature::ServerP99Ratio]))
+        .fold(0.0, f64::max);
     if fail >= 0.5 {
         Severity::Critical
     } else if fail >= 0.05 || slow >= 3.0 {
@@ -331,6 +386,20 @@ mod tests {
         assert_eq!(names(&f), [(C::ServerAppSlow, InstanceKind::Pod, "default/s".to_string())]);
         assert_eq!(f[0].edges.len(), 3);
         assert!((f[0].confidence - 0.9).abs() < 1e-9, "all of s's edges agree");
+    }
+
+    #[test]
+    fn a_slow_servers_own_healthy_calls_do_not_dilute_the_vote() {
+        let v = vec![
+            verdict("c1", "n1", "s", "n2", C::ServerAppSlow),
+            verdict("c2", "n1", "s", "n2", C::ServerAppSlow),
+            // s calls a database and that edge is fine.
+            verdict("s", "n2", "db", "n3", C::Healthy),
+            verdict("s", "n2", "cache", "n3", C::Healthy),
+        ];
+        let f = localize(&v);
+        assert_eq!(names(&f), [(C::ServerAppSlow, InstanceKind::Pod, "default/s".to_string())]);
+        assert!((f[0].confidence - 0.9).abs() < 1e-9, "{}", f[0].confidence);
     }
 
     #[test]
@@ -472,8 +541,8 @@ mod tests {
 
     #[test]
     fn diagnose_learns_baseline_then_flags_the_slow_server() {
-        use crate::join::{JoinedEdge, JoinedWindow};
         use crate::join::tests::side;
+        use crate::join::{JoinedEdge, JoinedWindow};
         use crate::rules::RuleTree;
         let edge = |client: &str, server_ms: f64| JoinedEdge {
             key: EdgeKey {
@@ -488,7 +557,11 @@ mod tests {
             client_node: Some("n1".into()),
             server_node: Some("n2".into()),
         };
-        let window = |ms: f64| JoinedWindow { window_secs: 10.0, edges: vec![edge("a", ms), edge("bb", ms)], ..Default::default() };
+        let window = |ms: f64| JoinedWindow {
+            window_secs: 10.0,
+            edges: vec![edge("a", ms), edge("bb", ms)],
+            ..Default::default()
+        };
         let rules = RuleTree::new();
         let mut baselines = Baselines::new();
         for _ in 0..3 {

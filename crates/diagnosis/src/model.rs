@@ -144,7 +144,9 @@ fn flatten(node: &LinfaNode<f64, usize>, n_classes: usize, out: &mut Vec<TreeNod
     // Placeholder until the children's indices are known.
     out.push(TreeNode::Leaf { class: 0, counts: Vec::new() });
     let children = node.children();
-    let (Some(Some(l)), Some(Some(r))) = (children.first().map(|c| c.as_deref()), children.get(1).map(|c| c.as_deref())) else {
+    let (Some(Some(l)), Some(Some(r))) =
+        (children.first().map(|c| c.as_deref()), children.get(1).map(|c| c.as_deref()))
+    else {
         return Err(Error::Train("linfa returned a split without two children".into()));
     };
     let left = flatten(l, n_classes, out)?;
@@ -188,7 +190,10 @@ impl TreeModel {
     pub fn from_json(text: &str) -> Result<TreeModel> {
         let header: Header = serde_json::from_str(text).map_err(Error::ModelParse)?;
         if header.feature_schema_version != FEATURE_SCHEMA_VERSION {
-            return Err(Error::SchemaMismatch { found: header.feature_schema_version, expected: FEATURE_SCHEMA_VERSION });
+            return Err(Error::SchemaMismatch {
+                found: header.feature_schema_version,
+                expected: FEATURE_SCHEMA_VERSION,
+            });
         }
         let model: TreeModel = serde_json::from_str(text).map_err(Error::ModelParse)?;
         model.validate()?;
@@ -197,12 +202,20 @@ impl TreeModel {
 
     /// Writes the model file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json()?).map_err(|source| Error::Io { what: "writing model", path: path.into(), source })
+        std::fs::write(path, self.to_json()?).map_err(|source| Error::Io {
+            what: "writing model",
+            path: path.into(),
+            source,
+        })
     }
 
     /// Reads and validates a model file.
     pub fn load(path: &Path) -> Result<TreeModel> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { what: "reading model", path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: "reading model",
+            path: path.into(),
+            source,
+        })?;
         TreeModel::from_json(&text)
     }
 
@@ -433,7 +446,9 @@ pub(crate) mod tests {
         let (mut model, _) = trained();
         model.feature_schema_version = FEATURE_SCHEMA_VERSION + 1;
         let err = TreeModel::from_json(&model.to_json().unwrap()).unwrap_err();
-        assert!(matches!(err, Error::SchemaMismatch { found, expected } if found == FEATURE_SCHEMA_VERSION + 1 && expected == FEATURE_SCHEMA_VERSION));
+        assert!(
+            matches!(err, Error::SchemaMismatch { found, expected } if found == FEATURE_SCHEMA_VERSION + 1 && expected == FEATURE_SCHEMA_VERSION)
+        );
         // Even a future file whose body no longer parses reports the version, not a parse error.
         let future = format!("{{\"featureSchemaVersion\": {}, \"nodes\": \"new layout\"}}", FEATURE_SCHEMA_VERSION + 1);
         assert!(matches!(TreeModel::from_json(&future), Err(Error::SchemaMismatch { .. })));

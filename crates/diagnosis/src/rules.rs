@@ -59,7 +59,12 @@ impl RuleTree {
         let root = at_least(
             F::IsDns,
             0.5,
-            at_least(F::NoResponseRatio, 0.2, leaf(C::DnsFailure), at_least(F::L7ErrorRatio, 0.2, leaf(C::DnsFailure), general())),
+            at_least(
+                F::NoResponseRatio,
+                0.2,
+                leaf(C::DnsFailure),
+                at_least(F::L7ErrorRatio, 0.2, leaf(C::DnsFailure), general()),
+            ),
             general(),
         );
         RuleTree { root }
@@ -96,12 +101,7 @@ fn unanswered_syns() -> Node {
     use RootCause as C;
     // SYNs that go unanswered: dropped by conntrack on a full node table, or by a firewall.
     let why = at_least(F::NodeDropsNetfilter, 0.1, leaf(C::ConntrackFull), leaf(C::SynDroppedFirewall));
-    at_least(
-        F::ConnectTimeoutRatio,
-        0.05,
-        why.clone(),
-        at_least(F::SynRetransPerConnect, 0.2, why, resets()),
-    )
+    at_least(F::ConnectTimeoutRatio, 0.05, why.clone(), at_least(F::SynRetransPerConnect, 0.2, why, resets()))
 }
 
 fn resets() -> Node {
@@ -129,7 +129,12 @@ fn l7() -> Node {
 
 fn retransmits() -> Node {
     use Feature as F;
-    at_least(F::RetransC2sPerExchange, 0.02, lossy_path(), at_least(F::RetransS2cPerExchange, 0.02, lossy_path(), throttled()))
+    at_least(
+        F::RetransC2sPerExchange,
+        0.02,
+        lossy_path(),
+        at_least(F::RetransS2cPerExchange, 0.02, lossy_path(), throttled()),
+    )
 }
 
 /// The path loses segments: tell loss, jitter, a rate limit and an MTU black hole apart.
@@ -169,7 +174,12 @@ fn slow() -> Node {
     let who = at_least(
         F::HasServerView,
         0.5,
-        at_least(F::GapShare, 0.5, at_least(F::SrttSpread, 4.0, leaf(C::JitterReorder), leaf(C::PathDelay)), leaf(C::ServerAppSlow)),
+        at_least(
+            F::GapShare,
+            0.5,
+            at_least(F::SrttSpread, 4.0, leaf(C::JitterReorder), leaf(C::PathDelay)),
+            leaf(C::ServerAppSlow),
+        ),
         at_least(F::SrttMeanRatio, 2.0, leaf(C::PathDelay), leaf(C::ServerAppSlow)),
     );
     at_least(
@@ -260,7 +270,10 @@ mod tests {
             (C::SynDroppedFirewall, vec![(F::ConnectTimeoutRatio, 0.5), (F::SynRetransPerConnect, 2.0)]),
             (C::ConnectionRefused, vec![(F::ConnectRefusedRatio, 1.0)]),
             (C::ServerAppSlow, vec![(F::ClientP99Ratio, 4.0), (F::ServerP99Ratio, 4.0), (F::GapShare, 0.05)]),
-            (C::ServerCpuThrottled, vec![(F::ServerThrottledRatio, 0.6), (F::ServerP99Ratio, 3.0), (F::ClientP99Ratio, 3.0)]),
+            (
+                C::ServerCpuThrottled,
+                vec![(F::ServerThrottledRatio, 0.6), (F::ServerP99Ratio, 3.0), (F::ClientP99Ratio, 3.0)],
+            ),
             (C::ListenBacklogOverflow, vec![(F::ServerListenOverflows, 5.0), (F::SynRetransPerConnect, 1.0)]),
             (C::ReceiverZeroWindow, vec![(F::ClientDropsZeroWindow, 3.0)]),
             (C::ServerReset, vec![(F::ServerResetRate, 0.2), (F::ResetRatio, 0.2)]),
