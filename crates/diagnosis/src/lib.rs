@@ -7,6 +7,8 @@
 //! node pair or service responsible. [`dataset`] holds the labelled-row format, grouped splits
 //! and evaluation metrics used to train and score the model.
 
+#![warn(missing_docs)]
+
 pub mod classes;
 pub mod dataset;
 pub mod features;

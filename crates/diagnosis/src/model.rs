@@ -19,6 +19,25 @@ use crate::classes::{Classification, Classifier, Condition, Op, RootCause};
 use crate::features::{FEATURE_COUNT, FEATURE_SCHEMA_VERSION, Feature, FeatureVector, feature_names};
 use crate::{Error, Result};
 
+/// Features whose scale is set by the workload (its latency, rate, payload, RTT), not by the
+/// fault. A tree may split on them when they happen to separate the training classes, and such
+/// splits do not carry over to other workloads or intensities (a slow HTTP server's absolute
+/// p99 can exceed a lossy Redis edge's); the baseline ratios and shares carry the same signal
+/// in a workload-free form. Left out of training by default.
+pub const WORKLOAD_SCALED: [Feature; 11] = [
+    Feature::ExchangeRate,
+    Feature::RespBytesPerExchange,
+    Feature::RespBytesRate,
+    Feature::ClientP50Ms,
+    Feature::ClientP99Ms,
+    Feature::ServerP50Ms,
+    Feature::ServerP99Ms,
+    Feature::P99GapMs,
+    Feature::SrttMeanMs,
+    Feature::SrttMaxMs,
+    Feature::ConnectMsMax,
+];
+
 /// Training hyper-parameters (kept in the model file for provenance).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,11 +48,19 @@ pub struct TrainParams {
     pub min_weight_leaf: f32,
     /// Fewest training rows in a node for it to be split.
     pub min_weight_split: f32,
+    /// Feature names the tree may not split on.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
-        TrainParams { max_depth: Some(10), min_weight_leaf: 2.0, min_weight_split: 4.0 }
+        TrainParams {
+            max_depth: Some(10),
+            min_weight_leaf: 2.0,
+            min_weight_split: 4.0,
+            exclude: WORKLOAD_SCALED.iter().map(|f| f.name().to_string()).collect(),
+        }
     }
 }
 
@@ -97,10 +124,18 @@ pub fn train(rows: &[(FeatureVector, RootCause)], params: &TrainParams, model_ve
         return Err(Error::Train("no training rows".into()));
     }
     let classes = RootCause::ALL.to_vec();
+    let excluded = params
+        .exclude
+        .iter()
+        .map(|n| Feature::from_name(n).ok_or_else(|| Error::Train(format!("unknown feature to exclude: {n}"))))
+        .collect::<Result<Vec<_>>>()?;
+    // An excluded column is zeroed: a constant column has no split with any impurity decrease.
     let mut x = Array2::<f64>::zeros((rows.len(), FEATURE_COUNT));
     for (i, (v, _)) in rows.iter().enumerate() {
         for (j, value) in v.as_slice().iter().enumerate() {
-            x[[i, j]] = *value;
+            if !excluded.iter().any(|f| f.index() == j) {
+                x[[i, j]] = *value;
+            }
         }
     }
     let y: Array1<usize> = rows.iter().map(|(_, c)| c.index()).collect();
@@ -358,7 +393,8 @@ pub(crate) mod tests {
     #[test]
     fn flattened_tree_predicts_exactly_like_linfa() {
         let rows = synthetic(30, 3);
-        let params = TrainParams::default();
+        // linfa below sees every column, so the model must too.
+        let params = TrainParams { exclude: Vec::new(), ..TrainParams::default() };
         let model = train(&rows, &params, "t").unwrap();
         let mut x = Array2::<f64>::zeros((rows.len(), FEATURE_COUNT));
         for (i, (v, _)) in rows.iter().enumerate() {
@@ -452,6 +488,37 @@ pub(crate) mod tests {
         // Even a future file whose body no longer parses reports the version, not a parse error.
         let future = format!("{{\"featureSchemaVersion\": {}, \"nodes\": \"new layout\"}}", FEATURE_SCHEMA_VERSION + 1);
         assert!(matches!(TreeModel::from_json(&future), Err(Error::SchemaMismatch { .. })));
+    }
+
+    #[test]
+    fn excluded_features_are_never_split_on() {
+        // Make an excluded feature a perfect (and the only clean) separator: the tree must
+        // still not use it.
+        let mut rows = synthetic(30, 5);
+        for (v, c) in rows.iter_mut() {
+            v.set(Feature::ClientP99Ms, if *c == RootCause::PathLoss { 500.0 } else { 1.0 });
+        }
+        let model = train(&rows, &TrainParams::default(), "t").unwrap();
+        let used: Vec<usize> = model
+            .nodes
+            .iter()
+            .filter_map(|n| match n {
+                TreeNode::Split { feature, .. } => Some(*feature),
+                _ => None,
+            })
+            .collect();
+        assert!(!used.is_empty());
+        assert!(WORKLOAD_SCALED.iter().all(|f| !used.contains(&f.index())), "{used:?}");
+        let everything = TrainParams { exclude: Vec::new(), ..TrainParams::default() };
+        let free = train(&rows, &everything, "t").unwrap();
+        assert!(
+            free.nodes
+                .iter()
+                .any(|n| matches!(n, TreeNode::Split { feature, .. } if *feature == Feature::ClientP99Ms.index())),
+            "without exclusion the perfect separator is used, so the check above is meaningful"
+        );
+        let bad = TrainParams { exclude: vec!["no_such_feature".into()], ..TrainParams::default() };
+        assert!(matches!(train(&rows, &bad, "t"), Err(Error::Train(_))));
     }
 
     #[test]
