@@ -193,6 +193,8 @@ fn trained_tree_generalises_to_a_held_out_intensity_and_localizes() {
     assert!(eval.excluded_transitional > 0);
     assert!(eval.macro_f1 >= 0.9, "held-out intensity:\n{}", eval.to_markdown());
     let rules = dataset::evaluate_rows(&split.test, &RuleTree::new()).unwrap();
+    // These signals are the catalog's own, so the hand rules must get them too.
+    assert!(rules.macro_f1 >= 0.9, "rules on the same rows:\n{}", rules.to_markdown());
     // Live: the model diagnoses a fresh strong slow-server window after a healthy warm-up.
     let mut baselines = Baselines::new();
     let w = &WORKLOADS[1];
