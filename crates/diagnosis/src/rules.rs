@@ -141,7 +141,7 @@ fn retransmits() -> Node {
 fn lossy_path() -> Node {
     use Feature as F;
     use RootCause as C;
-    at_least(
+    let by_rtt = at_least(
         F::SrttSpread,
         4.0,
         leaf(C::JitterReorder),
@@ -153,6 +153,13 @@ fn lossy_path() -> Node {
             // Every full-size segment lost means several retransmits per exchange.
             at_least(F::RetransS2cPerExchange, 1.0, leaf(C::MtuBlackhole), leaf(C::PathLoss)),
         ),
+    );
+    // A shaper drops at its qdisc, which the kernel names; that beats any inference from RTT.
+    at_least(
+        F::ServerDropsQdisc,
+        0.1,
+        leaf(C::BandwidthLimit),
+        at_least(F::ClientDropsQdisc, 0.1, leaf(C::BandwidthLimit), by_rtt),
     )
 }
 
@@ -283,6 +290,8 @@ mod tests {
             (C::DnsFailure, vec![(F::IsDns, 1.0), (F::NoResponseRatio, 0.6)]),
         ];
         assert_eq!(cases.len(), RootCause::ALL.len(), "every class needs a case");
+        let shaped = with(&[(F::RetransS2cPerExchange, 0.1), (F::ServerDropsQdisc, 4.0), (F::SrttSpread, 6.0)]);
+        assert_eq!(class(&shaped), C::BandwidthLimit, "qdisc drops name the shaper even with jittery RTT");
         for (want, changes) in cases {
             assert_eq!(class(&with(&changes)), want, "signature {changes:?}");
         }
