@@ -225,3 +225,33 @@ fn trained_tree_generalises_to_a_held_out_intensity_and_localizes() {
     assert!(!f.decision_path.is_empty() && !f.evidence.is_empty());
     assert_eq!(model.version(), "pipeline-test");
 }
+
+#[test]
+fn training_cli_writes_a_loadable_model_and_a_report() {
+    let rows = capture(&mut Lcg(7));
+    let dir = std::env::temp_dir().join(format!("netdx-train-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("rows.jsonl");
+    let out = dir.join("model.json");
+    dataset::save(&data, &rows).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_netdx-train"))
+        .args(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--model-version", "cli-1"])
+        .args(["--hold-out-intensity", "mid"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(report.contains("held-out rows") && report.contains("## rules (rules-1)"), "{report}");
+    assert!(report.contains("macro-F1"), "{report}");
+    assert_eq!(TreeModel::load(&out).unwrap().version(), "cli-1");
+
+    // A missing data file fails with a message naming it, not a panic.
+    let missing = dir.join("missing.jsonl");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_netdx-train"))
+        .args(["--data", missing.to_str().unwrap(), "--out", out.to_str().unwrap(), "--model-version", "x"])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("missing.jsonl"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
