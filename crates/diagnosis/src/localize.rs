@@ -136,9 +136,6 @@ impl EdgeVerdict {
         match (c.instance.kind, c.role) {
             (InstanceKind::Pod, Role::Server) => self.key.server.to_string() == *name,
             (InstanceKind::Pod, Role::Client) => self.key.client.to_string() == *name,
-            (InstanceKind::Pod, Role::Any) => {
-                self.key.server.to_string() == *name || self.key.client.to_string() == *name
-            }
             (InstanceKind::Node, _) => {
                 self.client_node.as_deref() == Some(name.as_str()) || self.server_node.as_deref() == Some(name.as_str())
             }
@@ -147,7 +144,8 @@ impl EdgeVerdict {
                 _ => false,
             },
             (InstanceKind::Service, _) => service_name(&self.key) == *name,
-            (InstanceKind::None, _) => false,
+            // Pods are always voted on in a role; nothing can be blamed on "none".
+            (InstanceKind::Pod, Role::Any) | (InstanceKind::None, _) => false,
         }
     }
 }
@@ -224,7 +222,17 @@ pub fn localize(verdicts: &[EdgeVerdict]) -> Vec<Finding> {
             for i in &explained {
                 remaining.remove(i);
             }
-            findings.push(finding(verdicts, class, instance, &explained, coverage));
+            let f = finding(verdicts, class, instance, &explained, coverage);
+            // A pod can win once as a server and once as a client: one finding, all its edges.
+            match findings.iter_mut().find(|g: &&mut Finding| g.root_cause == f.root_cause && g.instance == f.instance)
+            {
+                Some(g) => {
+                    g.edges.extend(f.edges);
+                    g.confidence = g.confidence.max(f.confidence);
+                    g.severity = g.severity.max(f.severity);
+                }
+                None => findings.push(f),
+            }
         }
     }
     findings
@@ -482,6 +490,18 @@ mod tests {
         let f = localize(&v);
         assert_eq!(f.len(), 1);
         assert!((f[0].confidence - 0.9 / 4.0).abs() < 1e-9, "{}", f[0].confidence);
+    }
+
+    #[test]
+    fn a_pod_blamed_in_both_roles_gets_one_finding() {
+        // p stops reading on the edge it serves and on the edge it opens.
+        let v = vec![
+            verdict("x", "n1", "p", "n2", C::ReceiverZeroWindow),
+            verdict("p", "n2", "y", "n3", C::ReceiverZeroWindow),
+        ];
+        let f = localize(&v);
+        assert_eq!(names(&f), [(C::ReceiverZeroWindow, InstanceKind::Pod, "default/p".to_string())]);
+        assert_eq!(f[0].edges.len(), 2);
     }
 
     #[test]
