@@ -1,0 +1,524 @@
+//! Labelled windows for training and scoring: the JSON-lines file format, grouped train/test
+//! splits, and evaluation (per-class precision/recall, macro-F1, confusion matrix).
+//!
+//! A dataset file starts with one header line naming the format, the feature schema version and
+//! the feature names, then one [`LabeledRow`] per line. Labels are what was injected, never a
+//! model's output (shared/fault-catalog.md).
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classes::{Classifier, RootCause};
+use crate::features::{FEATURE_SCHEMA_VERSION, FeatureVector, feature_names};
+use crate::{Error, Result};
+
+/// Format name in a dataset file's header line.
+pub const DATASET_FORMAT: &str = "netdx-labelled-windows";
+
+/// One edge-window with the fault that was injected while it was recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabeledRow {
+    /// The capture run this window belongs to.
+    pub scenario_id: String,
+    /// Workload (server and client programs), the unit held out to test generalisation.
+    pub workload: String,
+    /// Fault intensity ("5pct", "200ms", "none"...), the other held-out unit.
+    pub intensity: String,
+    /// The injected fault class (healthy when nothing was injected).
+    pub fault: RootCause,
+    /// The instance the fault was injected into ("" when healthy).
+    pub target: String,
+    /// Window index within the scenario.
+    pub window: u32,
+    /// Window during fault onset or removal: kept in files, excluded from training and scoring.
+    pub transitional: bool,
+    /// Feature values in schema order.
+    pub features: Vec<f64>,
+}
+
+impl LabeledRow {
+    /// The row's feature vector (length and finiteness checked).
+    pub fn vector(&self) -> Result<FeatureVector> {
+        FeatureVector::from_slice(&self.features)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    format: String,
+    feature_schema_version: u32,
+    features: Vec<String>,
+}
+
+/// Writes rows as JSON lines after a header line.
+pub fn write_jsonl<W: Write>(mut w: W, rows: &[LabeledRow]) -> Result<()> {
+    let header = Header {
+        format: DATASET_FORMAT.into(),
+        feature_schema_version: FEATURE_SCHEMA_VERSION,
+        features: feature_names(),
+    };
+    let io = |source| Error::Io {
+        what: "writing dataset",
+        path: "<writer>".into(),
+        source,
+    };
+    writeln!(w, "{}", to_line(&header)?).map_err(io)?;
+    for r in rows {
+        writeln!(w, "{}", to_line(r)?).map_err(io)?;
+    }
+    w.flush().map_err(io)
+}
+
+fn to_line<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|source| Error::Serialize {
+        what: "dataset line",
+        source,
+    })
+}
+
+/// Reads a JSON-lines dataset, checking the header and every row's feature vector.
+pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
+    let mut lines = r.lines().enumerate();
+    let err = |line: usize, message: String| Error::Dataset {
+        line: line + 1,
+        message,
+    };
+    let header: Header = match lines.next() {
+        Some((i, l)) => {
+            let l = l.map_err(|e| err(i, e.to_string()))?;
+            serde_json::from_str(&l).map_err(|e| err(i, format!("bad header: {e}")))?
+        }
+        None => return Err(err(0, "empty file, expected a header line".into())),
+    };
+    if header.format != DATASET_FORMAT {
+        return Err(err(
+            0,
+            format!("format {:?}, expected {DATASET_FORMAT:?}", header.format),
+        ));
+    }
+    if header.feature_schema_version != FEATURE_SCHEMA_VERSION {
+        return Err(Error::SchemaMismatch {
+            found: header.feature_schema_version,
+            expected: FEATURE_SCHEMA_VERSION,
+        });
+    }
+    if header.features != feature_names() {
+        return Err(err(
+            0,
+            "feature names differ from this build's schema".into(),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, l) in lines {
+        let l = l.map_err(|e| err(i, e.to_string()))?;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let row: LabeledRow = serde_json::from_str(&l).map_err(|e| err(i, e.to_string()))?;
+        row.vector().map_err(|e| err(i, e.to_string()))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Writes a dataset file.
+pub fn save(path: &Path, rows: &[LabeledRow]) -> Result<()> {
+    let f = std::fs::File::create(path).map_err(|source| Error::Io {
+        what: "creating dataset",
+        path: path.into(),
+        source,
+    })?;
+    write_jsonl(std::io::BufWriter::new(f), rows)
+}
+
+/// Reads a dataset file.
+pub fn load(path: &Path) -> Result<Vec<LabeledRow>> {
+    let f = std::fs::File::open(path).map_err(|source| Error::Io {
+        what: "opening dataset",
+        path: path.into(),
+        source,
+    })?;
+    read_jsonl(std::io::BufReader::new(f))
+}
+
+/// Rows usable for training: transitional windows left out.
+pub fn training_rows(rows: &[LabeledRow]) -> Result<Vec<(FeatureVector, RootCause)>> {
+    rows.iter()
+        .filter(|r| !r.transitional)
+        .map(|r| Ok((r.vector()?, r.fault)))
+        .collect()
+}
+
+/// A train/test split.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    /// Rows to train on.
+    pub train: Vec<LabeledRow>,
+    /// Rows to test on; no group here appears in `train`.
+    pub test: Vec<LabeledRow>,
+}
+
+/// Splits by a group key: rows whose key is in `held_out` go to test, the rest to train.
+pub fn split_by(
+    rows: &[LabeledRow],
+    key: impl Fn(&LabeledRow) -> &str,
+    held_out: &[&str],
+) -> Split {
+    let (test, train) = rows
+        .iter()
+        .cloned()
+        .partition(|r| held_out.contains(&key(r)));
+    Split { train, test }
+}
+
+/// Holds out whole workloads (the model must handle servers it never saw).
+pub fn hold_out_workloads(rows: &[LabeledRow], workloads: &[&str]) -> Split {
+    split_by(rows, |r| &r.workload, workloads)
+}
+
+/// Holds out whole fault intensities (the model must generalise across magnitudes).
+pub fn hold_out_intensities(rows: &[LabeledRow], intensities: &[&str]) -> Split {
+    split_by(rows, |r| &r.intensity, intensities)
+}
+
+/// One split per distinct group value, each holding out that group (leave-one-group-out).
+pub fn leave_one_group_out(
+    rows: &[LabeledRow],
+    key: impl Fn(&LabeledRow) -> &str,
+) -> Vec<(String, Split)> {
+    let mut groups: Vec<&str> = rows.iter().map(&key).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+        .into_iter()
+        .map(|g| (g.to_string(), split_by(rows, &key, &[g])))
+        .collect()
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassMetrics {
+    /// The class.
+    pub class: RootCause,
+    /// Correct predictions of the class / predictions of the class (0 when never predicted).
+    pub precision: f64,
+    /// Correct predictions of the class / rows of the class (0 without rows).
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Rows whose true class this is.
+    pub support: u64,
+}
+
+/// Scores of a classifier on labelled rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// Class order of the confusion matrix.
+    pub classes: Vec<RootCause>,
+    /// Counts indexed `confusion[truth][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    /// Per-class metrics for classes that occur in truth or predictions.
+    pub per_class: Vec<ClassMetrics>,
+    /// Unweighted mean F1 over those classes.
+    pub macro_f1: f64,
+    /// Correct / scored.
+    pub accuracy: f64,
+    /// Rows scored.
+    pub scored: usize,
+    /// Transitional rows left out of scoring.
+    pub excluded_transitional: usize,
+}
+
+/// Scores (truth, prediction) pairs.
+pub fn evaluate(pairs: &[(RootCause, RootCause)]) -> Evaluation {
+    let n = RootCause::ALL.len();
+    let mut confusion = vec![vec![0u64; n]; n];
+    for (t, p) in pairs {
+        confusion[t.index()][p.index()] += 1;
+    }
+    let mut per_class = Vec::new();
+    for c in RootCause::ALL {
+        let i = c.index();
+        let tp = confusion[i][i];
+        let support: u64 = confusion[i].iter().sum();
+        let predicted: u64 = confusion.iter().map(|row| row[i]).sum();
+        // A class nobody had and nobody predicted says nothing about the classifier.
+        if support == 0 && predicted == 0 {
+            continue;
+        }
+        let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        let precision = ratio(tp, predicted);
+        let recall = ratio(tp, support);
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        per_class.push(ClassMetrics {
+            class: c,
+            precision,
+            recall,
+            f1,
+            support,
+        });
+    }
+    let macro_f1 = if per_class.is_empty() {
+        0.0
+    } else {
+        per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64
+    };
+    let correct: u64 = (0..n).map(|i| confusion[i][i]).sum();
+    Evaluation {
+        classes: RootCause::ALL.to_vec(),
+        confusion,
+        per_class,
+        macro_f1,
+        accuracy: if pairs.is_empty() {
+            0.0
+        } else {
+            correct as f64 / pairs.len() as f64
+        },
+        scored: pairs.len(),
+        excluded_transitional: 0,
+    }
+}
+
+/// Classifies labelled rows and scores the result, leaving transitional windows out.
+pub fn evaluate_rows(rows: &[LabeledRow], classifier: &dyn Classifier) -> Result<Evaluation> {
+    let mut pairs = Vec::new();
+    for r in rows.iter().filter(|r| !r.transitional) {
+        pairs.push((r.fault, classifier.classify(&r.vector()?).root_cause));
+    }
+    let mut e = evaluate(&pairs);
+    e.excluded_transitional = rows.iter().filter(|r| r.transitional).count();
+    Ok(e)
+}
+
+impl Evaluation {
+    /// A Markdown report: summary, per-class table and the confusion matrix of seen classes.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "scored {} windows ({} transitional excluded); accuracy {:.3}; macro-F1 {:.3}\n\n",
+            self.scored, self.excluded_transitional, self.accuracy, self.macro_f1
+        );
+        s.push_str("| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n");
+        for m in &self.per_class {
+            s.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:.3} | {} |\n",
+                m.class, m.precision, m.recall, m.f1, m.support
+            ));
+        }
+        let seen: Vec<usize> = self.per_class.iter().map(|m| m.class.index()).collect();
+        s.push_str("\nconfusion (rows: truth, columns: predicted)\n\n| |");
+        for &j in &seen {
+            s.push_str(&format!(" {} |", self.classes[j]));
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---|".repeat(seen.len()));
+        s.push('\n');
+        for &i in &seen {
+            s.push_str(&format!("| {} |", self.classes[i]));
+            for &j in &seen {
+                s.push_str(&format!(" {} |", self.confusion[i][j]));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{FEATURE_COUNT, Feature};
+    use crate::rules::RuleTree;
+    use RootCause as C;
+
+    fn row(
+        workload: &str,
+        intensity: &str,
+        fault: RootCause,
+        window: u32,
+        transitional: bool,
+    ) -> LabeledRow {
+        LabeledRow {
+            scenario_id: format!("{workload}-{intensity}-{fault}"),
+            workload: workload.into(),
+            intensity: intensity.into(),
+            fault,
+            target: if fault == C::Healthy {
+                String::new()
+            } else {
+                "default/server".into()
+            },
+            window,
+            transitional,
+            features: vec![0.5; FEATURE_COUNT],
+        }
+    }
+
+    fn rows() -> Vec<LabeledRow> {
+        vec![
+            row("redis", "none", C::Healthy, 0, false),
+            row("redis", "5pct", C::PathLoss, 1, true),
+            row("redis", "5pct", C::PathLoss, 2, false),
+            row("http", "20pct", C::PathLoss, 0, false),
+            row("pg", "5pct", C::ServerReset, 0, false),
+            row("ndxe", "20pct", C::ServerReset, 0, false),
+        ]
+    }
+
+    #[test]
+    fn jsonl_round_trip() {
+        let mut buf = Vec::new();
+        write_jsonl(&mut buf, &rows()).unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(text.lines().next().unwrap().contains(DATASET_FORMAT));
+        assert!(
+            text.contains("\"fault\":\"path_loss\""),
+            "classes are snake_case in files"
+        );
+        assert_eq!(read_jsonl(buf.as_slice()).unwrap(), rows());
+    }
+
+    #[test]
+    fn bad_files_name_the_line() {
+        let mut buf = Vec::new();
+        write_jsonl(&mut buf, &rows()[..2]).unwrap();
+        let mut text = String::from_utf8(buf).unwrap();
+        text.push_str("{\"scenarioId\": 3}\n");
+        match read_jsonl(text.as_bytes()) {
+            Err(Error::Dataset { line, .. }) => assert_eq!(line, 4),
+            other => panic!("{other:?}"),
+        }
+        // A row with too few features.
+        let mut short = rows()[0].clone();
+        short.features.truncate(3);
+        let mut buf = Vec::new();
+        write_jsonl(&mut buf, &[short]).unwrap();
+        assert!(matches!(
+            read_jsonl(buf.as_slice()),
+            Err(Error::Dataset { line: 2, .. })
+        ));
+        assert!(matches!(
+            read_jsonl("".as_bytes()),
+            Err(Error::Dataset { line: 1, .. })
+        ));
+        let other_schema = format!(
+            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":{},\"features\":[]}}\n",
+            FEATURE_SCHEMA_VERSION + 1
+        );
+        assert!(matches!(
+            read_jsonl(other_schema.as_bytes()),
+            Err(Error::SchemaMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn file_round_trip_and_training_rows_skip_transitional() {
+        let path = std::env::temp_dir().join(format!(
+            "netdx-diagnosis-dataset-{}.jsonl",
+            std::process::id()
+        ));
+        save(&path, &rows()).unwrap();
+        let back = load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back, rows());
+        assert_eq!(training_rows(&back).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn grouped_splits_keep_groups_apart() {
+        let s = hold_out_workloads(&rows(), &["redis", "ndxe"]);
+        assert_eq!(s.test.len(), 4);
+        assert_eq!(s.train.len(), 2);
+        assert!(
+            s.train
+                .iter()
+                .all(|r| r.workload != "redis" && r.workload != "ndxe")
+        );
+        let s = hold_out_intensities(&rows(), &["20pct"]);
+        assert_eq!(
+            s.test
+                .iter()
+                .map(|r| r.workload.as_str())
+                .collect::<Vec<_>>(),
+            ["http", "ndxe"]
+        );
+        assert!(s.train.iter().all(|r| r.intensity != "20pct"));
+        let folds = leave_one_group_out(&rows(), |r| &r.workload);
+        assert_eq!(
+            folds.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(),
+            ["http", "ndxe", "pg", "redis"]
+        );
+        for (g, s) in &folds {
+            assert_eq!(s.train.len() + s.test.len(), rows().len());
+            assert!(
+                s.test.iter().all(|r| &r.workload == g) && s.train.iter().all(|r| &r.workload != g)
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_match_hand_computation() {
+        // truth/pred: healthy 3 rows (2 right, 1 called loss); loss 2 rows (1 right, 1 called
+        // healthy); reset 1 row called loss.
+        let pairs = [
+            (C::Healthy, C::Healthy),
+            (C::Healthy, C::Healthy),
+            (C::Healthy, C::PathLoss),
+            (C::PathLoss, C::PathLoss),
+            (C::PathLoss, C::Healthy),
+            (C::ServerReset, C::PathLoss),
+        ];
+        let e = evaluate(&pairs);
+        let m = |c: RootCause| e.per_class.iter().find(|m| m.class == c).unwrap().clone();
+        // healthy: P = 2/3, R = 2/3, F1 = 2/3
+        assert!((m(C::Healthy).precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m(C::Healthy).f1 - 2.0 / 3.0).abs() < 1e-12);
+        // loss: predicted 3 times, 1 right: P = 1/3, R = 1/2, F1 = 0.4
+        assert!((m(C::PathLoss).precision - 1.0 / 3.0).abs() < 1e-12);
+        assert!((m(C::PathLoss).recall - 0.5).abs() < 1e-12);
+        assert!((m(C::PathLoss).f1 - 0.4).abs() < 1e-12);
+        // reset: never predicted: P = R = F1 = 0
+        assert_eq!(m(C::ServerReset).f1, 0.0);
+        assert_eq!(m(C::ServerReset).support, 1);
+        assert_eq!(
+            e.per_class.len(),
+            3,
+            "classes absent from truth and predictions are not averaged"
+        );
+        assert!((e.macro_f1 - (2.0 / 3.0 + 0.4 + 0.0) / 3.0).abs() < 1e-12);
+        assert!((e.accuracy - 0.5).abs() < 1e-12);
+        assert_eq!(e.confusion[C::ServerReset.index()][C::PathLoss.index()], 1);
+        assert_eq!(e.confusion[C::Healthy.index()][C::PathLoss.index()], 1);
+        let md = e.to_markdown();
+        assert!(
+            md.contains("| path_loss | 0.333 | 0.500 | 0.400 | 2 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn evaluate_rows_excludes_transitional_windows() {
+        let mut rs = rows();
+        // Make the path-loss rows look lossy so the rules get them right.
+        for r in rs.iter_mut() {
+            r.features = vec![0.0; FEATURE_COUNT];
+            if r.fault == C::PathLoss {
+                r.features[Feature::RetransC2sPerExchange.index()] = 0.3;
+            }
+        }
+        let e = evaluate_rows(&rs, &RuleTree::new()).unwrap();
+        assert_eq!(e.scored, 5);
+        assert_eq!(e.excluded_transitional, 1);
+        let loss = e.per_class.iter().find(|m| m.class == C::PathLoss).unwrap();
+        assert_eq!((loss.recall, loss.support), (1.0, 2));
+    }
+}

@@ -1,0 +1,819 @@
+//! The versioned per-edge, per-window feature schema and its computation.
+//!
+//! Every feature is a finite number: a side that was not observed is encoded as 0 together
+//! with a `has_*_view` flag, and every ratio has a floor in its denominator, so a trained tree
+//! never sees NaN or infinity. Bump [`FEATURE_SCHEMA_VERSION`] whenever a feature is added,
+//! removed, reordered or changes meaning: models and datasets carry the version they were made
+//! with and are refused when it differs.
+
+use std::collections::BTreeMap;
+use std::ops::Index;
+
+use netdx_api::targets::PodRef;
+use netdx_api::windows::SideStats;
+use serde::{Deserialize, Serialize};
+
+use crate::join::{EdgeId, JoinedEdge, JoinedWindow, PodView};
+use crate::{Error, Result};
+
+/// Version of the feature schema below.
+pub const FEATURE_SCHEMA_VERSION: u32 = 2;
+
+/// A feature's column, name and meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureDef {
+    /// The feature.
+    pub feature: Feature,
+    /// Stable snake_case name used in files and decision paths.
+    pub name: &'static str,
+    /// One-line meaning.
+    pub meaning: &'static str,
+}
+
+/// Declares the features once so the enum, its names and meanings cannot drift apart.
+macro_rules! features {
+    ($($variant:ident = $name:literal : $meaning:literal,)*) => {
+        /// One feature; its discriminant is its column in a [`FeatureVector`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Feature {
+            $(#[doc = $meaning] $variant,)*
+        }
+
+        /// Every feature in column order, with name and meaning.
+        pub const FEATURES: &[FeatureDef] = &[
+            $(FeatureDef { feature: Feature::$variant, name: $name, meaning: $meaning },)*
+        ];
+    };
+}
+
+features! {
+    HasClientView = "has_client_view": "1 when the client's view of the edge was reported (client pod watched and active), else 0",
+    HasServerView = "has_server_view": "1 when the server's view of the edge was reported, else 0",
+    HasBaseline = "has_baseline": "1 when the edge has enough healthy windows for its *_ratio features; without it they are 1",
+    IsDns = "is_dns": "1 when the server port is 53 (DNS), else 0",
+    ExchangeRate = "exchange_rate": "completed request/response exchanges per second (the larger of the two views)",
+    ConnectRate = "connect_rate": "connection attempts per second (ok + failed, seen on the client's socket)",
+    RespBytesPerExchange = "resp_bytes_per_exchange": "mean response bytes per request (payload size)",
+    RespBytesRate = "resp_bytes_rate": "response bytes per second (throughput towards the client)",
+    ClientP50Ms = "client_p50_ms": "client-observed median exchange latency, ms (0 without client view)",
+    ClientP99Ms = "client_p99_ms": "client-observed p99 exchange latency, ms (0 without client view)",
+    ServerP50Ms = "server_p50_ms": "server-observed median exchange latency, ms (0 without server view)",
+    ServerP99Ms = "server_p99_ms": "server-observed p99 exchange latency, ms (0 without server view)",
+    P99GapMs = "p99_gap_ms": "client p99 minus server p99, ms, floored at 0: the network's share of the tail (0 without both views)",
+    GapShare = "gap_share": "p99_gap_ms / client_p99_ms, 0..1: the fraction of the client's tail spent outside the server (0 without both views)",
+    NoResponseRatio = "no_response_ratio": "requests closed without any response / all requests (the worse view)",
+    L7ErrorRatio = "l7_error_ratio": "exchanges answered with the protocol's error signal (HTTP 5xx, RESP -ERR, PG ErrorResponse, DNS rcode) / exchanges (the worse view)",
+    ResetRatio = "reset_ratio": "requests during which a reset was seen / all requests (the worse view)",
+    ServerResetRate = "server_reset_rate": "resets sent by the server per request (or per attempt when there were no requests)",
+    ClientResetRate = "client_reset_rate": "resets sent by the client per request (or per attempt when there were no requests)",
+    ConnectRefusedRatio = "connect_refused_ratio": "connection attempts answered with RST / attempts (0 without attempts)",
+    ConnectTimeoutRatio = "connect_timeout_ratio": "connection attempts that timed out / attempts (0 without attempts)",
+    ConnectOtherRatio = "connect_other_ratio": "connection attempts failed otherwise / attempts (0 without attempts)",
+    ConnectMsMax = "connect_ms_max": "slowest connection attempt, ms",
+    RetransC2sPerExchange = "retrans_c2s_per_exchange": "segments retransmitted by the client (client->server) per request",
+    RetransS2cPerExchange = "retrans_s2c_per_exchange": "segments retransmitted by the server (server->client) per request",
+    SynRetransPerConnect = "syn_retrans_per_connect": "SYN retransmissions per connection attempt",
+    SrttMeanMs = "srtt_mean_ms": "mean smoothed RTT over the views that measured one, ms (0 when none did)",
+    SrttMaxMs = "srtt_max_ms": "largest smoothed RTT seen, ms",
+    SrttSpread = "srtt_spread": "srtt_max_ms / srtt_mean_ms: RTT variability (1 when no RTT was measured)",
+    ServerDropsTotal = "server_drops_total": "kernel packet drops (any reason) in the server pod, per second",
+    ServerDropsNetfilter = "server_drops_netfilter": "server pod drops with reason netfilter_drop, per second",
+    ServerDropsZeroWindow = "server_drops_zerowindow": "server pod drops with reason tcp_zerowindow, per second",
+    ServerDropsRcvbuff = "server_drops_rcvbuff": "server pod drops with reason socket_rcvbuff, per second",
+    ServerDropsProtoMem = "server_drops_proto_mem": "server pod drops with reason proto_mem, per second",
+    ServerDropsQdisc = "server_drops_qdisc": "server pod drops with reason qdisc_drop, per second",
+    ClientDropsTotal = "client_drops_total": "kernel packet drops (any reason) in the client pod, per second",
+    ClientDropsNetfilter = "client_drops_netfilter": "client pod drops with reason netfilter_drop, per second",
+    ClientDropsZeroWindow = "client_drops_zerowindow": "client pod drops with reason tcp_zerowindow, per second",
+    ClientDropsRcvbuff = "client_drops_rcvbuff": "client pod drops with reason socket_rcvbuff, per second",
+    ClientDropsProtoMem = "client_drops_proto_mem": "client pod drops with reason proto_mem, per second",
+    ClientDropsQdisc = "client_drops_qdisc": "client pod drops with reason qdisc_drop, per second",
+    NodeDropsTotal = "node_drops_total": "drops outside watched pods on the client's and server's nodes, per second",
+    NodeDropsNetfilter = "node_drops_netfilter": "node-level drops with reason netfilter_drop (e.g. conntrack table full), per second",
+    ServerThrottledPeriods = "server_throttled_periods": "CFS periods in which the server pod was throttled, per second",
+    ServerThrottledRatio = "server_throttled_ratio": "throttled / elapsed CFS periods of the server pod, 0..1",
+    ServerListenOverflows = "server_listen_overflows": "accept-queue overflows in the server pod's namespace, per second",
+    ServerListenDrops = "server_listen_drops": "SYNs dropped at listen in the server pod's namespace, per second",
+    ClientThrottledRatio = "client_throttled_ratio": "throttled / elapsed CFS periods of the client pod, 0..1",
+    ServerZeroWindowAdv = "server_zero_window_adv": "zero receive windows advertised in the server pod's namespace, per second",
+    ClientZeroWindowAdv = "client_zero_window_adv": "zero receive windows advertised in the client pod's namespace, per second",
+    ExchangeRateRatio = "exchange_rate_ratio": "exchange_rate / its healthy baseline",
+    RespBytesRateRatio = "resp_bytes_rate_ratio": "resp_bytes_rate / its healthy baseline",
+    ClientP50Ratio = "client_p50_ratio": "client_p50_ms / its healthy baseline",
+    ClientP99Ratio = "client_p99_ratio": "client_p99_ms / its healthy baseline",
+    ServerP50Ratio = "server_p50_ratio": "server_p50_ms / its healthy baseline",
+    ServerP99Ratio = "server_p99_ratio": "server_p99_ms / its healthy baseline",
+    P99GapRatio = "p99_gap_ratio": "p99_gap_ms / its healthy baseline",
+    SrttMeanRatio = "srtt_mean_ratio": "srtt_mean_ms / its healthy baseline",
+    ConnectMsMaxRatio = "connect_ms_max_ratio": "connect_ms_max / its healthy baseline",
+}
+
+/// Number of features (columns).
+pub const FEATURE_COUNT: usize = FEATURES.len();
+
+impl Feature {
+    /// Column index.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        FEATURES[self.index()].name
+    }
+
+    /// The feature at a column.
+    pub fn from_index(i: usize) -> Option<Feature> {
+        FEATURES.get(i).map(|d| d.feature)
+    }
+
+    /// The feature with a name.
+    pub fn from_name(name: &str) -> Option<Feature> {
+        FEATURES.iter().find(|d| d.name == name).map(|d| d.feature)
+    }
+}
+
+impl std::fmt::Display for Feature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// All feature names in column order.
+pub fn feature_names() -> Vec<String> {
+    FEATURES.iter().map(|d| d.name.to_string()).collect()
+}
+
+/// One edge's features in one window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureVector(pub [f64; FEATURE_COUNT]);
+
+impl Default for FeatureVector {
+    fn default() -> Self {
+        FeatureVector([0.0; FEATURE_COUNT])
+    }
+}
+
+impl Index<Feature> for FeatureVector {
+    type Output = f64;
+    fn index(&self, f: Feature) -> &f64 {
+        &self.0[f.index()]
+    }
+}
+
+impl FeatureVector {
+    /// Sets one feature, replacing a non-finite value by 0 so vectors stay NaN-free.
+    pub fn set(&mut self, f: Feature, v: f64) {
+        self.0[f.index()] = if v.is_finite() { v } else { 0.0 };
+    }
+
+    /// The values in column order.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.0
+    }
+
+    /// Builds a vector from stored values, checking length and finiteness.
+    pub fn from_slice(values: &[f64]) -> Result<Self> {
+        let arr: [f64; FEATURE_COUNT] = values.try_into().map_err(|_| {
+            Error::Train(format!(
+                "feature vector has {} values, schema has {FEATURE_COUNT}",
+                values.len()
+            ))
+        })?;
+        if let Some(i) = arr.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Train(format!(
+                "feature {} is not finite",
+                FEATURES[i].name
+            )));
+        }
+        Ok(FeatureVector(arr))
+    }
+}
+
+/// A tracked feature, the ratio feature it feeds and the floor added to both sides of the
+/// ratio (its unit's noise level), so a near-zero baseline cannot blow the ratio up.
+const TRACKED: [(Feature, Feature, f64); 9] = [
+    (Feature::ExchangeRate, Feature::ExchangeRateRatio, 0.1),
+    (Feature::RespBytesRate, Feature::RespBytesRateRatio, 100.0),
+    (Feature::ClientP50Ms, Feature::ClientP50Ratio, 0.5),
+    (Feature::ClientP99Ms, Feature::ClientP99Ratio, 0.5),
+    (Feature::ServerP50Ms, Feature::ServerP50Ratio, 0.5),
+    (Feature::ServerP99Ms, Feature::ServerP99Ratio, 0.5),
+    (Feature::P99GapMs, Feature::P99GapRatio, 0.5),
+    (Feature::SrttMeanMs, Feature::SrttMeanRatio, 0.05),
+    (Feature::ConnectMsMax, Feature::ConnectMsMaxRatio, 0.5),
+];
+
+fn tracked() -> impl Iterator<Item = (Feature, Feature, f64)> {
+    TRACKED.into_iter()
+}
+
+/// Smoothing factor of the baseline EWMA: about the last 10 healthy windows weigh in.
+pub const BASELINE_ALPHA: f64 = 0.2;
+/// Healthy windows needed before ratios are trusted.
+pub const BASELINE_MIN_WINDOWS: u32 = 3;
+
+/// An edge's own recent normal: EWMA of its tracked features over healthy windows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// EWMA per tracked feature, by feature name.
+    pub values: BTreeMap<String, f64>,
+    /// Healthy windows folded in per tracked feature.
+    pub windows: BTreeMap<String, u32>,
+}
+
+/// Baselines of all edges.
+pub type Baselines = BTreeMap<EdgeId, Baseline>;
+
+/// Whether a tracked feature was measured in this window (a missing view must not drag the
+/// baseline to 0).
+fn measured(f: Feature, v: &FeatureVector) -> bool {
+    let client = v[Feature::HasClientView] > 0.0;
+    let server = v[Feature::HasServerView] > 0.0;
+    match f {
+        Feature::ClientP50Ms | Feature::ClientP99Ms => client,
+        Feature::ServerP50Ms | Feature::ServerP99Ms => server,
+        Feature::P99GapMs => client && server,
+        Feature::SrttMeanMs => v[Feature::SrttMeanMs] > 0.0,
+        Feature::ConnectMsMax => v[Feature::ConnectRate] > 0.0,
+        _ => true,
+    }
+}
+
+impl Baseline {
+    /// Folds in a window the caller judged healthy.
+    pub fn update(&mut self, v: &FeatureVector) {
+        for (raw, _, _) in tracked() {
+            if !measured(raw, v) {
+                continue;
+            }
+            let x = v[raw];
+            let n = self.windows.entry(raw.name().to_string()).or_default();
+            let e = self.values.entry(raw.name().to_string()).or_insert(x);
+            if *n > 0 {
+                *e = BASELINE_ALPHA * x + (1.0 - BASELINE_ALPHA) * *e;
+            }
+            *n += 1;
+        }
+    }
+
+    /// The baseline of a tracked feature once enough healthy windows were seen.
+    pub fn value(&self, raw: Feature) -> Option<f64> {
+        let n = self.windows.get(raw.name()).copied().unwrap_or(0);
+        (n >= BASELINE_MIN_WINDOWS)
+            .then(|| self.values.get(raw.name()).copied())
+            .flatten()
+    }
+}
+
+/// The raw feature behind a ratio feature (or the feature itself).
+pub fn raw_feature(f: Feature) -> Feature {
+    tracked()
+        .find(|(_, ratio, _)| *ratio == f)
+        .map_or(f, |(raw, _, _)| raw)
+}
+
+/// Whether a view saw any request.
+fn active(s: &Option<SideStats>) -> Option<&SideStats> {
+    s.as_ref().filter(|s| s.exchanges + s.no_response > 0)
+}
+
+fn div(n: f64, d: f64) -> f64 {
+    if d > 0.0 { n / d } else { 0.0 }
+}
+
+/// Computes every edge's features for one window.
+pub fn window_features(
+    window: &JoinedWindow,
+    baselines: &Baselines,
+) -> Vec<(EdgeId, FeatureVector)> {
+    window
+        .edges
+        .iter()
+        .map(|e| {
+            let id = e.id();
+            let v = edge_features(window, e, baselines.get(&id));
+            (id, v)
+        })
+        .collect()
+}
+
+/// Computes one edge's features.
+pub fn edge_features(
+    window: &JoinedWindow,
+    e: &JoinedEdge,
+    baseline: Option<&Baseline>,
+) -> FeatureVector {
+    let mut v = FeatureVector::default();
+    let secs = window.window_secs;
+    let rate = |x: f64| div(x, secs);
+    let client = active(&e.client);
+    let server = active(&e.server);
+    let l4 = &e.l4;
+
+    v.set(
+        Feature::HasClientView,
+        f64::from(u8::from(client.is_some())),
+    );
+    v.set(
+        Feature::HasServerView,
+        f64::from(u8::from(server.is_some())),
+    );
+    v.set(Feature::IsDns, f64::from(u8::from(e.key.port == 53)));
+
+    // Both views count the same exchanges; the larger is the one that missed fewer.
+    let views: Vec<&SideStats> = client.into_iter().chain(server).collect();
+    let exchanges = views.iter().map(|s| s.exchanges).max().unwrap_or(0) as f64;
+    let requests = views
+        .iter()
+        .map(|s| s.exchanges + s.no_response)
+        .max()
+        .unwrap_or(0) as f64;
+    let resp_bytes = views.iter().map(|s| s.resp_bytes).max().unwrap_or(0) as f64;
+    let attempts =
+        (l4.connects_ok + l4.connect_refused + l4.connect_timeout + l4.connect_failed_other) as f64;
+
+    v.set(Feature::ExchangeRate, rate(exchanges));
+    v.set(Feature::ConnectRate, rate(attempts));
+    v.set(Feature::RespBytesPerExchange, div(resp_bytes, requests));
+    v.set(Feature::RespBytesRate, rate(resp_bytes));
+
+    if let Some(c) = client {
+        v.set(Feature::ClientP50Ms, c.latency.p50_ms);
+        v.set(Feature::ClientP99Ms, c.latency.p99_ms);
+    }
+    if let Some(s) = server {
+        v.set(Feature::ServerP50Ms, s.latency.p50_ms);
+        v.set(Feature::ServerP99Ms, s.latency.p99_ms);
+    }
+    if let (Some(c), Some(s)) = (client, server) {
+        let gap = (c.latency.p99_ms - s.latency.p99_ms).max(0.0);
+        v.set(Feature::P99GapMs, gap);
+        v.set(Feature::GapShare, div(gap, c.latency.p99_ms).min(1.0));
+    }
+
+    let worst = |f: fn(&SideStats) -> u64| {
+        views
+            .iter()
+            .map(|s| div(f(s) as f64, (s.exchanges + s.no_response) as f64))
+            .fold(0.0, f64::max)
+    };
+    v.set(Feature::NoResponseRatio, worst(|s| s.no_response));
+    v.set(Feature::ResetRatio, worst(|s| s.with_reset));
+    v.set(Feature::L7ErrorRatio, worst(|s| s.l7_errors).min(1.0));
+
+    // Per request when there were requests; otherwise per attempt so failing connects still count.
+    let per_request = requests.max(attempts).max(1.0);
+    v.set(
+        Feature::ServerResetRate,
+        l4.resets_by_server as f64 / per_request,
+    );
+    v.set(
+        Feature::ClientResetRate,
+        l4.resets_by_client as f64 / per_request,
+    );
+    v.set(
+        Feature::ConnectRefusedRatio,
+        div(l4.connect_refused as f64, attempts),
+    );
+    v.set(
+        Feature::ConnectTimeoutRatio,
+        div(l4.connect_timeout as f64, attempts),
+    );
+    v.set(
+        Feature::ConnectOtherRatio,
+        div(l4.connect_failed_other as f64, attempts),
+    );
+    v.set(Feature::ConnectMsMax, l4.connect_ms_max);
+    v.set(
+        Feature::RetransC2sPerExchange,
+        l4.retrans_client_to_server as f64 / requests.max(1.0),
+    );
+    v.set(
+        Feature::RetransS2cPerExchange,
+        l4.retrans_server_to_client as f64 / requests.max(1.0),
+    );
+    v.set(
+        Feature::SynRetransPerConnect,
+        l4.syn_retrans as f64 / attempts.max(1.0),
+    );
+
+    let rtts: Vec<&SideStats> = views
+        .iter()
+        .copied()
+        .filter(|s| s.srtt_us_mean > 0.0)
+        .collect();
+    let srtt_mean = div(
+        rtts.iter().map(|s| s.srtt_us_mean).sum::<f64>(),
+        rtts.len() as f64,
+    ) / 1000.0;
+    let srtt_max = views.iter().map(|s| s.srtt_us_max).max().unwrap_or(0) as f64 / 1000.0;
+    v.set(Feature::SrttMeanMs, srtt_mean);
+    v.set(Feature::SrttMaxMs, srtt_max);
+    v.set(
+        Feature::SrttSpread,
+        if srtt_mean > 0.0 {
+            srtt_max / srtt_mean
+        } else {
+            1.0
+        },
+    );
+
+    let drops = |pod: &Option<PodRef>| {
+        pod.as_ref()
+            .and_then(|p| window.pods.get(p))
+            .map(|p| &p.drops)
+    };
+    let set_drops =
+        |v: &mut FeatureVector, d: Option<&BTreeMap<String, u64>>, cols: [Feature; 6]| {
+            let get = |reason: &str| d.and_then(|d| d.get(reason)).copied().unwrap_or(0) as f64;
+            let total = d.map_or(0, |d| d.values().sum::<u64>()) as f64;
+            v.set(cols[0], rate(total));
+            for (col, reason) in cols[1..].iter().zip(DROP_REASONS) {
+                v.set(*col, rate(get(reason)));
+            }
+        };
+    set_drops(
+        &mut v,
+        drops(&e.key.server.pod),
+        [
+            Feature::ServerDropsTotal,
+            Feature::ServerDropsNetfilter,
+            Feature::ServerDropsZeroWindow,
+            Feature::ServerDropsRcvbuff,
+            Feature::ServerDropsProtoMem,
+            Feature::ServerDropsQdisc,
+        ],
+    );
+    set_drops(
+        &mut v,
+        drops(&e.key.client.pod),
+        [
+            Feature::ClientDropsTotal,
+            Feature::ClientDropsNetfilter,
+            Feature::ClientDropsZeroWindow,
+            Feature::ClientDropsRcvbuff,
+            Feature::ClientDropsProtoMem,
+            Feature::ClientDropsQdisc,
+        ],
+    );
+
+    // Each node once, even when both ends share it.
+    let mut nodes: Vec<&String> = e.client_node.iter().chain(e.server_node.iter()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let node_drops = |reason: Option<&str>| -> f64 {
+        nodes
+            .iter()
+            .filter_map(|n| window.node_drops.get(*n))
+            .map(|d| match reason {
+                Some(r) => d.get(r).copied().unwrap_or(0),
+                None => d.values().sum(),
+            })
+            .sum::<u64>() as f64
+    };
+    v.set(Feature::NodeDropsTotal, rate(node_drops(None)));
+    v.set(
+        Feature::NodeDropsNetfilter,
+        rate(node_drops(Some(DROP_REASONS[0]))),
+    );
+
+    let no_pod = PodView::default();
+    let pod_view = |pod: &Option<PodRef>| {
+        pod.as_ref()
+            .and_then(|p| window.pods.get(p))
+            .unwrap_or(&no_pod)
+    };
+    let (sp, cp) = (pod_view(&e.key.server.pod), pod_view(&e.key.client.pod));
+    let mib = |p: &PodView, k: &str| p.netstat.get(k).copied().unwrap_or(0) as f64;
+    let throttled =
+        |p: &PodView| div(p.cpu_throttled_periods as f64, p.cpu_periods as f64).clamp(0.0, 1.0);
+    v.set(
+        Feature::ServerThrottledPeriods,
+        rate(sp.cpu_throttled_periods as f64),
+    );
+    v.set(Feature::ServerThrottledRatio, throttled(sp));
+    v.set(
+        Feature::ServerListenOverflows,
+        rate(mib(sp, "TcpExt:ListenOverflows")),
+    );
+    v.set(
+        Feature::ServerListenDrops,
+        rate(mib(sp, "TcpExt:ListenDrops")),
+    );
+    v.set(Feature::ClientThrottledRatio, throttled(cp));
+    v.set(
+        Feature::ServerZeroWindowAdv,
+        rate(mib(sp, "TcpExt:TCPToZeroWindowAdv")),
+    );
+    v.set(
+        Feature::ClientZeroWindowAdv,
+        rate(mib(cp, "TcpExt:TCPToZeroWindowAdv")),
+    );
+
+    apply_baseline(&mut v, baseline);
+    v
+}
+
+/// Kernel drop reasons with their own columns (names as node-probe reports them: the
+/// skb_drop_reason enum, prefix stripped, lower case). netfilter_drop must stay first.
+pub const DROP_REASONS: [&str; 5] = [
+    "netfilter_drop",
+    "tcp_zerowindow",
+    "socket_rcvbuff",
+    "proto_mem",
+    "qdisc_drop",
+];
+
+/// Fills the ratio features (1 when there is no usable baseline, i.e. "as usual").
+fn apply_baseline(v: &mut FeatureVector, baseline: Option<&Baseline>) {
+    let ready = baseline
+        .and_then(|b| b.value(Feature::ExchangeRate))
+        .is_some();
+    v.set(Feature::HasBaseline, f64::from(u8::from(ready)));
+    for (raw, ratio, floor) in tracked() {
+        let r = match baseline.and_then(|b| b.value(raw)) {
+            Some(b) if measured(raw, v) => (v[raw] + floor) / (b + floor),
+            _ => 1.0,
+        };
+        v.set(ratio, r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::join;
+    use crate::join::tests::{key, latency, pod, report, side};
+    use netdx_api::windows::{EdgeWindow, L4Stats, PodWindow};
+
+    fn approx(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 0.02 * b.abs().max(0.01)
+    }
+
+    #[test]
+    fn schema_is_consistent() {
+        for (i, d) in FEATURES.iter().enumerate() {
+            assert_eq!(d.feature.index(), i, "{} out of order", d.name);
+            assert_eq!(Feature::from_name(d.name), Some(d.feature));
+            assert!(!d.meaning.is_empty());
+        }
+        let mut names = feature_names();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), FEATURE_COUNT, "duplicate feature name");
+    }
+
+    /// Client on n1 saw 200 exchanges with a 20 ms tail, server on n2 saw 5 ms.
+    fn two_node_window() -> JoinedWindow {
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        let mut cs = side(200, &[[8.0; 190].as_slice(), &[20.0; 10]].concat());
+        cs.no_response = 50;
+        cs.with_reset = 25;
+        cs.resp_bytes = 250 * 1000;
+        cs.srtt_us_mean = 2000.0;
+        cs.srtt_us_max = 8000;
+        let mut ss = side(200, &[[2.0; 190].as_slice(), &[5.0; 10]].concat());
+        ss.l7_errors = 20;
+        ss.srtt_us_mean = 1000.0;
+        ss.srtt_us_max = 4000;
+        let l4c = L4Stats {
+            connects_ok: 6,
+            connect_refused: 2,
+            connect_timeout: 1,
+            connect_failed_other: 1,
+            connect_ms_max: 30.0,
+            retrans_client_to_server: 50,
+            syn_retrans: 5,
+            ..L4Stats::default()
+        };
+        let l4s = L4Stats {
+            retrans_server_to_client: 25,
+            resets_by_server: 10,
+            ..L4Stats::default()
+        };
+        let mut n1 = report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(cs),
+                server: None,
+                l4: l4c,
+            }],
+            vec![PodWindow {
+                pod: pod("client"),
+                ..Default::default()
+            }],
+        );
+        n1.node_drops = [
+            ("netfilter_drop".to_string(), 30),
+            ("other".to_string(), 10),
+        ]
+        .into();
+        let n2 = report(
+            "n2",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: None,
+                server: Some(ss),
+                l4: l4s,
+            }],
+            vec![PodWindow {
+                pod: pod("server"),
+                drops: [
+                    ("tcp_zerowindow".to_string(), 20),
+                    ("netfilter_drop".to_string(), 10),
+                    ("other".to_string(), 70),
+                ]
+                .into(),
+                netstat: [
+                    ("TcpExt:ListenOverflows".to_string(), 20),
+                    ("TcpExt:ListenDrops".to_string(), 10),
+                    ("TcpExt:TCPToZeroWindowAdv".to_string(), 30),
+                ]
+                .into(),
+                cpu_periods: 100,
+                cpu_throttled_periods: 40,
+                ..Default::default()
+            }],
+        );
+        join(&[n1, n2])
+    }
+
+    #[test]
+    fn computes_features_from_both_views() {
+        let w = two_node_window();
+        let v = edge_features(&w, &w.edges[0], None);
+        assert_eq!(v[Feature::HasClientView], 1.0);
+        assert_eq!(v[Feature::HasServerView], 1.0);
+        assert_eq!(v[Feature::HasBaseline], 0.0);
+        assert!(
+            approx(v[Feature::ExchangeRate], 20.0),
+            "200 exchanges in 10 s"
+        );
+        assert!(approx(v[Feature::ConnectRate], 1.0));
+        assert!(
+            approx(v[Feature::ClientP99Ms], 20.0),
+            "{}",
+            v[Feature::ClientP99Ms]
+        );
+        assert!(approx(v[Feature::ServerP99Ms], 5.0));
+        assert!(
+            approx(v[Feature::P99GapMs], 15.0),
+            "{}",
+            v[Feature::P99GapMs]
+        );
+        assert!(approx(v[Feature::GapShare], 0.75));
+        assert!(
+            approx(v[Feature::NoResponseRatio], 0.2),
+            "50 of 250 requests"
+        );
+        assert!(approx(v[Feature::ResetRatio], 0.1));
+        assert!(approx(v[Feature::L7ErrorRatio], 0.1));
+        assert!(approx(v[Feature::ServerResetRate], 0.04));
+        assert!(approx(v[Feature::ConnectRefusedRatio], 0.2));
+        assert!(approx(v[Feature::ConnectTimeoutRatio], 0.1));
+        assert!(approx(v[Feature::ConnectOtherRatio], 0.1));
+        assert!(approx(v[Feature::RetransC2sPerExchange], 0.2));
+        assert!(approx(v[Feature::RetransS2cPerExchange], 0.1));
+        assert!(approx(v[Feature::SynRetransPerConnect], 0.5));
+        assert!(approx(v[Feature::SrttMeanMs], 1.5));
+        assert!(approx(v[Feature::SrttMaxMs], 8.0));
+        assert!(approx(v[Feature::SrttSpread], 8.0 / 1.5));
+        assert!(approx(v[Feature::RespBytesPerExchange], 1000.0));
+        assert!(approx(v[Feature::ServerDropsTotal], 10.0));
+        assert!(approx(v[Feature::ServerDropsZeroWindow], 2.0));
+        assert!(approx(v[Feature::ServerDropsNetfilter], 1.0));
+        assert_eq!(v[Feature::ClientDropsTotal], 0.0);
+        assert!(approx(v[Feature::NodeDropsTotal], 4.0));
+        assert!(approx(v[Feature::NodeDropsNetfilter], 3.0));
+        assert!(approx(v[Feature::ServerThrottledRatio], 0.4));
+        assert!(approx(v[Feature::ServerThrottledPeriods], 4.0));
+        assert!(approx(v[Feature::ServerListenOverflows], 2.0));
+        assert!(
+            approx(v[Feature::ServerZeroWindowAdv], 3.0),
+            "30 zero windows in 10 s"
+        );
+        assert_eq!(v[Feature::ClientZeroWindowAdv], 0.0);
+        assert_eq!(v[Feature::ClientThrottledRatio], 0.0);
+        // Without a baseline every ratio reads "as usual".
+        assert_eq!(v[Feature::ServerP99Ratio], 1.0);
+        assert_eq!(v[Feature::ExchangeRateRatio], 1.0);
+    }
+
+    #[test]
+    fn missing_server_view_is_zero_and_flagged_never_nan() {
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        let w = join(&[report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, false),
+                client: Some(side(10, &[3.0; 10])),
+                server: None,
+                l4: L4Stats::default(),
+            }],
+            vec![],
+        )]);
+        let v = edge_features(&w, &w.edges[0], None);
+        assert_eq!(v[Feature::HasServerView], 0.0);
+        assert_eq!(v[Feature::ServerP99Ms], 0.0);
+        assert_eq!(v[Feature::P99GapMs], 0.0);
+        assert_eq!(v[Feature::GapShare], 0.0);
+        assert_eq!(v[Feature::SrttSpread], 1.0);
+        assert!(v.as_slice().iter().all(|x| x.is_finite()));
+        // A zero-length window (clock trouble) must not produce infinities either.
+        let mut z = w.clone();
+        z.window_secs = 0.0;
+        let v = edge_features(&z, &z.edges[0], None);
+        assert!(v.as_slice().iter().all(|x| x.is_finite()));
+        assert_eq!(v[Feature::ExchangeRate], 0.0);
+    }
+
+    #[test]
+    fn upstream_nan_is_sanitised() {
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        let mut cs = side(10, &[3.0; 10]);
+        cs.latency = latency(&[3.0]);
+        cs.latency.p99_ms = f64::NAN;
+        cs.srtt_us_mean = f64::INFINITY;
+        let w = join(&[report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(cs),
+                server: None,
+                l4: L4Stats::default(),
+            }],
+            vec![],
+        )]);
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(v.as_slice().iter().all(|x| x.is_finite()), "{v:?}");
+    }
+
+    #[test]
+    fn baseline_needs_healthy_windows_and_gives_ratios() {
+        let w = two_node_window();
+        let healthy = edge_features(&w, &w.edges[0], None);
+        let mut b = Baseline::default();
+        b.update(&healthy);
+        b.update(&healthy);
+        assert_eq!(
+            b.value(Feature::ServerP99Ms),
+            None,
+            "two windows are not enough"
+        );
+        b.update(&healthy);
+        let base = b.value(Feature::ServerP99Ms).unwrap();
+        assert!(approx(base, 5.0));
+
+        // Same edge, server three times slower.
+        let mut slow = w.clone();
+        let srv = slow.edges[0].server.as_mut().unwrap();
+        srv.latency = latency(&[[6.0; 190].as_slice(), &[15.0; 10]].concat());
+        let v = edge_features(&slow, &slow.edges[0], Some(&b));
+        assert_eq!(v[Feature::HasBaseline], 1.0);
+        let expect = (15.0 + 0.5) / (base + 0.5);
+        assert!(
+            approx(v[Feature::ServerP99Ratio], expect),
+            "{} vs {expect}",
+            v[Feature::ServerP99Ratio]
+        );
+        assert!(approx(v[Feature::ExchangeRateRatio], 1.0));
+
+        // A window without the server view leaves the server baseline alone.
+        let mut no_server = healthy;
+        no_server.0[Feature::HasServerView.index()] = 0.0;
+        no_server.0[Feature::ServerP99Ms.index()] = 0.0;
+        let before = b.value(Feature::ServerP99Ms);
+        b.update(&no_server);
+        assert_eq!(b.value(Feature::ServerP99Ms), before);
+        assert_eq!(raw_feature(Feature::ClientP99Ratio), Feature::ClientP99Ms);
+    }
+
+    #[test]
+    fn ewma_moves_towards_new_values() {
+        let mut v = FeatureVector::default();
+        v.set(Feature::ExchangeRate, 10.0);
+        let mut b = Baseline::default();
+        for _ in 0..3 {
+            b.update(&v);
+        }
+        v.set(Feature::ExchangeRate, 20.0);
+        b.update(&v);
+        let got = b.value(Feature::ExchangeRate).unwrap();
+        assert!((got - (10.0 + BASELINE_ALPHA * 10.0)).abs() < 1e-9, "{got}");
+    }
+
+    #[test]
+    fn from_slice_checks_length_and_finiteness() {
+        assert!(FeatureVector::from_slice(&[0.0; 3]).is_err());
+        let mut vals = vec![0.0; FEATURE_COUNT];
+        assert!(FeatureVector::from_slice(&vals).is_ok());
+        vals[4] = f64::NAN;
+        assert!(FeatureVector::from_slice(&vals).is_err());
+    }
+}

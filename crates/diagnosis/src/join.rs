@@ -1,0 +1,477 @@
+//! Joins the window reports of several nodes (same window) into per-edge views with both sides.
+//!
+//! Each node-probe sees only the sockets on its node: the client's node reports the client view
+//! and the client-side L4 events (connect results, client->server retransmits), the server's
+//! node the server view and server-side events. Joining them gives every edge both views, which
+//! is what lets the diagnosis split latency into the network's share and the server's share.
+
+use std::collections::BTreeMap;
+
+use netdx_api::targets::PodRef;
+use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, Sketch, WindowReport};
+
+/// Identity of an edge across nodes: addresses, port and protocol.
+///
+/// Addresses, not pods, because both ends always know both addresses while a peer's pod is
+/// only known when that node's target index resolves it. (A client that connects to a
+/// Service VIP sees the VIP, so its view joins the server's only after VIP resolution; not done
+/// here.)
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeId {
+    /// Client IP.
+    pub client_ip: String,
+    /// Server IP.
+    pub server_ip: String,
+    /// Server port.
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub proto: String,
+}
+
+impl EdgeId {
+    /// The identity of an edge key.
+    pub fn of(key: &EdgeKey) -> Self {
+        EdgeId {
+            client_ip: key.client.ip.clone(),
+            server_ip: key.server.ip.clone(),
+            port: key.port,
+            proto: key.proto.clone(),
+        }
+    }
+}
+
+/// One edge in one window with everything the nodes reported about it.
+#[derive(Clone, Debug)]
+pub struct JoinedEdge {
+    /// The edge, with pod names filled from whichever node knew them.
+    pub key: EdgeKey,
+    /// Client view merged over the nodes that reported it.
+    pub client: Option<SideStats>,
+    /// Server view merged over the nodes that reported it.
+    pub server: Option<SideStats>,
+    /// L4 counters summed over nodes (each socket lives on one node, so no double counting).
+    pub l4: L4Stats,
+    /// Node running the client, when known.
+    pub client_node: Option<String>,
+    /// Node running the server, when known.
+    pub server_node: Option<String>,
+}
+
+impl JoinedEdge {
+    /// The edge's identity.
+    pub fn id(&self) -> EdgeId {
+        EdgeId::of(&self.key)
+    }
+}
+
+/// Per-pod counters merged over nodes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodView {
+    /// Node that reported the pod as watched.
+    pub node: String,
+    /// Drops by kernel reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Sockets first seen in the window.
+    pub sockets_opened: u64,
+    /// Netns MIB counter deltas ("TcpExt:ListenOverflows", "TcpExt:TCPToZeroWindowAdv", ...).
+    pub netstat: BTreeMap<String, u64>,
+    /// CFS periods elapsed.
+    pub cpu_periods: u64,
+    /// CFS periods throttled.
+    pub cpu_throttled_periods: u64,
+}
+
+/// All nodes' reports of one window, joined.
+#[derive(Clone, Debug, Default)]
+pub struct JoinedWindow {
+    /// Window length in seconds (the longest of the reports; 0 when there were none).
+    pub window_secs: f64,
+    /// Edges, ordered by identity.
+    pub edges: Vec<JoinedEdge>,
+    /// Watched pods.
+    pub pods: BTreeMap<PodRef, PodView>,
+    /// Drops outside watched pods, per node, by reason.
+    pub node_drops: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Joins the reports of one window from several nodes.
+pub fn join(reports: &[WindowReport]) -> JoinedWindow {
+    let mut out = JoinedWindow::default();
+    let mut edges: BTreeMap<EdgeId, JoinedEdge> = BTreeMap::new();
+    for r in reports {
+        let secs = r.end_unix_ms.saturating_sub(r.start_unix_ms) as f64 / 1000.0;
+        out.window_secs = out.window_secs.max(secs);
+        for p in &r.pods {
+            let view = out.pods.entry(p.pod.clone()).or_insert_with(|| PodView {
+                node: r.node.clone(),
+                ..PodView::default()
+            });
+            add_counts(&mut view.drops, &p.drops);
+            add_counts(&mut view.netstat, &p.netstat);
+            view.sockets_opened += p.sockets_opened;
+            view.cpu_periods += p.cpu_periods;
+            view.cpu_throttled_periods += p.cpu_throttled_periods;
+        }
+        add_counts(
+            out.node_drops.entry(r.node.clone()).or_default(),
+            &r.node_drops,
+        );
+        for e in &r.edges {
+            let j = edges
+                .entry(EdgeId::of(&e.key))
+                .or_insert_with(|| JoinedEdge {
+                    key: e.key.clone(),
+                    client: None,
+                    server: None,
+                    l4: L4Stats::default(),
+                    client_node: None,
+                    server_node: None,
+                });
+            fill_pod(&mut j.key.client, &e.key.client);
+            fill_pod(&mut j.key.server, &e.key.server);
+            if let Some(c) = &e.client {
+                j.client = Some(merge_side(j.client.take(), c));
+                j.client_node.get_or_insert_with(|| r.node.clone());
+            }
+            if let Some(s) = &e.server {
+                j.server = Some(merge_side(j.server.take(), s));
+                j.server_node.get_or_insert_with(|| r.node.clone());
+            }
+            j.l4 = merge_l4(&j.l4, &e.l4);
+            // Connect results are only observed on the client's socket, so they also place the client.
+            if e.l4.connects_ok
+                + e.l4.connect_refused
+                + e.l4.connect_timeout
+                + e.l4.connect_failed_other
+                > 0
+            {
+                j.client_node.get_or_insert_with(|| r.node.clone());
+            }
+        }
+    }
+    // A side nobody reported (its pod is not watched or had no exchanges) can still be placed
+    // from the pod list of the node that watches it.
+    for j in edges.values_mut() {
+        if j.client_node.is_none() {
+            j.client_node = j
+                .key
+                .client
+                .pod
+                .as_ref()
+                .and_then(|p| out.pods.get(p))
+                .map(|v| v.node.clone());
+        }
+        if j.server_node.is_none() {
+            j.server_node = j
+                .key
+                .server
+                .pod
+                .as_ref()
+                .and_then(|p| out.pods.get(p))
+                .map(|v| v.node.clone());
+        }
+    }
+    out.edges = edges.into_values().collect();
+    out
+}
+
+fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn fill_pod(into: &mut Endpoint, from: &Endpoint) {
+    if into.pod.is_none() {
+        into.pod.clone_from(&from.pod);
+    }
+}
+
+/// Merges two reports of the same side (rare: a pod that moved nodes, or overlapping probes).
+fn merge_side(acc: Option<SideStats>, s: &SideStats) -> SideStats {
+    let Some(a) = acc else { return s.clone() };
+    let weight = |x: &SideStats| x.exchanges as f64;
+    let total = weight(&a) + weight(s);
+    SideStats {
+        exchanges: a.exchanges + s.exchanges,
+        no_response: a.no_response + s.no_response,
+        with_reset: a.with_reset + s.with_reset,
+        req_bytes: a.req_bytes + s.req_bytes,
+        resp_bytes: a.resp_bytes + s.resp_bytes,
+        latency: merge_latency(&a.latency, &s.latency),
+        ttfb: merge_latency(&a.ttfb, &s.ttfb),
+        srtt_us_mean: if total > 0.0 {
+            (a.srtt_us_mean * weight(&a) + s.srtt_us_mean * weight(s)) / total
+        } else {
+            a.srtt_us_mean.max(s.srtt_us_mean)
+        },
+        srtt_us_max: a.srtt_us_max.max(s.srtt_us_max),
+        l7_errors: a.l7_errors + s.l7_errors,
+        protocols: {
+            let mut p = a.protocols.clone();
+            add_counts(&mut p, &s.protocols);
+            p
+        },
+    }
+}
+
+/// Merges latencies through their sketches; without both sketches the quantiles cannot be
+/// combined exactly, so the larger (more pessimistic) summary is kept.
+pub fn merge_latency(a: &Latency, b: &Latency) -> Latency {
+    match (&a.sketch, &b.sketch) {
+        (Some(Sketch(x)), Some(Sketch(y))) => {
+            let mut m = x.clone();
+            if m.merge(y).is_ok() {
+                return Latency::from_sketch(m);
+            }
+            pessimistic(a, b)
+        }
+        _ => pessimistic(a, b),
+    }
+}
+
+fn pessimistic(a: &Latency, b: &Latency) -> Latency {
+    if b.p99_ms > a.p99_ms {
+        b.clone()
+    } else {
+        a.clone()
+    }
+}
+
+fn merge_l4(a: &L4Stats, b: &L4Stats) -> L4Stats {
+    let ok = a.connects_ok + b.connects_ok;
+    L4Stats {
+        connects_ok: ok,
+        connect_refused: a.connect_refused + b.connect_refused,
+        connect_timeout: a.connect_timeout + b.connect_timeout,
+        connect_failed_other: a.connect_failed_other + b.connect_failed_other,
+        connect_ms_mean: if ok > 0 {
+            (a.connect_ms_mean * a.connects_ok as f64 + b.connect_ms_mean * b.connects_ok as f64)
+                / ok as f64
+        } else {
+            0.0
+        },
+        connect_ms_max: a.connect_ms_max.max(b.connect_ms_max),
+        retrans_client_to_server: a.retrans_client_to_server + b.retrans_client_to_server,
+        retrans_server_to_client: a.retrans_server_to_client + b.retrans_server_to_client,
+        syn_retrans: a.syn_retrans + b.syn_retrans,
+        resets_by_client: a.resets_by_client + b.resets_by_client,
+        resets_by_server: a.resets_by_server + b.resets_by_server,
+        resets_to_client: a.resets_to_client + b.resets_to_client,
+        resets_to_server: a.resets_to_server + b.resets_to_server,
+        closes: a.closes + b.closes,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use netdx_api::windows::{EdgeWindow, PodWindow};
+    use sketches_ddsketch::{Config, DDSketch};
+
+    pub(crate) fn pod(name: &str) -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    pub(crate) fn latency(samples: &[f64]) -> Latency {
+        let mut s = DDSketch::new(Config::defaults());
+        for &x in samples {
+            s.add(x);
+        }
+        Latency::from_sketch(s)
+    }
+
+    pub(crate) fn side(exchanges: u64, samples: &[f64]) -> SideStats {
+        SideStats {
+            exchanges,
+            latency: latency(samples),
+            ttfb: latency(samples),
+            ..SideStats::default()
+        }
+    }
+
+    pub(crate) fn key(client: (&str, &str), server: (&str, &str), known: bool) -> EdgeKey {
+        let ep = |(name, ip): (&str, &str)| Endpoint {
+            pod: known.then(|| pod(name)),
+            ip: ip.into(),
+        };
+        EdgeKey {
+            client: ep(client),
+            server: ep(server),
+            port: 8080,
+            proto: "tcp".into(),
+        }
+    }
+
+    pub(crate) fn report(node: &str, edges: Vec<EdgeWindow>, pods: Vec<PodWindow>) -> WindowReport {
+        WindowReport {
+            node: node.into(),
+            seq: 7,
+            start_unix_ms: 10_000,
+            end_unix_ms: 20_000,
+            edges,
+            pods,
+            node_drops: BTreeMap::new(),
+            health: Default::default(),
+        }
+    }
+
+    #[test]
+    fn joins_client_and_server_views_from_two_nodes() {
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        // Client node resolved the server pod; server node did not resolve the client pod.
+        let mut server_key = key(c, s, true);
+        server_key.client.pod = None;
+        let client_l4 = L4Stats {
+            connects_ok: 4,
+            connect_ms_mean: 2.0,
+            retrans_client_to_server: 3,
+            ..L4Stats::default()
+        };
+        let server_l4 = L4Stats {
+            retrans_server_to_client: 5,
+            resets_by_server: 1,
+            ..L4Stats::default()
+        };
+        let n1 = report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(100, &[10.0; 100])),
+                server: None,
+                l4: client_l4,
+            }],
+            vec![PodWindow {
+                pod: pod("client"),
+                ..PodWindow::default()
+            }],
+        );
+        let n2 = report(
+            "n2",
+            vec![EdgeWindow {
+                key: server_key,
+                client: None,
+                server: Some(side(100, &[4.0; 100])),
+                l4: server_l4,
+            }],
+            vec![PodWindow {
+                pod: pod("server"),
+                drops: [("netfilter_drop".to_string(), 2)].into(),
+                sockets_opened: 4,
+                ..PodWindow::default()
+            }],
+        );
+        let w = join(&[n1, n2]);
+        assert_eq!(w.window_secs, 10.0);
+        assert_eq!(w.edges.len(), 1, "both views must land on one edge");
+        let e = &w.edges[0];
+        assert_eq!(
+            e.key.client.pod,
+            Some(pod("client")),
+            "pod name filled from the node that knew it"
+        );
+        assert_eq!(e.client_node.as_deref(), Some("n1"));
+        assert_eq!(e.server_node.as_deref(), Some("n2"));
+        assert!((e.client.as_ref().unwrap().latency.p99_ms - 10.0).abs() < 0.2);
+        assert!((e.server.as_ref().unwrap().latency.p99_ms - 4.0).abs() < 0.1);
+        assert_eq!(e.l4.retrans_client_to_server, 3);
+        assert_eq!(e.l4.retrans_server_to_client, 5);
+        assert_eq!(e.l4.connects_ok, 4);
+        assert_eq!(e.l4.resets_by_server, 1);
+        assert_eq!(w.pods[&pod("server")].drops["netfilter_drop"], 2);
+        assert_eq!(w.pods[&pod("server")].node, "n2");
+    }
+
+    #[test]
+    fn merges_sketches_when_two_nodes_report_the_same_side() {
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        // 98 fast samples on one node, 2 slow ones on the other: the merged p99 must see the
+        // slow tail and p50 the fast body, which neither summary alone gives.
+        let a = report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(98, &[1.0; 98])),
+                server: None,
+                l4: L4Stats {
+                    connects_ok: 1,
+                    connect_ms_mean: 1.0,
+                    ..Default::default()
+                },
+            }],
+            vec![],
+        );
+        let b = report(
+            "n3",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(2, &[100.0, 100.0])),
+                server: None,
+                l4: L4Stats {
+                    connects_ok: 3,
+                    connect_ms_mean: 3.0,
+                    ..Default::default()
+                },
+            }],
+            vec![],
+        );
+        let w = join(&[a, b]);
+        let cl = w.edges[0].client.as_ref().unwrap();
+        assert_eq!(cl.exchanges, 100);
+        assert!(
+            (cl.latency.p50_ms - 1.0).abs() < 0.05,
+            "p50 {}",
+            cl.latency.p50_ms
+        );
+        assert!(cl.latency.p99_ms > 90.0, "p99 {}", cl.latency.p99_ms);
+        assert!(
+            (w.edges[0].l4.connect_ms_mean - 2.5).abs() < 1e-9,
+            "weighted by connects"
+        );
+        assert_eq!(
+            w.edges[0].client_node.as_deref(),
+            Some("n1"),
+            "first reporter wins"
+        );
+    }
+
+    #[test]
+    fn places_an_unreported_side_from_the_pod_list() {
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        let n1 = report(
+            "n1",
+            vec![EdgeWindow {
+                key: key(c, s, true),
+                client: Some(side(1, &[1.0])),
+                server: None,
+                l4: L4Stats::default(),
+            }],
+            vec![],
+        );
+        // The server pod is watched on n2 but had no exchange in the window.
+        let n2 = report(
+            "n2",
+            vec![],
+            vec![PodWindow {
+                pod: pod("server"),
+                ..PodWindow::default()
+            }],
+        );
+        let w = join(&[n1, n2]);
+        assert!(w.edges[0].server.is_none());
+        assert_eq!(w.edges[0].server_node.as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn empty_input_gives_an_empty_window() {
+        let w = join(&[]);
+        assert!(w.edges.is_empty());
+        assert_eq!(w.window_secs, 0.0);
+    }
+}
