@@ -1,5 +1,7 @@
-//! Fault injectors (the full catalogue is the diagnosis issue's; these serve the capture tests).
-//! Each returns a guard that removes the fault when dropped.
+//! Fault injectors, one per reproducible class of the fault catalog (no netem on this kernel:
+//! nftables, tc htb, NFQUEUE delay stage, cgroup CPU quota, server knobs). Each returns a
+//! guard that removes the fault when dropped; everything lives in testbed namespaces, so
+//! deleting the testbed removes any leftover too.
 
 use crate::{Result, exec::run};
 
@@ -156,4 +158,143 @@ pub fn delay(
         return Err(e);
     }
     Ok(guard)
+}
+
+/// nft statement prefix that selects `percent`% of packets at random (all when >= 100).
+fn sample(percent: u32) -> String {
+    if percent >= 100 {
+        String::new()
+    } else {
+        format!("numgen random mod 100 < {percent} ")
+    }
+}
+
+/// nft match for traffic forwarded from `iif` (any when None) out of `oif`.
+fn path_match(iif: Option<&str>, oif: &str) -> String {
+    match iif {
+        Some(i) => format!("iifname \"{i}\" oifname \"{oif}\""),
+        None => format!("oifname \"{oif}\""),
+    }
+}
+
+/// Drops `percent`% of packets forwarded from `iif` to `oif` in `netns` (one direction of a
+/// node-to-node path through the fabric).
+pub fn loss_path(netns: &str, iif: &str, oif: &str, percent: u32) -> Result<NftGuard> {
+    nft_table(
+        netns,
+        "netdx_loss",
+        &format!(
+            "  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} {}drop\n  }}",
+            path_match(Some(iif), oif),
+            sample(percent)
+        ),
+    )
+}
+
+/// Silently drops packets longer than `max_len` bytes forwarded from `iif` to `oif` (a path
+/// MTU black hole: no ICMP, so large segments stall while small ones pass).
+pub fn mtu_blackhole(netns: &str, iif: &str, oif: &str, max_len: u32) -> Result<NftGuard> {
+    nft_table(
+        netns,
+        "netdx_mtu",
+        &format!(
+            "  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} meta length > {max_len} drop\n  }}",
+            path_match(Some(iif), oif)
+        ),
+    )
+}
+
+/// Answers `percent`% of SYNs to `port` in `netns` with a reset (no listener / REJECT policy).
+pub fn reject_syn(netns: &str, port: u16, percent: u32) -> Result<NftGuard> {
+    nft_table(
+        netns,
+        "netdx_reject",
+        &format!(
+            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}reject with tcp reset\n  }}",
+            sample(percent)
+        ),
+    )
+}
+
+/// Resets new connections to `port` beyond `max` concurrent ones (connlimit policy).
+pub fn conn_limit(netns: &str, port: u16, max: u32) -> Result<NftGuard> {
+    nft_table(
+        netns,
+        "netdx_connlimit",
+        &format!(
+            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} ct state new ct count over {max} reject with tcp reset\n  }}"
+        ),
+    )
+}
+
+/// A tc qdisc installed on a device; removed (root qdisc deleted) when dropped.
+pub struct TcGuard {
+    netns: String,
+    dev: String,
+}
+
+impl Drop for TcGuard {
+    fn drop(&mut self) {
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.netns,
+                "tc",
+                "qdisc",
+                "del",
+                "dev",
+                &self.dev,
+                "root",
+            ],
+        );
+    }
+}
+
+/// Limits traffic leaving `dev` in `netns` towards `dst` (a subnet) to `rate_kbit` with htb;
+/// other destinations stay unlimited.
+pub fn bandwidth(netns: &str, dev: &str, dst: &str, rate_kbit: u32) -> Result<TcGuard> {
+    let tc = |args: &[&str]| {
+        let mut a = vec!["netns", "exec", netns, "tc"];
+        a.extend_from_slice(args);
+        run("ip", &a).map(|_| ())
+    };
+    tc(&[
+        "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20",
+    ])?;
+    let guard = TcGuard {
+        netns: netns.into(),
+        dev: dev.into(),
+    };
+    let rate = format!("{rate_kbit}kbit");
+    tc(&[
+        "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", &rate,
+        "ceil", &rate,
+    ])?;
+    tc(&[
+        "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", "10gbit",
+    ])?;
+    tc(&[
+        "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match", "ip", "dst",
+        dst, "flowid", "1:10",
+    ])?;
+    Ok(guard)
+}
+
+/// A full conntrack table in a node namespace: new connections forwarded through it are
+/// dropped by netfilter while established ones continue.
+///
+/// nf_conntrack_max cannot be lowered inside a network namespace on this kernel (EINVAL), so
+/// the table limit is emulated with an nftables connection-count limit over everything the node
+/// forwards, which drops the same packets (new connections) with the same kernel drop reason
+/// (netfilter_drop) as a full table.
+pub fn conntrack_full(netns: &str, max: u32) -> Result<NftGuard> {
+    nft_table(
+        netns,
+        "netdx_ct",
+        &format!(
+            "  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    ct state new ct count over {max} drop\n  }}"
+        ),
+    )
 }

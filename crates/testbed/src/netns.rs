@@ -18,21 +18,18 @@ pub fn delete(name: &str) {
     let _ = ip(&["netns", "del", name]);
 }
 
-/// Runs `sysctl -w` inside a namespace.
+/// Runs `sysctl -w` inside a namespace (sysctl exits 0 on some failures: stderr tells).
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
-    crate::exec::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("{key}={value}"),
-        ],
-    )
-    .map(|_| ())
+    let setting = format!("{key}={value}");
+    let out = crate::exec::run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", &setting])?;
+    if out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Error::Command {
+            cmd: format!("sysctl -w {setting} in {ns}"),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
 }
 
 /// Lists named namespaces.
