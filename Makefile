@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 DEMO_SECS ?= 60
 
-.PHONY: setup build test demo lint fmt crds cleanup
+.PHONY: setup build test demo dataset eval lint fmt cleanup
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,11 @@ test: build
 demo: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/netdx demo --secs $(DEMO_SECS)
+
+# Labelled windows from every fault scenario through the real probes (~30 min; resumable).
+dataset: setup
+	$(CARGO) build --release --workspace --bins
+	./target/release/netdx dataset --out data/dataset
 
 lint: setup
 	$(CARGO) fmt --all --check

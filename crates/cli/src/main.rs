@@ -37,6 +37,19 @@ enum Cmd {
         #[arg(long)]
         plain: bool,
     },
+    /// Run the labelled fault scenarios through the real probes into a dataset directory
+    /// (resumable: scenarios already written are skipped).
+    Dataset {
+        /// Output directory (one JSON-lines file per scenario).
+        #[arg(long, default_value = "data/dataset")]
+        out: PathBuf,
+        /// Only scenarios whose id contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+        window_secs: u64,
+    },
     /// Remove namespaces, cgroups and scratch files left by crashed testbeds.
     Cleanup,
 }
@@ -67,6 +80,10 @@ fn main() -> anyhow::Result<()> {
                 },
                 stop,
             )
+        }
+        Cmd::Dataset { out, only, window_secs } => {
+            let t = netdx::dataset::Timeline { window: Duration::from_secs(window_secs), ..Default::default() };
+            netdx::dataset::run(&out, only.as_deref(), &t)
         }
         Cmd::Cleanup => {
             let r = netdx_testbed::cleanup::cleanup_all();

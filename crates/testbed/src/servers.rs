@@ -76,6 +76,9 @@ pub fn redis(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
             "no",
             "--dir",
             &dir_s,
+            // DEBUG SLEEP reproduces a slow server (only reachable inside the testbed).
+            "--enable-debug-command",
+            "yes",
             "--daemonize",
             "no",
         ],

@@ -1,0 +1,156 @@
+//! `netdx dataset`: runs every labelled scenario through the real probes and writes one
+//! JSON-lines file per scenario (resumable: finished scenarios are skipped).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use netdx_api::windows::WindowReport;
+use netdx_diagnosis::{
+    classes::RootCause,
+    dataset::{self, LabeledRow},
+    features::{Baselines, window_features},
+    join::join,
+};
+use node_probe::ingest::{Agent, AgentConfig};
+
+use crate::scenarios::{Scenario, World, all_scenarios, scope_of};
+
+/// Timeline of a scenario, in windows.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    /// Window length.
+    pub window: Duration,
+    /// Windows discarded while connections settle.
+    pub warmup: u32,
+    /// Healthy windows before the fault (the edges' baselines).
+    pub healthy: u32,
+    /// Windows with the fault in place (the first is marked transitional).
+    pub faulty: u32,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline { window: Duration::from_secs(2), warmup: 1, healthy: 3, faulty: 4 }
+    }
+}
+
+/// Starts one node-probe per simulated node; windows are closed by the caller.
+pub fn start_agents(world: &World) -> anyhow::Result<Vec<Agent>> {
+    world
+        .tb
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut cfg = AgentConfig::new(&n.name, world.tb.targets_path());
+            cfg.window = Duration::from_secs(3600);
+            let a = Agent::start(cfg).with_context(|| format!("node-probe for {}", n.name))?;
+            a.wait_ready(Duration::from_secs(10));
+            Ok(a)
+        })
+        .collect()
+}
+
+/// Waits one window and closes it on every node.
+pub fn next_window(agents: &[Agent], window: Duration) -> anyhow::Result<Vec<WindowReport>> {
+    std::thread::sleep(window);
+    agents.iter().map(|a| a.close_window().context("closing window")).collect()
+}
+
+/// Runs one scenario and returns its labelled edge-windows.
+pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow>> {
+    let mut world = World::up(s.workload).context("building the scenario cluster")?;
+    let agents = start_agents(&world)?;
+    world.start_clients(s.load);
+    let scope = scope_of(s.fault);
+    let mut baselines = Baselines::new();
+    let mut rows = Vec::new();
+    for _ in 0..t.warmup {
+        next_window(&agents, t.window)?;
+    }
+    let mut injected = None;
+    for i in 0..t.healthy + t.faulty {
+        if i == t.healthy {
+            injected = Some(world.inject(s).with_context(|| format!("injecting {}", s.id))?);
+        }
+        let faulty = i >= t.healthy;
+        let joined = join(&next_window(&agents, t.window)?);
+        let keys: HashMap<_, _> = joined.edges.iter().map(|e| (e.id(), e.key.clone())).collect();
+        for (id, v) in window_features(&joined, &baselines) {
+            let Some(key) = keys.get(&id) else { continue };
+            let hit = faulty && world.affected(scope, key);
+            let fault = if hit { s.fault } else { RootCause::Healthy };
+            rows.push(LabeledRow {
+                scenario_id: s.id.clone(),
+                workload: s.workload.name().into(),
+                intensity: s.intensity.into(),
+                fault,
+                target: if hit { World::target(scope).into() } else { String::new() },
+                window: i,
+                transitional: faulty && i == t.healthy,
+                features: v.as_slice().to_vec(),
+            });
+            // Like the live diagnosis, edges known to be healthy keep their baseline current.
+            if !hit {
+                baselines.entry(id).or_default().update(&v);
+            }
+        }
+    }
+    drop(injected);
+    drop(agents);
+    Ok(rows)
+}
+
+/// Runs all scenarios (or those whose id contains `filter`) into `out`.
+pub fn run(out: &Path, filter: Option<&str>, t: &Timeline) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let scenarios: Vec<Scenario> =
+        all_scenarios().into_iter().filter(|s| filter.is_none_or(|f| s.id.contains(f))).collect();
+    let pb = ProgressBar::new(scenarios.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} scenarios, eta {eta} {msg}")
+            .context("progress template")?,
+    );
+    let mut failed = Vec::new();
+    for s in &scenarios {
+        let path = out.join(format!("{}.jsonl", s.id));
+        if path.exists() {
+            pb.inc(1);
+            continue;
+        }
+        pb.set_message(s.id.clone());
+        match run_scenario(s, t) {
+            Ok(rows) => {
+                let tmp = path.with_extension("tmp");
+                dataset::save(&tmp, &rows)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            Err(e) => {
+                pb.println(format!("scenario {} failed: {e:#}", s.id));
+                failed.push(s.id.clone());
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_with_message("done");
+    if !failed.is_empty() {
+        anyhow::bail!("{} scenarios failed (re-run to retry them): {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The dataset files in a directory.
+pub fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    v.sort();
+    Ok(v)
+}

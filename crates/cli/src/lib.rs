@@ -1,0 +1,4 @@
+//! netdx command-line library: the labelled scenarios on the testbed, dataset generation,
+//! the live demo.
+pub mod dataset;
+pub mod scenarios;

@@ -1,0 +1,410 @@
+//! Labelled fault scenarios on the testbed: a fixed small cluster with real servers and
+//! clients, one fault class at one intensity injected into one instance, and the label of
+//! every edge derived from what was injected (never from a model).
+//!
+//! Cluster: node-0 runs client c1; node-1 runs client c2 and server s2; node-2 runs servers
+//! s1 (the usual fault target) and s3. Edges: c1->s1, c2->s1, c1->s2, c2->s2, c2->s3. So a
+//! server fault degrades both edges of s1, a node-0<->node-2 link fault only c1->s1, and a
+//! node-2 fault c1->s1, c2->s1 and c2->s3: each instance kind leaves a different pattern.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use netdx_api::windows::EdgeKey;
+use netdx_diagnosis::classes::RootCause;
+use netdx_testbed::{
+    Testbed, TestbedSpec, faults, servers,
+    servers::EchoServer,
+    topology::PodSpec,
+    workloads::{self, EchoClient},
+};
+
+/// A server program and the real clients that drive it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// The ndxe protocol no classifier knows (netdx-echo server and client).
+    Ndxe,
+    /// redis-server driven by redis-benchmark.
+    Redis,
+    /// nginx driven by wrk.
+    Http,
+}
+
+impl Workload {
+    /// All workloads.
+    pub const ALL: [Workload; 3] = [Workload::Ndxe, Workload::Redis, Workload::Http];
+
+    /// Name used in dataset rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Ndxe => "ndxe",
+            Workload::Redis => "redis",
+            Workload::Http => "http",
+        }
+    }
+
+    /// Server port.
+    pub fn port(self) -> u16 {
+        match self {
+            Workload::Ndxe => 7000,
+            Workload::Redis => 6379,
+            Workload::Http => 80,
+        }
+    }
+}
+
+/// Which instance a fault is injected into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// No fault.
+    None,
+    /// The server pod s1.
+    ServerPod,
+    /// The link between node-0 and node-2.
+    Link,
+    /// Node node-2.
+    Node,
+}
+
+/// One scenario: workload, fault class, intensity, load level.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Stable id (also the dataset file name).
+    pub id: String,
+    /// Workload.
+    pub workload: Workload,
+    /// Injected class.
+    pub fault: RootCause,
+    /// Intensity label ("none" when healthy).
+    pub intensity: &'static str,
+    /// The knob value for that intensity (meaning depends on the class).
+    pub param: u32,
+    /// Request rate multiplier (1.0 = the workload's usual load).
+    pub load: f64,
+}
+
+/// Classes, intensities (label, knob) and the workloads they apply to. Classes whose signal a
+/// workload cannot show are left out for it (documented in the model card).
+fn catalog() -> Vec<(RootCause, [(&'static str, u32); 2], &'static [Workload])> {
+    use RootCause::*;
+    use Workload::*;
+    const ALL: &[Workload] = &[Ndxe, Redis, Http];
+    vec![
+        (PathLoss, [("3pct", 3), ("10pct", 10)], ALL),
+        (PathDelay, [("5ms", 5_000), ("20ms", 20_000)], ALL),
+        (JitterReorder, [("8ms", 8_000), ("25ms", 25_000)], ALL),
+        (BandwidthLimit, [("2mbit", 2_000), ("500kbit", 500)], ALL),
+        (MtuBlackhole, [("1200B", 1200), ("600B", 600)], ALL),
+        (SynDroppedFirewall, [("50pct", 50), ("100pct", 100)], ALL),
+        (ConnectionRefused, [("50pct", 50), ("100pct", 100)], ALL),
+        (ServerAppSlow, [("5ms", 5_000), ("30ms", 30_000)], &[Ndxe, Redis]),
+        (ServerCpuThrottled, [("2pct", 2_000), ("1pct", 1_000)], ALL),
+        (ListenBacklogOverflow, [("50ms", 50), ("200ms", 200)], &[Ndxe]),
+        (ReceiverZeroWindow, [("all", 1), ("all2", 1)], &[Ndxe]),
+        (ServerReset, [("every5", 5), ("every1", 1)], &[Ndxe]),
+        (L7Errors, [("10pct", 10), ("50pct", 50)], &[Redis, Http]),
+        (ConnLimitExhausted, [("limit3", 3), ("limit1", 1)], ALL),
+        (ConntrackFull, [("max4", 4), ("max0", 0)], ALL),
+    ]
+}
+
+/// Which scope each class is injected at.
+pub fn scope_of(class: RootCause) -> Scope {
+    use RootCause::*;
+    match class {
+        Healthy | DnsFailure => Scope::None,
+        PathLoss | PathDelay | JitterReorder | BandwidthLimit | MtuBlackhole => Scope::Link,
+        ConntrackFull => Scope::Node,
+        _ => Scope::ServerPod,
+    }
+}
+
+/// Every scenario of the dataset, in a fixed order (the order is the seed).
+pub fn all_scenarios() -> Vec<Scenario> {
+    let mut out = Vec::new();
+    for w in Workload::ALL {
+        for (label, load) in [("low", 0.5), ("mid", 1.0), ("high", 2.0)] {
+            out.push(Scenario {
+                id: format!("{}-healthy-{label}", w.name()),
+                workload: w,
+                fault: RootCause::Healthy,
+                intensity: "none",
+                param: 0,
+                load,
+            });
+        }
+    }
+    for (class, intensities, workloads) in catalog() {
+        for w in workloads {
+            for (i, (label, param)) in intensities.iter().enumerate() {
+                // Alternate load levels so faults are not tied to one rate.
+                let load = if i == 0 { 1.0 } else { 1.5 };
+                out.push(Scenario {
+                    id: format!("{}-{}-{label}", w.name(), class.as_str()),
+                    workload: *w,
+                    fault: class,
+                    intensity: label,
+                    param: *param,
+                    load,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The running cluster of a scenario.
+pub struct World {
+    /// The testbed.
+    pub tb: Arc<Testbed>,
+    /// Workload.
+    pub workload: Workload,
+    /// Address of each server pod (s1, s2, s3).
+    pub servers: Vec<(String, SocketAddr)>,
+    /// pid of s1's server process (restarted by server-side faults).
+    s1_pid: Option<u32>,
+    stop: Arc<AtomicBool>,
+    drivers: Vec<JoinHandle<()>>,
+}
+
+/// The client -> server pairs that carry traffic.
+pub const EDGES: [(&str, &str); 5] = [("c1", "s1"), ("c2", "s1"), ("c1", "s2"), ("c2", "s2"), ("c2", "s3")];
+
+fn start_server(tb: &Testbed, w: Workload, pod: &str, knobs: &EchoServer) -> netdx_testbed::Result<(SocketAddr, Option<u32>)> {
+    Ok(match w {
+        Workload::Ndxe => {
+            let (a, pid) = servers::echo(tb, pod, w.port(), knobs)?;
+            (a, Some(pid))
+        }
+        Workload::Redis => (servers::redis(tb, pod)?, None),
+        Workload::Http => (servers::nginx(tb, pod, 4096)?, None),
+    })
+}
+
+impl World {
+    /// Builds the cluster and starts the servers (not yet the clients).
+    pub fn up(workload: Workload) -> netdx_testbed::Result<Self> {
+        let tb = Testbed::up(&TestbedSpec {
+            nodes: 3,
+            pods: vec![
+                PodSpec::new("c1", 0),
+                PodSpec::new("c2", 1),
+                PodSpec::new("s2", 1),
+                PodSpec::new("s1", 2),
+                PodSpec::new("s3", 2),
+            ],
+        })?;
+        let mut servers_ = Vec::new();
+        let mut s1_pid = None;
+        for pod in ["s1", "s2", "s3"] {
+            let (addr, pid) = start_server(&tb, workload, pod, &EchoServer::default())?;
+            if pod == "s1" {
+                s1_pid = pid;
+            }
+            servers_.push((pod.to_string(), addr));
+        }
+        Ok(World { tb: Arc::new(tb), workload, servers: servers_, s1_pid, stop: Arc::new(AtomicBool::new(false)), drivers: Vec::new() })
+    }
+
+    fn addr(&self, pod: &str) -> SocketAddr {
+        self.servers.iter().find(|(p, _)| p == pod).map(|(_, a)| *a).unwrap_or_else(|| self.servers[0].1)
+    }
+
+    /// Starts one client loop per edge at `load` times the usual rate; they run until drop.
+    pub fn start_clients(&mut self, load: f64) {
+        for (client, server) in EDGES {
+            let (tb, stop, w, addr) = (self.tb.clone(), self.stop.clone(), self.workload, self.addr(server));
+            self.drivers.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    // Each run is short and bounded: clients reconnect about once a second,
+                    // like pooled clients recycling connections, so connect faults show.
+                    let _ = drive_once(&tb, w, client, addr, load, "/");
+                }
+            }));
+        }
+    }
+
+    /// Starts an extra client loop (e.g. error traffic) that stops with the world.
+    fn spawn_loop(&mut self, f: impl Fn(&Testbed) + Send + 'static) {
+        let (tb, stop) = (self.tb.clone(), self.stop.clone());
+        self.drivers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                f(&tb);
+            }
+        }));
+    }
+
+    /// Node index of a pod.
+    pub fn node_of(&self, pod: &str) -> Option<usize> {
+        self.tb.pod(pod).ok().map(|p| p.node)
+    }
+
+    /// Whether the injected fault touches this edge (its label is then the fault's class).
+    pub fn affected(&self, scope: Scope, key: &EdgeKey) -> bool {
+        let name = |e: &netdx_api::windows::Endpoint| e.pod.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        let (c, s) = (name(&key.client), name(&key.server));
+        let (cn, sn) = (self.node_of(&c), self.node_of(&s));
+        match scope {
+            Scope::None => false,
+            Scope::ServerPod => s == "s1",
+            Scope::Link => matches!((cn, sn), (Some(0), Some(2)) | (Some(2), Some(0))),
+            Scope::Node => cn == Some(2) || sn == Some(2),
+        }
+    }
+
+    /// The instance name a finding should carry for the scope.
+    pub fn target(scope: Scope) -> &'static str {
+        match scope {
+            Scope::None => "",
+            Scope::ServerPod => "pod:default/s1",
+            Scope::Link => "link:node-0/node-2",
+            Scope::Node => "node:node-2",
+        }
+    }
+
+    /// Injects `s`'s fault; it stays until the returned guard drops.
+    pub fn inject(&mut self, s: &Scenario) -> netdx_testbed::Result<Injected> {
+        use RootCause::*;
+        let tb = self.tb.clone();
+        let s1 = tb.pod("s1")?.clone();
+        let port = self.workload.port();
+        let fabric = tb.fabric.clone();
+        let node2 = tb.nodes[2].netns.clone();
+        let p = s.param;
+        Ok(match s.fault {
+            Healthy | DnsFailure => Injected::Nothing,
+            // Responses flow node-2 -> node-0 (n2 -> n0 in the fabric): the heavy direction.
+            PathLoss => Injected::Nft(faults::loss_path(&fabric, "n2", "n0", p)?),
+            PathDelay => Injected::Delay(faults::delay(&fabric, "n2", "n0", 0, u64::from(p), 0)?),
+            JitterReorder => Injected::Delay(faults::delay(&fabric, "n2", "n0", 0, 500, u64::from(p))?),
+            BandwidthLimit => Injected::Tc(faults::bandwidth(&node2, "up0", "10.200.0.0/24", p)?),
+            MtuBlackhole => Injected::Nft(faults::mtu_blackhole(&fabric, "n2", "n0", p)?),
+            SynDroppedFirewall => Injected::Nft(faults::nft_table(
+                &s1.netns,
+                "netdx_syndrop",
+                &format!(
+                    "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}drop\n  }}",
+                    if p >= 100 { String::new() } else { format!("numgen random mod 100 < {p} ") }
+                ),
+            )?),
+            ConnectionRefused => Injected::Nft(faults::reject_syn(&s1.netns, port, p)?),
+            ConnLimitExhausted => Injected::Nft(faults::conn_limit(&s1.netns, port, p)?),
+            ConntrackFull => Injected::Nft(faults::conntrack_full(&node2, p)?),
+            ServerCpuThrottled => {
+                s1.cgroups.set_cpu_quota(Some(u64::from(p)), 100_000)?;
+                Injected::Quota(s1.cgroups.clone())
+            }
+            ServerAppSlow if self.workload == Workload::Redis => {
+                // A slow command blocking redis's event loop for everyone.
+                let addr = self.addr("s1");
+                let ms = f64::from(p) / 1e6;
+                self.spawn_loop(move |tb| {
+                    let cmd = ["DEBUG", "SLEEP", &format!("{ms}")];
+                    let _ = workloads::redis_cli_repeat(tb, "c2", addr, 20, &cmd);
+                });
+                Injected::Nothing
+            }
+            ServerAppSlow | ListenBacklogOverflow | ReceiverZeroWindow | ServerReset => {
+                let knobs = match s.fault {
+                    ServerAppSlow => EchoServer { delay_us: u64::from(p), ..Default::default() },
+                    ListenBacklogOverflow => EchoServer { backlog: 1, accept_delay_ms: u64::from(p), ..Default::default() },
+                    ReceiverZeroWindow => EchoServer { stop_reading: true, ..Default::default() },
+                    _ => EchoServer { abort_after: u64::from(p), ..Default::default() },
+                };
+                if let Some(pid) = self.s1_pid.take() {
+                    servers::kill(pid);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let (_, pid) = start_server(&tb, self.workload, "s1", &knobs)?;
+                self.s1_pid = pid;
+                Injected::Nothing
+            }
+            L7Errors => {
+                let addr = self.addr("s1");
+                let w = self.workload;
+                let share = f64::from(p) / 100.0;
+                for client in ["c1", "c2"] {
+                    self.spawn_loop(move |tb| match w {
+                        Workload::Http => {
+                            let _ = drive_once(tb, w, client, addr, share, "/status/500");
+                        }
+                        _ => {
+                            let n = (200.0 * share).max(1.0) as u64;
+                            let _ = workloads::redis_cli_repeat(tb, client, addr, n, &["NOSUCHCOMMAND", "x"]);
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    });
+                }
+                Injected::Nothing
+            }
+        })
+    }
+}
+
+/// One bounded client run (~1 s) on an edge.
+fn drive_once(tb: &Testbed, w: Workload, client: &str, addr: SocketAddr, load: f64, path: &str) -> netdx_testbed::Result<()> {
+    match w {
+        Workload::Ndxe => {
+            let c = EchoClient {
+                connections: 2,
+                requests: (200.0 * load) as u64,
+                req_size: 16 << 10,
+                resp_size: 3000,
+                max_secs: 1,
+                rate: 200.0 * load,
+                connect_timeout_ms: 1000,
+                ..Default::default()
+            };
+            workloads::echo_client(tb, client, addr, &c).map(|_| ())
+        }
+        Workload::Redis => {
+            workloads::redis_benchmark_sized(tb, client, addr, "get,set", (150.0 * load) as u64, 2, 2000)?;
+            std::thread::sleep(Duration::from_millis(700));
+            Ok(())
+        }
+        Workload::Http => {
+            // wrk has no rate limit: short runs with pauses keep the load moderate.
+            let _ = workloads::wrk(tb, client, &format!("http://{addr}{path}"), 1, 1);
+            std::thread::sleep(Duration::from_millis((1500.0 / load.max(0.1)) as u64));
+            Ok(())
+        }
+    }
+}
+
+/// A fault in place; dropping it removes the fault.
+pub enum Injected {
+    /// Nothing to remove (server restarted with knobs, or extra client loops bound to the world).
+    Nothing,
+    /// nftables table.
+    Nft(faults::NftGuard),
+    /// tc qdisc.
+    Tc(faults::TcGuard),
+    /// Delay stage.
+    Delay(faults::DelayGuard),
+    /// CPU quota on a pod.
+    Quota(netdx_testbed::cgroups::PodCgroups),
+}
+
+impl Drop for Injected {
+    fn drop(&mut self) {
+        if let Injected::Quota(cg) = self {
+            let _ = cg.set_cpu_quota(None, 100_000);
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for d in self.drivers.drain(..) {
+            let _ = d.join();
+        }
+    }
+}
