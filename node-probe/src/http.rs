@@ -12,7 +12,7 @@ use axum::{
 use netdx_api::windows::WindowReport;
 use serde::Deserialize;
 
-use crate::ingest::Shared;
+use crate::{ingest::Shared, windows::unix_ms};
 
 /// Query of /v1/windows.
 #[derive(Debug, Deserialize)]
@@ -30,11 +30,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// A loop that has not turned for this long is stuck (it turns every ~10 ms).
+const STALL_MS: u64 = 5_000;
+
 async fn healthz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok")
-    } else {
+    let beat = s.heartbeat_ms.load(Ordering::Acquire);
+    if !s.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if unix_ms().saturating_sub(beat) > STALL_MS {
+        (StatusCode::SERVICE_UNAVAILABLE, "ingest loop stalled")
+    } else {
+        (StatusCode::OK, "ok")
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
     pods::PodIndex,
     podstats::PodSampler,
     records::decode,
-    windows::Aggregator,
+    windows::{Aggregator, unix_ms},
 };
 
 /// Agent settings.
@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub history: usize,
     /// Kernel-side sizing.
     pub probe: ProbeConfig,
+    /// The node's network namespace (drops there count as node-level); the host's by default.
+    pub node_netns: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -52,6 +54,7 @@ impl AgentConfig {
             poll: Duration::from_millis(10),
             history: 360,
             probe: ProbeConfig::default(),
+            node_netns: Some(PathBuf::from("/proc/1/ns/net")),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct Shared {
     pub metrics: Mutex<Metrics>,
     /// Set once the programs are attached and the first target sync ran.
     pub ready: AtomicBool,
+    /// Unix ms of the ingest loop's last turn; a stale value means the loop is stuck or gone.
+    pub heartbeat_ms: std::sync::atomic::AtomicU64,
     history: usize,
 }
 
@@ -118,6 +123,7 @@ impl Agent {
             windows: Mutex::new(VecDeque::new()),
             metrics: Mutex::new(Metrics::default()),
             ready: AtomicBool::new(false),
+            heartbeat_ms: std::sync::atomic::AtomicU64::new(0),
             history: cfg.history.max(1),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -172,6 +178,10 @@ struct TargetSync {
     node: String,
     mtime: Option<SystemTime>,
     installed: HashSet<u64>,
+    /// Network namespaces installed in the kernel's NETNS map.
+    installed_netns: HashSet<u32>,
+    /// The node's own network namespace (drops there are node-level).
+    node_netns: Option<u32>,
     /// Payload capture links by pod cgroup id.
     links: HashMap<u64, PodLinks>,
     /// Where pods given by UID are looked for.
@@ -211,25 +221,10 @@ impl TargetSync {
             .iter()
             .flat_map(|w| w.cgroup_ids.iter().copied())
             .collect();
-        for id in self.installed.difference(&wanted) {
-            if let Err(e) = probe.targets.remove(id) {
-                warn!(cgroup_id = id, error = %e, "removing target");
-            }
-        }
-        let mut installed = HashSet::new();
-        for id in &wanted {
-            if self.installed.contains(id) {
-                installed.insert(*id);
-                continue;
-            }
-            match probe.targets.insert(id, &1u8, 0) {
-                Ok(()) => {
-                    installed.insert(*id);
-                }
-                Err(e) => warn!(cgroup_id = id, error = %e, "adding target (map full?)"),
-            }
-        }
-        self.installed = installed;
+        sync_set(&mut probe.targets, &mut self.installed, &wanted, "cgroup");
+        let mut netns: HashSet<u32> = index.watched.iter().map(|w| w.netns).collect();
+        netns.extend(self.node_netns);
+        sync_set(&mut probe.netns, &mut self.installed_netns, &netns, "netns");
         let stale: Vec<u64> = self
             .links
             .keys()
@@ -255,6 +250,40 @@ impl TargetSync {
         }
         debug!(node = %self.node, watched = index.watched.len(), unresolved = index.unresolved.len(), "targets synced");
         Some(Arc::new(index))
+    }
+}
+
+/// The next multiple of `window` on the wall clock: every probe closes its windows at the
+/// same instants, so the operator can join the nodes' reports of one window.
+fn next_boundary(window: Duration) -> Instant {
+    let w = window.as_millis().max(1) as u64;
+    Instant::now() + Duration::from_millis(w - unix_ms() % w)
+}
+
+/// Makes a kernel set-map hold exactly `wanted`, touching only the differences; entries that
+/// do not fit (map full) are logged and retried at the next sync.
+fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, u8>,
+    installed: &mut HashSet<K>,
+    wanted: &HashSet<K>,
+    what: &str,
+) {
+    for k in installed.difference(wanted) {
+        if let Err(e) = map.remove(k) {
+            warn!(key = ?k, what, error = %e, "removing from kernel map");
+        }
+    }
+    installed.retain(|k| wanted.contains(k));
+    for k in wanted {
+        if installed.contains(k) {
+            continue;
+        }
+        match map.insert(k, &1u8, 0) {
+            Ok(()) => {
+                installed.insert(*k);
+            }
+            Err(e) => warn!(key = ?k, what, error = %e, "adding to kernel map (full?)"),
+        }
     }
 }
 
@@ -289,6 +318,15 @@ fn run(
         node: cfg.node.clone(),
         mtime: None,
         installed: HashSet::new(),
+        installed_netns: HashSet::new(),
+        node_netns: cfg
+            .node_netns
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino() as u32
+            }),
         links: HashMap::new(),
         cgroup_root: crate::pods::default_cgroup_root(),
         rebuilt: Instant::now(),
@@ -297,9 +335,10 @@ fn run(
     let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);
     let mut sampler = PodSampler::default();
     shared.ready.store(true, Ordering::Release);
-    let mut next_window = Instant::now() + cfg.window;
+    let mut next_window = next_boundary(cfg.window);
     let mut next_sync = Instant::now() + Duration::from_secs(1);
     while !stop.load(Ordering::Acquire) {
+        shared.heartbeat_ms.store(unix_ms(), Ordering::Release);
         drain(&mut probe, &mut agg);
         let now = Instant::now();
         if now >= next_sync {
@@ -310,10 +349,7 @@ fn run(
         }
         if now >= next_window {
             shared.push(agg.close_window(kernel_map(&probe), &mut sampler));
-            next_window += cfg.window;
-            if next_window < now {
-                next_window = now + cfg.window;
-            }
+            next_window = next_boundary(cfg.window);
         }
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
@@ -322,7 +358,7 @@ fn run(
                     let w = agg.close_window(kernel_map(&probe), &mut sampler);
                     shared.push(w.clone());
                     let _ = reply.send(w);
-                    next_window = Instant::now() + cfg.window;
+                    next_window = next_boundary(cfg.window);
                 }
             }
         }

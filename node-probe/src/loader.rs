@@ -106,6 +106,8 @@ pub struct LoadedProbe {
     ebpf: Ebpf,
     /// Watched cgroup ids.
     pub targets: HashMap<MapData, u64, u8>,
+    /// Network namespaces whose drops are recorded.
+    pub netns: HashMap<MapData, u32, u8>,
     /// The record stream.
     pub events: RingBuf<MapData>,
     /// Kernel-side health counters.
@@ -114,8 +116,10 @@ pub struct LoadedProbe {
     pub drop_reasons: StdHashMap<u32, String>,
 }
 
-/// Resolves the fields the programs read; a missing one only disables what depends on it.
-pub fn resolve_offsets(btf: &Btf) -> KernelOffsets {
+/// Resolves the fields the programs read. Without the socket's protocol and family nothing
+/// can be tracked, so those are required; any other missing field only disables what
+/// depends on it (and its reads are skipped).
+pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
     let mut o = KernelOffsets::MISSING;
     let fields: [(&mut u32, &str, &str); 15] = [
         (&mut o.sk_family, "sock", "__sk_common.skc_family"),
@@ -141,10 +145,11 @@ pub fn resolve_offsets(btf: &Btf) -> KernelOffsets {
     for (slot, ty, path) in fields {
         match btf.field_offset(ty, path) {
             Ok(off) => *slot = off,
+            Err(e) if path == "sk_protocol" || path.ends_with("skc_family") => return Err(e.into()),
             Err(e) => warn!(error = %e, "field unavailable; dependent signal disabled"),
         }
     }
-    o
+    Ok(o)
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it.
@@ -174,7 +179,7 @@ impl LoadedProbe {
         }
         raise_memlock();
         let btf = Btf::from_sys_fs()?;
-        let offsets = resolve_offsets(&btf);
+        let offsets = resolve_offsets(&btf)?;
         let drop_reasons = btf
             .enum_values("skb_drop_reason")
             .map(|v| {
@@ -192,6 +197,7 @@ impl LoadedProbe {
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("SOCKS", cfg.max_sockets)
+            .map_max_entries("HEADS", cfg.max_sockets)
             .load(OBJECT)
             .map_err(Box::new)?;
         for &(program, tracepoint) in PROGRAMS {
@@ -230,6 +236,7 @@ impl LoadedProbe {
             })?;
         }
         let targets = take(&mut ebpf, "TARGETS", HashMap::try_from)?;
+        let netns = take(&mut ebpf, "NETNS", HashMap::try_from)?;
         let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let counters = take(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
         info!(
@@ -240,6 +247,7 @@ impl LoadedProbe {
         Ok(LoadedProbe {
             ebpf,
             targets,
+            netns,
             events,
             counters,
             drop_reasons,

@@ -55,7 +55,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, node = %args.node, "serving");
     axum::serve(listener, router(agent.shared.clone()))
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            // Kubernetes stops pods with SIGTERM; Ctrl-C for people.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         })
         .await?;
     drop(agent);

@@ -268,6 +268,10 @@ impl Aggregator {
             udp: ev.proto == 17,
             last_seq: self.seq,
         };
+        // The first event of any socket (Open, or ConnectOk/Fail for ones seen connecting).
+        if let Some(pod) = self.index.pod_of_cgroup(ev.cgroup_id) {
+            *self.pod_sockets.entry(pod.clone()).or_default() += 1;
+        }
         self.conns.insert(ev.cookie, conn.clone());
         conn
     }
@@ -278,15 +282,6 @@ impl Aggregator {
             return;
         };
         let conn = self.conn_for(ev);
-        if kind == ConnEventKind::Open
-            && let Some(pod) = &if conn.is_client {
-                conn.edge.client.pod.clone()
-            } else {
-                conn.edge.server.pod.clone()
-            }
-        {
-            *self.pod_sockets.entry(pod.clone()).or_default() += 1;
-        }
         let seq = self.seq;
         let acc = self.edges.entry(conn.edge.clone()).or_default();
         let l4 = &mut acc.l4;

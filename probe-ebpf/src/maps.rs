@@ -91,6 +91,10 @@ pub const PHASE_RESPONSE: u8 = 2;
 #[map(name = "TARGETS")]
 pub static TARGETS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
+/// Network namespaces (inode numbers) whose drops are recorded: watched pods' and the node's.
+#[map(name = "NETNS")]
+pub static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
 /// Exchange state per socket, keyed by the socket's kernel address.
 /// LRU so that sockets closed without a CLOSE transition (UDP) age out.
 #[map(name = "SOCKS")]

@@ -35,7 +35,12 @@ pub struct Timeline {
 
 impl Default for Timeline {
     fn default() -> Self {
-        Timeline { window: Duration::from_secs(2), warmup: 1, healthy: 3, faulty: 4 }
+        Timeline {
+            window: Duration::from_secs(2),
+            warmup: 1,
+            healthy: 3,
+            faulty: 4,
+        }
     }
 }
 
@@ -48,6 +53,7 @@ pub fn start_agents(world: &World) -> anyhow::Result<Vec<Agent>> {
         .map(|n| {
             let mut cfg = AgentConfig::new(&n.name, world.tb.targets_path());
             cfg.window = Duration::from_secs(3600);
+            cfg.node_netns = Some(netdx_testbed::netns::netns_path(&n.netns).into());
             let a = Agent::start(cfg).with_context(|| format!("node-probe for {}", n.name))?;
             a.wait_ready(Duration::from_secs(10));
             Ok(a)
@@ -58,7 +64,10 @@ pub fn start_agents(world: &World) -> anyhow::Result<Vec<Agent>> {
 /// Waits one window and closes it on every node.
 pub fn next_window(agents: &[Agent], window: Duration) -> anyhow::Result<Vec<WindowReport>> {
     std::thread::sleep(window);
-    agents.iter().map(|a| a.close_window().context("closing window")).collect()
+    agents
+        .iter()
+        .map(|a| a.close_window().context("closing window"))
+        .collect()
 }
 
 /// Runs one scenario and returns its labelled edge-windows.
@@ -75,11 +84,19 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
     let mut injected = None;
     for i in 0..t.healthy + t.faulty {
         if i == t.healthy {
-            injected = Some(world.inject(s).with_context(|| format!("injecting {}", s.id))?);
+            injected = Some(
+                world
+                    .inject(s)
+                    .with_context(|| format!("injecting {}", s.id))?,
+            );
         }
         let faulty = i >= t.healthy;
         let joined = join(&next_window(&agents, t.window)?);
-        let keys: HashMap<_, _> = joined.edges.iter().map(|e| (e.id(), e.key.clone())).collect();
+        let keys: HashMap<_, _> = joined
+            .edges
+            .iter()
+            .map(|e| (e.id(), e.key.clone()))
+            .collect();
         for (id, v) in window_features(&joined, &baselines) {
             let Some(key) = keys.get(&id) else { continue };
             let hit = faulty && world.affected(scope, key);
@@ -89,7 +106,11 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
                 workload: s.workload.name().into(),
                 intensity: s.intensity.into(),
                 fault,
-                target: if hit { World::target(scope).into() } else { String::new() },
+                target: if hit {
+                    World::target(scope).into()
+                } else {
+                    String::new()
+                },
                 window: i,
                 transitional: faulty && i == t.healthy,
                 features: v.as_slice().to_vec(),
@@ -108,12 +129,16 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
 /// Runs all scenarios (or those whose id contains `filter`) into `out`.
 pub fn run(out: &Path, filter: Option<&str>, t: &Timeline) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let scenarios: Vec<Scenario> =
-        all_scenarios().into_iter().filter(|s| filter.is_none_or(|f| s.id.contains(f))).collect();
+    let scenarios: Vec<Scenario> = all_scenarios()
+        .into_iter()
+        .filter(|s| filter.is_none_or(|f| s.id.contains(f)))
+        .collect();
     let pb = ProgressBar::new(scenarios.len() as u64);
     pb.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} scenarios, eta {eta} {msg}")
-            .context("progress template")?,
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} scenarios, eta {eta} {msg}",
+        )
+        .context("progress template")?,
     );
     let mut failed = Vec::new();
     for s in &scenarios {
@@ -123,14 +148,31 @@ pub fn run(out: &Path, filter: Option<&str>, t: &Timeline) -> anyhow::Result<()>
             continue;
         }
         pb.set_message(s.id.clone());
+        let started = std::time::Instant::now();
         match run_scenario(s, t) {
             Ok(rows) => {
                 let tmp = path.with_extension("tmp");
                 dataset::save(&tmp, &rows)?;
                 std::fs::rename(&tmp, &path)?;
+                // Without a terminal the bar is hidden: log a line per scenario instead.
+                if pb.is_hidden() {
+                    eprintln!(
+                        "[{}/{}] {} ({} rows, {:.0} s)",
+                        pb.position() + 1,
+                        scenarios.len(),
+                        s.id,
+                        rows.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
             }
             Err(e) => {
-                pb.println(format!("scenario {} failed: {e:#}", s.id));
+                let msg = format!("scenario {} failed: {e:#}", s.id);
+                if pb.is_hidden() {
+                    eprintln!("{msg}")
+                } else {
+                    pb.println(msg)
+                }
                 failed.push(s.id.clone());
             }
         }
@@ -138,7 +180,11 @@ pub fn run(out: &Path, filter: Option<&str>, t: &Timeline) -> anyhow::Result<()>
     }
     pb.finish_with_message("done");
     if !failed.is_empty() {
-        anyhow::bail!("{} scenarios failed (re-run to retry them): {}", failed.len(), failed.join(", "));
+        anyhow::bail!(
+            "{} scenarios failed (re-run to retry them): {}",
+            failed.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }

@@ -72,6 +72,7 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .map(|n| {
             let mut cfg = AgentConfig::new(&n.name, tb.targets_path());
             cfg.window = opts.window;
+            cfg.node_netns = Some(netdx_testbed::netns::netns_path(&n.netns).into());
             Agent::start(cfg).with_context(|| format!("starting node-probe for {}", n.name))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

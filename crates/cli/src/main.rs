@@ -81,8 +81,15 @@ fn main() -> anyhow::Result<()> {
                 stop,
             )
         }
-        Cmd::Dataset { out, only, window_secs } => {
-            let t = netdx::dataset::Timeline { window: Duration::from_secs(window_secs), ..Default::default() };
+        Cmd::Dataset {
+            out,
+            only,
+            window_secs,
+        } => {
+            let t = netdx::dataset::Timeline {
+                window: Duration::from_secs(window_secs),
+                ..Default::default()
+            };
             netdx::dataset::run(&out, only.as_deref(), &t)
         }
         Cmd::Cleanup => {

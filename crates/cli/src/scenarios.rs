@@ -104,9 +104,17 @@ fn catalog() -> Vec<(RootCause, [(&'static str, u32); 2], &'static [Workload])> 
         (MtuBlackhole, [("1200B", 1200), ("600B", 600)], ALL),
         (SynDroppedFirewall, [("50pct", 50), ("100pct", 100)], ALL),
         (ConnectionRefused, [("50pct", 50), ("100pct", 100)], ALL),
-        (ServerAppSlow, [("5ms", 5_000), ("30ms", 30_000)], &[Ndxe, Redis]),
+        (
+            ServerAppSlow,
+            [("5ms", 5_000), ("30ms", 30_000)],
+            &[Ndxe, Redis],
+        ),
         (ServerCpuThrottled, [("2pct", 2_000), ("1pct", 1_000)], ALL),
-        (ListenBacklogOverflow, [("50ms", 50), ("200ms", 200)], &[Ndxe]),
+        (
+            ListenBacklogOverflow,
+            [("50ms", 50), ("200ms", 200)],
+            &[Ndxe],
+        ),
         (ReceiverZeroWindow, [("all", 1), ("all2", 1)], &[Ndxe]),
         (ServerReset, [("every5", 5), ("every1", 1)], &[Ndxe]),
         (L7Errors, [("10pct", 10), ("50pct", 50)], &[Redis, Http]),
@@ -175,9 +183,20 @@ pub struct World {
 }
 
 /// The client -> server pairs that carry traffic.
-pub const EDGES: [(&str, &str); 5] = [("c1", "s1"), ("c2", "s1"), ("c1", "s2"), ("c2", "s2"), ("c2", "s3")];
+pub const EDGES: [(&str, &str); 5] = [
+    ("c1", "s1"),
+    ("c2", "s1"),
+    ("c1", "s2"),
+    ("c2", "s2"),
+    ("c2", "s3"),
+];
 
-fn start_server(tb: &Testbed, w: Workload, pod: &str, knobs: &EchoServer) -> netdx_testbed::Result<(SocketAddr, Option<u32>)> {
+fn start_server(
+    tb: &Testbed,
+    w: Workload,
+    pod: &str,
+    knobs: &EchoServer,
+) -> netdx_testbed::Result<(SocketAddr, Option<u32>)> {
     Ok(match w {
         Workload::Ndxe => {
             let (a, pid) = servers::echo(tb, pod, w.port(), knobs)?;
@@ -210,17 +229,33 @@ impl World {
             }
             servers_.push((pod.to_string(), addr));
         }
-        Ok(World { tb: Arc::new(tb), workload, servers: servers_, s1_pid, stop: Arc::new(AtomicBool::new(false)), drivers: Vec::new() })
+        Ok(World {
+            tb: Arc::new(tb),
+            workload,
+            servers: servers_,
+            s1_pid,
+            stop: Arc::new(AtomicBool::new(false)),
+            drivers: Vec::new(),
+        })
     }
 
     fn addr(&self, pod: &str) -> SocketAddr {
-        self.servers.iter().find(|(p, _)| p == pod).map(|(_, a)| *a).unwrap_or_else(|| self.servers[0].1)
+        self.servers
+            .iter()
+            .find(|(p, _)| p == pod)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| self.servers[0].1)
     }
 
     /// Starts one client loop per edge at `load` times the usual rate; they run until drop.
     pub fn start_clients(&mut self, load: f64) {
         for (client, server) in EDGES {
-            let (tb, stop, w, addr) = (self.tb.clone(), self.stop.clone(), self.workload, self.addr(server));
+            let (tb, stop, w, addr) = (
+                self.tb.clone(),
+                self.stop.clone(),
+                self.workload,
+                self.addr(server),
+            );
             self.drivers.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Acquire) {
                     // Each run is short and bounded: clients reconnect about once a second,
@@ -248,7 +283,9 @@ impl World {
 
     /// Whether the injected fault touches this edge (its label is then the fault's class).
     pub fn affected(&self, scope: Scope, key: &EdgeKey) -> bool {
-        let name = |e: &netdx_api::windows::Endpoint| e.pod.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        let name = |e: &netdx_api::windows::Endpoint| {
+            e.pod.as_ref().map(|p| p.name.clone()).unwrap_or_default()
+        };
         let (c, s) = (name(&key.client), name(&key.server));
         let (cn, sn) = (self.node_of(&c), self.node_of(&s));
         match scope {
@@ -283,7 +320,9 @@ impl World {
             // Responses flow node-2 -> node-0 (n2 -> n0 in the fabric): the heavy direction.
             PathLoss => Injected::Nft(faults::loss_path(&fabric, "n2", "n0", p)?),
             PathDelay => Injected::Delay(faults::delay(&fabric, "n2", "n0", 0, u64::from(p), 0)?),
-            JitterReorder => Injected::Delay(faults::delay(&fabric, "n2", "n0", 0, 500, u64::from(p))?),
+            JitterReorder => {
+                Injected::Delay(faults::delay(&fabric, "n2", "n0", 0, 500, u64::from(p))?)
+            }
             BandwidthLimit => Injected::Tc(faults::bandwidth(&node2, "up0", "10.200.0.0/24", p)?),
             MtuBlackhole => Injected::Nft(faults::mtu_blackhole(&fabric, "n2", "n0", p)?),
             SynDroppedFirewall => Injected::Nft(faults::nft_table(
@@ -291,7 +330,11 @@ impl World {
                 "netdx_syndrop",
                 &format!(
                     "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}drop\n  }}",
-                    if p >= 100 { String::new() } else { format!("numgen random mod 100 < {p} ") }
+                    if p >= 100 {
+                        String::new()
+                    } else {
+                        format!("numgen random mod 100 < {p} ")
+                    }
                 ),
             )?),
             ConnectionRefused => Injected::Nft(faults::reject_syn(&s1.netns, port, p)?),
@@ -313,10 +356,23 @@ impl World {
             }
             ServerAppSlow | ListenBacklogOverflow | ReceiverZeroWindow | ServerReset => {
                 let knobs = match s.fault {
-                    ServerAppSlow => EchoServer { delay_us: u64::from(p), ..Default::default() },
-                    ListenBacklogOverflow => EchoServer { backlog: 1, accept_delay_ms: u64::from(p), ..Default::default() },
-                    ReceiverZeroWindow => EchoServer { stop_reading: true, ..Default::default() },
-                    _ => EchoServer { abort_after: u64::from(p), ..Default::default() },
+                    ServerAppSlow => EchoServer {
+                        delay_us: u64::from(p),
+                        ..Default::default()
+                    },
+                    ListenBacklogOverflow => EchoServer {
+                        backlog: 1,
+                        accept_delay_ms: u64::from(p),
+                        ..Default::default()
+                    },
+                    ReceiverZeroWindow => EchoServer {
+                        stop_reading: true,
+                        ..Default::default()
+                    },
+                    _ => EchoServer {
+                        abort_after: u64::from(p),
+                        ..Default::default()
+                    },
                 };
                 if let Some(pid) = self.s1_pid.take() {
                     servers::kill(pid);
@@ -337,7 +393,13 @@ impl World {
                         }
                         _ => {
                             let n = (200.0 * share).max(1.0) as u64;
-                            let _ = workloads::redis_cli_repeat(tb, client, addr, n, &["NOSUCHCOMMAND", "x"]);
+                            let _ = workloads::redis_cli_repeat(
+                                tb,
+                                client,
+                                addr,
+                                n,
+                                &["NOSUCHCOMMAND", "x"],
+                            );
                             std::thread::sleep(Duration::from_millis(500));
                         }
                     });
@@ -349,7 +411,14 @@ impl World {
 }
 
 /// One bounded client run (~1 s) on an edge.
-fn drive_once(tb: &Testbed, w: Workload, client: &str, addr: SocketAddr, load: f64, path: &str) -> netdx_testbed::Result<()> {
+fn drive_once(
+    tb: &Testbed,
+    w: Workload,
+    client: &str,
+    addr: SocketAddr,
+    load: f64,
+    path: &str,
+) -> netdx_testbed::Result<()> {
     match w {
         Workload::Ndxe => {
             let c = EchoClient {
@@ -365,7 +434,15 @@ fn drive_once(tb: &Testbed, w: Workload, client: &str, addr: SocketAddr, load: f
             workloads::echo_client(tb, client, addr, &c).map(|_| ())
         }
         Workload::Redis => {
-            workloads::redis_benchmark_sized(tb, client, addr, "get,set", (150.0 * load) as u64, 2, 2000)?;
+            workloads::redis_benchmark_sized(
+                tb,
+                client,
+                addr,
+                "get,set",
+                (150.0 * load) as u64,
+                2,
+                2000,
+            )?;
             std::thread::sleep(Duration::from_millis(700));
             Ok(())
         }

@@ -239,10 +239,12 @@ pub enum Counter {
     ConnectMapInsertFailed = 8,
     /// Payload-head map insert failures.
     HeadsMapInsertFailed = 9,
+    /// bpf_skb_load_bytes failures while capturing a message head.
+    PayloadReadFailed = 10,
 }
 
 /// Number of counters in [`Counter`].
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 11;
 
 impl Counter {
     /// All counters, in index order.
@@ -257,6 +259,7 @@ impl Counter {
         Counter::SocketsTracked,
         Counter::ConnectMapInsertFailed,
         Counter::HeadsMapInsertFailed,
+        Counter::PayloadReadFailed,
     ];
 
     /// Stable snake_case name used for metrics.
@@ -272,6 +275,7 @@ impl Counter {
             Counter::SocketsTracked => "sockets_tracked",
             Counter::ConnectMapInsertFailed => "connect_map_insert_failed",
             Counter::HeadsMapInsertFailed => "heads_map_insert_failed",
+            Counter::PayloadReadFailed => "payload_read_failed",
         }
     }
 }

@@ -130,7 +130,8 @@ impl Testbed {
             )));
         }
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{PREFIX}{:x}{n}", std::process::id());
+        // The owning pid is part of the id so `cleanup` can leave live testbeds alone.
+        let id = format!("{PREFIX}{:x}x{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("{id}.d"));
         std::fs::create_dir_all(&dir).map_err(io_err("creating testbed dir"))?;
         let mut tb = Testbed {

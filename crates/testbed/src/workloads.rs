@@ -26,7 +26,15 @@ pub fn redis_benchmark(
     clients: u32,
     pipeline: u32,
 ) -> Result<RedisBench> {
-    redis_benchmark_args(tb, pod, server, tests, requests, clients, &["-P", &pipeline.to_string()])
+    redis_benchmark_args(
+        tb,
+        pod,
+        server,
+        tests,
+        requests,
+        clients,
+        &["-P", &pipeline.to_string()],
+    )
 }
 
 /// Runs redis-benchmark from `pod` with values of `data_size` bytes (-d), no pipelining.
@@ -39,7 +47,15 @@ pub fn redis_benchmark_sized(
     clients: u32,
     data_size: u32,
 ) -> Result<RedisBench> {
-    redis_benchmark_args(tb, pod, server, tests, requests, clients, &["-d", &data_size.to_string()])
+    redis_benchmark_args(
+        tb,
+        pod,
+        server,
+        tests,
+        requests,
+        clients,
+        &["-d", &data_size.to_string()],
+    )
 }
 
 fn redis_benchmark_args(
@@ -51,8 +67,27 @@ fn redis_benchmark_args(
     clients: u32,
     extra: &[&str],
 ) -> Result<RedisBench> {
-    let (host, port, n, c) = (server.ip().to_string(), server.port().to_string(), requests.to_string(), clients.to_string());
-    let mut args = vec!["120", "redis-benchmark", "-h", &host, "-p", &port, "-n", &n, "-c", &c, "-t", tests, "--csv"];
+    let (host, port, n, c) = (
+        server.ip().to_string(),
+        server.port().to_string(),
+        requests.to_string(),
+        clients.to_string(),
+    );
+    let mut args = vec![
+        "120",
+        "redis-benchmark",
+        "-h",
+        &host,
+        "-p",
+        &port,
+        "-n",
+        &n,
+        "-c",
+        &c,
+        "-t",
+        tests,
+        "--csv",
+    ];
     args.extend_from_slice(extra);
     let out = tb.run(pod, "timeout", &args)?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -60,12 +95,23 @@ fn redis_benchmark_args(
     let rps: Vec<f64> = text
         .lines()
         .skip(1)
-        .filter_map(|l| l.split(',').nth(1).and_then(|v| v.trim_matches('"').parse().ok()))
+        .filter_map(|l| {
+            l.split(',')
+                .nth(1)
+                .and_then(|v| v.trim_matches('"').parse().ok())
+        })
         .collect();
     if rps.is_empty() {
-        return Err(Error::Parse { tool: "redis-benchmark".into(), detail: text.into_owned() });
+        return Err(Error::Parse {
+            tool: "redis-benchmark".into(),
+            detail: text.into_owned(),
+        });
     }
-    Ok(RedisBench { requests_per_test: requests, tests: rps.len() as u64, rps })
+    Ok(RedisBench {
+        requests_per_test: requests,
+        tests: rps.len() as u64,
+        rps,
+    })
 }
 
 /// Runs `command` `repeat` times over one connection with redis-cli from `pod`

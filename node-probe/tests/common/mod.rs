@@ -41,6 +41,7 @@ impl Harness {
             .map(|n| {
                 let mut cfg = AgentConfig::new(&n.name, tb.targets_path());
                 cfg.window = Duration::from_secs(3600);
+                cfg.node_netns = Some(netdx_testbed::netns::netns_path(&n.netns).into());
                 cfg.probe = probe.clone();
                 let a = Agent::start(cfg).expect("probe loads and attaches");
                 assert!(a.wait_ready(Duration::from_secs(10)), "agent ready");

@@ -8,10 +8,10 @@ use netdx_common::{Counter, DropEvent, RecordKind};
 
 use crate::{
     kernel::{offsets, read},
-    maps::{EVENTS, SOCKS, count},
+    maps::{EVENTS, NETNS, SOCKS, count},
 };
 
-/// SKB_DROP_REASON_NOT_SPECIFIED: everything above it is a named reason.
+/// SKB_DROP_REASON_NOT_SPECIFIED: the first value that is a drop (0 and 1 are not drops).
 const SKB_DROP_REASON_NOT_SPECIFIED: u32 = 2;
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -36,6 +36,11 @@ pub fn on_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             None => (0, 0),
         }
     };
+    // Drops elsewhere on the host (other containers, unrelated namespaces) must not compete
+    // with exchange records for ring space.
+    if cookie == 0 && NETNS.get_ptr(&netns).is_none() {
+        return 0;
+    }
     match EVENTS.reserve::<DropEvent>(0) {
         Some(mut entry) => {
             entry.write(DropEvent {

@@ -94,7 +94,12 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
     // SAFETY: buf has HEAD_LEN bytes and n <= HEAD_LEN.
     let r =
         unsafe { bpf_skb_load_bytes(ctx.as_ptr(), off as u32, buf.as_mut_ptr().cast(), n as u32) };
-    let n = if r == 0 { n as u8 } else { 0 };
+    let n = if r == 0 {
+        n as u8
+    } else {
+        count(Counter::PayloadReadFailed);
+        0
+    };
     if dir == DIR_EGRESS {
         h.egress = buf;
         h.egress_len = n;

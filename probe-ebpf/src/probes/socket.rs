@@ -52,8 +52,11 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     let key = sk as u64;
     let st = match SOCKS.get_ptr_mut(&key) {
         // SAFETY: map value pointer valid for the program's run.
-        Some(p) if unsafe { (*p).closed } == 0 => unsafe { &mut *p },
-        // Unknown, or a closed socket whose address was reused before it was destroyed.
+        Some(p) if unsafe { (*p).closed } == 0 && !stale_udp(sk, unsafe { &*p }) => unsafe {
+            &mut *p
+        },
+        // Unknown, a closed socket whose address was reused before it was destroyed, or a
+        // UDP socket (no close event to clean up after) whose address was reused.
         _ => match track(sk, cgroup_id, is_send, now) {
             // SAFETY: as above.
             Some(p) => unsafe { &mut *p },
@@ -94,6 +97,14 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
             flush_exchange(st, sk, 0);
         }
     }
+}
+
+/// UDP sockets have no close tracepoint: their entry outlives them until LRU eviction, so a
+/// new socket at the same address must be told apart by its cookie (only UDP pays for it).
+#[inline(always)]
+fn stale_udp(sk: *const u8, st: &SockState) -> bool {
+    // SAFETY: sk is the tracepoint's typed socket pointer.
+    st.proto == IPPROTO_UDP && unsafe { bpf_get_socket_cookie(sk as *mut _) } != st.cookie
 }
 
 /// End of stream on a tracked socket closes its open exchange.
