@@ -1,3 +1,7 @@
-//! Types that cross process boundaries: node-probe window summaries (JSON over HTTP).
-pub mod windows;
+//! Types that cross process boundaries: node-probe window summaries (JSON over HTTP) and,
+//! behind the `crd` feature, the netdx.io custom resources.
 pub mod targets;
+pub mod windows;
+
+#[cfg(feature = "crd")]
+pub mod crd;
