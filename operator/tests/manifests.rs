@@ -44,7 +44,8 @@ fn documents() -> Vec<(PathBuf, Value)> {
     for f in files {
         let text = std::fs::read_to_string(&f).expect("readable manifest");
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", f.display()));
+            let v = Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", f.display()));
             if !v.is_null() {
                 docs.push((f.clone(), v));
             }
@@ -69,10 +70,20 @@ fn normalize(v: Value) -> Value {
 
 /// Parses into `T` and back; any field `T` does not know (a typo) makes the two differ.
 fn typed<T: DeserializeOwned + serde::Serialize>(file: &Path, v: &Value) -> T {
-    let t: T = serde_json::from_value(v.clone())
-        .unwrap_or_else(|e| panic!("{}: not a valid {}: {e}", file.display(), std::any::type_name::<T>()));
+    let t: T = serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+        panic!(
+            "{}: not a valid {}: {e}",
+            file.display(),
+            std::any::type_name::<T>()
+        )
+    });
     let back = normalize(serde_json::to_value(&t).expect("serializes"));
-    assert_eq!(back, normalize(v.clone()), "{}: fields lost in the round trip (typo?)", file.display());
+    assert_eq!(
+        back,
+        normalize(v.clone()),
+        "{}: fields lost in the round trip (typo?)",
+        file.display()
+    );
     t
 }
 
@@ -83,7 +94,10 @@ fn kind(v: &Value) -> &str {
 fn one<T: DeserializeOwned + serde::Serialize>(kind_name: &str, name: &str) -> T {
     let (f, v) = documents()
         .into_iter()
-        .find(|(_, v)| kind(v) == kind_name && v.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+        .find(|(_, v)| {
+            kind(v) == kind_name
+                && v.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+        })
         .unwrap_or_else(|| panic!("no {kind_name} {name} in manifests/"));
     typed(&f, &v)
 }
@@ -95,9 +109,18 @@ fn every_manifest_is_a_known_well_formed_kind() {
         match kind(&v) {
             "Kustomization" => {
                 let dir = f.parent().expect("parent");
-                for r in v.get("resources").and_then(Value::as_array).into_iter().flatten() {
+                for r in v
+                    .get("resources")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let r = r.as_str().expect("resource path");
-                    assert!(dir.join(r).exists(), "{}: resource {r} does not exist", f.display());
+                    assert!(
+                        dir.join(r).exists(),
+                        "{}: resource {r} does not exist",
+                        f.display()
+                    );
                 }
             }
             "Namespace" => drop(typed::<Namespace>(&f, &v)),
@@ -111,24 +134,59 @@ fn every_manifest_is_a_known_well_formed_kind() {
             "Service" => drop(typed::<Service>(&f, &v)),
             "NetworkObservation" => drop(typed::<NetworkObservation>(&f, &v)),
             "DiagnosisReport" => drop(typed::<DiagnosisReport>(&f, &v)),
-            other => panic!("{}: unexpected kind {other:?}; add it to this test", f.display()),
+            other => panic!(
+                "{}: unexpected kind {other:?}; add it to this test",
+                f.display()
+            ),
         }
         *seen.entry(kind(&v).to_string()).or_default() += 1;
     }
-    for k in ["Kustomization", "Namespace", "ClusterRole", "Deployment", "DaemonSet", "Service", "NetworkObservation"] {
+    for k in [
+        "Kustomization",
+        "Namespace",
+        "ClusterRole",
+        "Deployment",
+        "DaemonSet",
+        "Service",
+        "NetworkObservation",
+    ] {
         assert!(seen.contains_key(k), "no {k} in manifests/: {seen:?}");
     }
 }
 
 fn assert_hardened(c: &Container) {
-    let sc = c.security_context.as_ref().unwrap_or_else(|| panic!("{}: securityContext", c.name));
-    assert_eq!(sc.allow_privilege_escalation, Some(false), "{}: allowPrivilegeEscalation", c.name);
-    assert_eq!(sc.read_only_root_filesystem, Some(true), "{}: readOnlyRootFilesystem", c.name);
-    assert_eq!(sc.privileged.unwrap_or(false), false, "{}: privileged", c.name);
-    let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+    let sc = c
+        .security_context
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: securityContext", c.name));
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(false),
+        "{}: allowPrivilegeEscalation",
+        c.name
+    );
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "{}: readOnlyRootFilesystem",
+        c.name
+    );
+    assert!(!sc.privileged.unwrap_or(false), "{}: privileged", c.name);
+    let drop = sc
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.drop.clone())
+        .unwrap_or_default();
     assert_eq!(drop, ["ALL"], "{}: drop ALL capabilities", c.name);
-    let res = c.resources.as_ref().unwrap_or_else(|| panic!("{}: resources", c.name));
-    assert!(res.requests.is_some() && res.limits.is_some(), "{}: requests and limits", c.name);
+    let res = c
+        .resources
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: resources", c.name));
+    assert!(
+        res.requests.is_some() && res.limits.is_some(),
+        "{}: requests and limits",
+        c.name
+    );
 }
 
 #[test]
@@ -140,9 +198,18 @@ fn operator_deployment_is_locked_down() {
     assert_eq!(psc.run_as_non_root, Some(true));
     let c = &pod.containers[0];
     assert_hardened(c);
-    assert!(c.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).and_then(|c| c.add.as_ref()).is_none());
+    assert!(
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.capabilities.as_ref())
+            .and_then(|c| c.add.as_ref())
+            .is_none()
+    );
     for probe in [&c.liveness_probe, &c.readiness_probe] {
-        let path = probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.as_deref());
+        let path = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.as_deref());
         assert_eq!(path, Some("/healthz"));
     }
     assert!(pod.host_pid.is_none() && pod.host_network.is_none());
@@ -154,7 +221,11 @@ fn node_probe_has_only_the_capabilities_it_needs() {
     let pod = ds.spec.template.spec.expect("pod spec");
     assert_eq!(pod.host_pid, Some(true), "hostPID to see pod processes");
     assert_ne!(pod.host_network, Some(true), "no host network");
-    let probe = pod.containers.iter().find(|c| c.name == "node-probe").expect("node-probe container");
+    let probe = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "node-probe")
+        .expect("node-probe container");
     assert_hardened(probe);
     let add: BTreeSet<String> = probe
         .security_context
@@ -164,20 +235,38 @@ fn node_probe_has_only_the_capabilities_it_needs() {
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let want: BTreeSet<String> = ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"].map(String::from).into();
+    let want: BTreeSet<String> = ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"]
+        .map(String::from)
+        .into();
     assert_eq!(add, want);
-    assert!(!add.contains("SYS_ADMIN"), "no SYS_ADMIN: the probe never calls setns");
+    assert!(
+        !add.contains("SYS_ADMIN"),
+        "no SYS_ADMIN: the probe never calls setns"
+    );
     let mounts: BTreeMap<String, bool> = probe
         .volume_mounts
         .iter()
         .flatten()
         .map(|m| (m.mount_path.clone(), m.read_only.unwrap_or(false)))
         .collect();
-    assert_eq!(mounts.get("/host/sys/fs/cgroup"), Some(&true), "cgroup tree read-only");
+    assert_eq!(
+        mounts.get("/host/sys/fs/cgroup"),
+        Some(&true),
+        "cgroup tree read-only"
+    );
     assert_eq!(mounts.get("/sys/kernel/btf"), Some(&true), "BTF read-only");
-    let host_paths: BTreeSet<String> =
-        pod.volumes.iter().flatten().filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone())).collect();
-    assert_eq!(host_paths, ["/sys/fs/cgroup", "/sys/kernel/btf"].map(String::from).into());
+    let host_paths: BTreeSet<String> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+        .collect();
+    assert_eq!(
+        host_paths,
+        ["/sys/fs/cgroup", "/sys/kernel/btf"]
+            .map(String::from)
+            .into()
+    );
     for c in &pod.containers {
         assert_hardened(c);
     }
@@ -198,16 +287,31 @@ fn operator_rbac_is_least_privilege() {
         }
     }
     let want: BTreeSet<String> = [
-        "/pods:get", "/pods:list", "/pods:watch",
-        "/nodes:get", "/nodes:list", "/nodes:watch",
-        "/namespaces:get", "/namespaces:list", "/namespaces:watch",
-        "netdx.io/networkobservations:get", "netdx.io/networkobservations:list",
-        "netdx.io/networkobservations:watch", "netdx.io/networkobservations:patch",
-        "netdx.io/networkobservations/status:get", "netdx.io/networkobservations/status:patch",
-        "netdx.io/diagnosisreports:get", "netdx.io/diagnosisreports:list", "netdx.io/diagnosisreports:watch",
-        "netdx.io/diagnosisreports:create", "netdx.io/diagnosisreports:patch", "netdx.io/diagnosisreports:delete",
-        "netdx.io/diagnosisreports/status:get", "netdx.io/diagnosisreports/status:patch",
-        "events.k8s.io/events:create", "events.k8s.io/events:patch",
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
+        "/nodes:get",
+        "/nodes:list",
+        "/nodes:watch",
+        "/namespaces:get",
+        "/namespaces:list",
+        "/namespaces:watch",
+        "netdx.io/networkobservations:get",
+        "netdx.io/networkobservations:list",
+        "netdx.io/networkobservations:watch",
+        "netdx.io/networkobservations:patch",
+        "netdx.io/networkobservations/status:get",
+        "netdx.io/networkobservations/status:patch",
+        "netdx.io/diagnosisreports:get",
+        "netdx.io/diagnosisreports:list",
+        "netdx.io/diagnosisreports:watch",
+        "netdx.io/diagnosisreports:create",
+        "netdx.io/diagnosisreports:patch",
+        "netdx.io/diagnosisreports:delete",
+        "netdx.io/diagnosisreports/status:get",
+        "netdx.io/diagnosisreports/status:patch",
+        "events.k8s.io/events:create",
+        "events.k8s.io/events:patch",
         "authentication.k8s.io/tokenreviews:create",
     ]
     .map(String::from)
@@ -217,12 +321,19 @@ fn operator_rbac_is_least_privilege() {
     let lease: Role = one("Role", "netdx-operator-leader-election");
     let rules = lease.rules.unwrap_or_default();
     assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0].resources.as_deref(), Some(&["leases".to_string()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["leases".to_string()][..])
+    );
     // The node-probe talks to no API: nothing may be bound to its ServiceAccount.
     for (f, v) in documents() {
         if kind(&v).ends_with("Binding") {
             let text = v.to_string();
-            assert!(!text.contains("netdx-node-probe"), "{}: node-probe must have no RBAC", f.display());
+            assert!(
+                !text.contains("netdx-node-probe"),
+                "{}: node-probe must have no RBAC",
+                f.display()
+            );
         }
     }
 }
@@ -246,15 +357,15 @@ fn validate(schema: &JSONSchemaProps, v: &Value, path: &str, errors: &mut Vec<St
         errors.push(format!("{path}: expected {ty:?}, got {v}"));
         return;
     }
-    if let (Some(e), false) = (&schema.enum_, v.is_null()) {
-        if !e.iter().any(|x| x.0 == *v) {
-            errors.push(format!("{path}: {v} not one of the allowed values"));
-        }
+    if let (Some(e), false) = (&schema.enum_, v.is_null())
+        && !e.iter().any(|x| x.0 == *v)
+    {
+        errors.push(format!("{path}: {v} not one of the allowed values"));
     }
-    if let Some(x) = v.as_f64() {
-        if schema.minimum.is_some_and(|m| x < m) || schema.maximum.is_some_and(|m| x > m) {
-            errors.push(format!("{path}: {x} out of range"));
-        }
+    if let Some(x) = v.as_f64()
+        && (schema.minimum.is_some_and(|m| x < m) || schema.maximum.is_some_and(|m| x > m))
+    {
+        errors.push(format!("{path}: {x} out of range"));
     }
     match v {
         Value::Object(m) => {
@@ -297,7 +408,11 @@ fn crd_schema(name: &str) -> JSONSchemaProps {
 
 fn validate_examples(kind_name: &str, crd: &str) -> Vec<Value> {
     let schema = crd_schema(crd);
-    let examples: Vec<Value> = documents().into_iter().filter(|(_, v)| kind(v) == kind_name).map(|(_, v)| v).collect();
+    let examples: Vec<Value> = documents()
+        .into_iter()
+        .filter(|(_, v)| kind(v) == kind_name)
+        .map(|(_, v)| v)
+        .collect();
     assert!(!examples.is_empty(), "no example {kind_name}");
     for ex in &examples {
         let mut errors = Vec::new();
@@ -309,7 +424,10 @@ fn validate_examples(kind_name: &str, crd: &str) -> Vec<Value> {
             }
         }
         validate(&schema, &body, kind_name, &mut errors);
-        assert!(errors.is_empty(), "example {kind_name} does not fit the CRD: {errors:#?}");
+        assert!(
+            errors.is_empty(),
+            "example {kind_name} does not fit the CRD: {errors:#?}"
+        );
     }
     examples
 }
@@ -317,12 +435,16 @@ fn validate_examples(kind_name: &str, crd: &str) -> Vec<Value> {
 #[test]
 fn example_network_observation_fits_the_crd_and_the_types() {
     for ex in validate_examples("NetworkObservation", "networkobservations.netdx.io") {
-        let obs: NetworkObservation = serde_json::from_value(ex).expect("deserializes into NetworkObservation");
+        let obs: NetworkObservation =
+            serde_json::from_value(ex).expect("deserializes into NetworkObservation");
         assert!(obs.metadata.namespace.is_some(), "namespaced");
         let sel = &obs.spec.pod_selector;
         assert!(
             sel.match_labels.as_ref().is_some_and(|m| !m.is_empty())
-                || sel.match_expressions.as_ref().is_some_and(|e| !e.is_empty()),
+                || sel
+                    .match_expressions
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty()),
             "podSelector must not be empty"
         );
         obs.spec.window_duration().expect("window within 1s..10m");
@@ -332,7 +454,8 @@ fn example_network_observation_fits_the_crd_and_the_types() {
 #[test]
 fn example_diagnosis_report_fits_the_crd() {
     for ex in validate_examples("DiagnosisReport", "diagnosisreports.netdx.io") {
-        let r: DiagnosisReport = serde_json::from_value(ex).expect("deserializes into DiagnosisReport");
+        let r: DiagnosisReport =
+            serde_json::from_value(ex).expect("deserializes into DiagnosisReport");
         assert!(r.spec.target.observation.is_some() != r.spec.target.pod_selector.is_some());
     }
 }
@@ -346,7 +469,12 @@ fn the_validator_catches_bad_examples() {
     let mut errors = Vec::new();
     validate(&schema, &bad, "x", &mut errors);
     let text = errors.join("\n");
-    for expect in ["podSelector: required", "podSelectr: unknown field", "not one of the allowed values", "out of range"] {
+    for expect in [
+        "podSelector: required",
+        "podSelectr: unknown field",
+        "not one of the allowed values",
+        "out of range",
+    ] {
         assert!(text.contains(expect), "missing {expect:?} in {text}");
     }
 }
@@ -354,7 +482,11 @@ fn the_validator_catches_bad_examples() {
 /// Renders the kustomizations with kubectl when it is installed (it is not needed otherwise).
 #[test]
 fn kustomize_renders_when_kubectl_is_available() {
-    let Ok(out) = std::process::Command::new("kubectl").arg("version").arg("--client").output() else {
+    let Ok(out) = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+    else {
         eprintln!("skipping: kubectl not installed");
         return;
     };
@@ -368,8 +500,15 @@ fn kustomize_renders_when_kubectl_is_available() {
             .arg(root().join(dir))
             .output()
             .expect("kubectl runs");
-        assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("kind: CustomResourceDefinition") && text.contains("kind: DaemonSet"), "{dir} renders everything");
+        assert!(
+            text.contains("kind: CustomResourceDefinition") && text.contains("kind: DaemonSet"),
+            "{dir} renders everything"
+        );
     }
 }

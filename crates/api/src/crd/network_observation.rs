@@ -24,6 +24,8 @@ fn default_retention() -> u32 {
 }
 
 /// Watch the network behaviour of selected pods without touching them.
+// Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "netdx.io",
