@@ -42,11 +42,7 @@ pub struct EdgeKey {
 
 impl std::fmt::Display for EdgeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} -> {}:{}/{}",
-            self.client, self.server, self.port, self.proto
-        )
+        write!(f, "{} -> {}:{}/{}", self.client, self.server, self.port, self.proto)
     }
 }
 
@@ -88,11 +84,7 @@ impl Latency {
             p50_ms: q(0.5),
             p90_ms: q(0.9),
             p99_ms: q(0.99),
-            mean_ms: if count > 0 {
-                s.sum().unwrap_or(0.0) / count as f64
-            } else {
-                0.0
-            },
+            mean_ms: if count > 0 { s.sum().unwrap_or(0.0) / count as f64 } else { 0.0 },
             max_ms: s.max().unwrap_or(0.0),
             sketch: Some(Sketch(s)),
         }
