@@ -45,6 +45,9 @@ pub struct State {
     pub targets: SharedRegistry,
     /// How pod cgroups are named on nodes.
     pub cgroups: CgroupLayout,
+    /// Whether this replica leads (runs the controllers); /readyz follows it so the Service
+    /// only sends node-probes to the replica whose target sets are filled.
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl State {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::events::Recorder;
@@ -203,6 +203,31 @@ pub enum Scenario {
     ReportWaitsForEngine(DiagnosisReport),
     /// The reconcile must not call the API at all.
     NoCalls,
+    /// No Lease yet: it is created with us as holder.
+    LeaseMissing,
+    /// A Lease by `holder` renewed at Unix second `renewed`; we expect to write it as holder.
+    LeaseHeld {
+        /// Current holder.
+        holder: String,
+        /// Last renewal, Unix seconds.
+        renewed: i64,
+        /// leaseTransitions we expect to write.
+        expect_transitions: i32,
+    },
+    /// A fresh Lease by someone else: read, never written.
+    LeaseFresh {
+        /// Current holder.
+        holder: String,
+        /// Last renewal, Unix seconds.
+        renewed: i64,
+    },
+    /// An expired Lease we try to take, but another replica wins (409).
+    LeaseConflict {
+        /// Current holder.
+        holder: String,
+        /// Last renewal, Unix seconds.
+        renewed: i64,
+    },
 }
 
 type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -260,7 +285,91 @@ fn status_error(code: StatusCode, reason: &str, message: &str) -> Response<Body>
 const OBS_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/networkobservations/web";
 const REPORT_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/diagnosisreports/ondemand";
 
+const LEASES_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/netdx-system/leases";
+
+fn lease_json(holder: &str, renewed: i64) -> Value {
+    let t = |s: i64| {
+        serde_json::to_value(MicroTime(Timestamp::from_second(s).expect("valid"))).expect("json")
+    };
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "netdx-operator", "namespace": "netdx-system", "resourceVersion": "7"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "acquireTime": t(renewed - 100),
+                 "renewTime": t(renewed), "leaseTransitions": 3}
+    })
+}
+
 impl ApiServerVerifier {
+    /// A bare client talking to a verifier (for code that needs no full [`Context`]).
+    pub fn client() -> (Client, ApiServerVerifier) {
+        let (mock_service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (
+            Client::new(mock_service, "default"),
+            ApiServerVerifier(handle),
+        )
+    }
+
+    async fn handle_lease_get(mut self, existing: Option<(&str, i64)>) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(
+            request.uri().path(),
+            format!("{LEASES_PATH}/netdx-operator")
+        );
+        match existing {
+            Some((holder, renewed)) => send.send_response(ok_json(&lease_json(holder, renewed))),
+            None => send.send_response(status_error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "leases \"netdx-operator\" not found",
+            )),
+        }
+        self
+    }
+
+    async fn handle_lease_create(mut self) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().path(), LEASES_PATH);
+        let body = body_json(request).await;
+        let now = serde_json::to_value(MicroTime(frozen_now())).expect("json");
+        assert_json_subset(
+            &body,
+            &json!({"metadata": {"name": "netdx-operator"},
+                    "spec": {"holderIdentity": "operator-a", "renewTime": now, "acquireTime": now,
+                             "leaseDurationSeconds": 15, "leaseTransitions": 0}}),
+            "lease",
+        );
+        send.send_response(ok_json(&body));
+        self
+    }
+
+    async fn handle_lease_replace(mut self, transitions: i32, accept: bool) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PUT);
+        assert_eq!(
+            request.uri().path(),
+            format!("{LEASES_PATH}/netdx-operator")
+        );
+        let body = body_json(request).await;
+        let now = serde_json::to_value(MicroTime(frozen_now())).expect("json");
+        assert_json_subset(
+            &body,
+            &json!({"metadata": {"resourceVersion": "7"},
+                    "spec": {"holderIdentity": "operator-a", "renewTime": now, "leaseTransitions": transitions}}),
+            "lease",
+        );
+        if accept {
+            send.send_response(ok_json(&body));
+        } else {
+            send.send_response(status_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "the object has been modified",
+            ));
+        }
+        self
+    }
     /// The status a reconcile of [`NetworkObservation::test`] over [`web_pods`] produces.
     pub fn observing_status() -> NetworkObservationStatus {
         let now = frozen_now();
@@ -341,6 +450,31 @@ impl ApiServerVerifier {
                     self.handle_report_engine_pending(report).await;
                 }
                 Scenario::NoCalls => {}
+                Scenario::LeaseMissing => {
+                    self.handle_lease_get(None)
+                        .await
+                        .handle_lease_create()
+                        .await;
+                }
+                Scenario::LeaseHeld {
+                    holder,
+                    renewed,
+                    expect_transitions,
+                } => {
+                    self.handle_lease_get(Some((&holder, renewed)))
+                        .await
+                        .handle_lease_replace(expect_transitions, true)
+                        .await;
+                }
+                Scenario::LeaseFresh { holder, renewed } => {
+                    self.handle_lease_get(Some((&holder, renewed))).await;
+                }
+                Scenario::LeaseConflict { holder, renewed } => {
+                    self.handle_lease_get(Some((&holder, renewed)))
+                        .await
+                        .handle_lease_replace(4, false)
+                        .await;
+                }
             }
         })
     }

@@ -14,6 +14,7 @@ use crate::State;
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/", get(diagnostics))
         .route("/v1/targets/{node}", get(targets))
@@ -22,6 +23,15 @@ pub fn router(state: State) -> Router {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Ready only while leading: a standby has no target sets to hand out.
+async fn readyz(AxState(state): AxState<State>) -> impl IntoResponse {
+    if state.leading.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "leading")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "standby")
+    }
 }
 
 async fn diagnostics(AxState(state): AxState<State>) -> impl IntoResponse {

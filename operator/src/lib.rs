@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod report;

@@ -205,13 +205,22 @@ fn operator_deployment_is_locked_down() {
             .and_then(|c| c.add.as_ref())
             .is_none()
     );
-    for probe in [&c.liveness_probe, &c.readiness_probe] {
-        let path = probe
-            .as_ref()
+    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
             .and_then(|p| p.http_get.as_ref())
-            .and_then(|h| h.path.as_deref());
-        assert_eq!(path, Some("/healthz"));
-    }
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(
+        path(&c.readiness_probe).as_deref(),
+        Some("/readyz"),
+        "ready only while leading"
+    );
+    let env: BTreeSet<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert!(
+        env.contains("POD_NAME") && env.contains("POD_NAMESPACE"),
+        "lease identity and namespace"
+    );
     assert!(pod.host_pid.is_none() && pod.host_network.is_none());
 }
 
