@@ -7,6 +7,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::RwLock;
 
+use crate::auth::ProbeAuth;
 use crate::controller::Failures;
 use crate::metrics::Metrics;
 use crate::report::{DiagnosisEngine, PendingEngine};
@@ -35,7 +36,7 @@ impl Default for Diagnostics {
 }
 
 /// Long-lived state shared by the controllers and the HTTP server.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct State {
     /// Last activity, for health.
     pub diagnostics: Arc<RwLock<Diagnostics>>,
@@ -48,6 +49,21 @@ pub struct State {
     /// Whether this replica leads (runs the controllers); /readyz follows it so the Service
     /// only sends node-probes to the replica whose target sets are filled.
     pub leading: Arc<std::sync::atomic::AtomicBool>,
+    /// Who may fetch target sets.
+    pub probe_auth: Arc<ProbeAuth>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            diagnostics: Arc::default(),
+            metrics: Arc::default(),
+            targets: Arc::default(),
+            cgroups: CgroupLayout::default(),
+            leading: Arc::default(),
+            probe_auth: Arc::new(ProbeAuth::disabled()),
+        }
+    }
 }
 
 impl State {

@@ -166,7 +166,7 @@ impl TestReport for DiagnosisReport {
 }
 
 /// Two pods of `app=web` on two nodes, as a PodList.
-fn web_pods() -> Value {
+pub fn web_pods() -> Value {
     let pod = |name: &str, node: &str, ip: &str| {
         json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -205,6 +205,8 @@ pub enum Scenario {
     NoCalls,
     /// No Lease yet: it is created with us as holder.
     LeaseMissing,
+    /// Two TokenReviews: "someone-else" maps to another account, "probe-token" to the node-probe.
+    TokenReviews,
     /// A Lease by `holder` renewed at Unix second `renewed`; we expect to write it as holder.
     LeaseHeld {
         /// Current holder.
@@ -307,6 +309,20 @@ impl ApiServerVerifier {
             Client::new(mock_service, "default"),
             ApiServerVerifier(handle),
         )
+    }
+
+    async fn handle_token_review(mut self, token: &str, user: &str) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(
+            request.uri().path(),
+            "/apis/authentication.k8s.io/v1/tokenreviews"
+        );
+        let mut body = body_json(request).await;
+        assert_json_subset(&body, &json!({"spec": {"token": token}}), "tokenreview");
+        body["status"] = json!({"authenticated": true, "user": {"username": user}});
+        send.send_response(ok_json(&body));
+        self
     }
 
     async fn handle_lease_get(mut self, existing: Option<(&str, i64)>) -> Self {
@@ -450,6 +466,15 @@ impl ApiServerVerifier {
                     self.handle_report_engine_pending(report).await;
                 }
                 Scenario::NoCalls => {}
+                Scenario::TokenReviews => {
+                    self.handle_token_review(
+                        "someone-else",
+                        "system:serviceaccount:default:default",
+                    )
+                    .await
+                    .handle_token_review("probe-token", crate::auth::NODE_PROBE_USER)
+                    .await;
+                }
                 Scenario::LeaseMissing => {
                     self.handle_lease_get(None)
                         .await

@@ -4,6 +4,7 @@
 //! Binaries are thin: `main.rs` runs the controllers and the HTTP server, `bin/crdgen.rs`
 //! prints the CRDs.
 
+pub mod auth;
 pub mod conditions;
 pub mod context;
 pub mod controller;

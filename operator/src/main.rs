@@ -2,11 +2,13 @@
 //! readiness, metrics, targets).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, anyhow};
 use clap::Parser;
 use netdx_operator::State;
+use netdx_operator::auth::ProbeAuth;
 use netdx_operator::leader::LeaseLock;
 use netdx_operator::targets::{CgroupDriver, CgroupLayout};
 use tracing_subscriber::EnvFilter;
@@ -33,6 +35,16 @@ struct Args {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "netdx-operator-local")]
     identity: String,
+    /// Require node-probes to present their ServiceAccount token (checked by TokenReview).
+    #[arg(long, env = "NETDX_PROBE_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    probe_auth: bool,
+    /// The node-probes' ServiceAccount, in the operator's namespace.
+    #[arg(
+        long,
+        env = "NETDX_PROBE_SERVICE_ACCOUNT",
+        default_value = "netdx-node-probe"
+    )]
+    probe_service_account: String,
 }
 
 #[tokio::main]
@@ -43,16 +55,29 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let probe_auth = if args.probe_auth {
+        let user = format!(
+            "system:serviceaccount:{}:{}",
+            args.namespace, args.probe_service_account
+        );
+        ProbeAuth::token_review(client.clone(), user)
+    } else {
+        tracing::warn!(
+            "node-probe authentication is off: anyone reaching the service can read target sets"
+        );
+        ProbeAuth::disabled()
+    };
     let state = State {
         cgroups: CgroupLayout {
             root: args.cgroup_root,
             driver: args.cgroup_driver,
         },
+        probe_auth: Arc::new(probe_auth),
         ..State::default()
     };
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
 
     // Serve health first so the liveness probe passes while this replica waits as a standby.
     let listener = tokio::net::TcpListener::bind(args.listen)
