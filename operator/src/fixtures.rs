@@ -417,6 +417,34 @@ impl ApiServerVerifier {
         }
     }
 
+    /// The status a reconcile of [`NetworkObservation::test`] with window "1h" writes.
+    pub fn invalid_window_status() -> NetworkObservationStatus {
+        let now = frozen_now();
+        NetworkObservationStatus {
+            observed_generation: Some(1),
+            conditions: vec![
+                conditions::new(
+                    READY,
+                    false,
+                    reason::INVALID_WINDOW,
+                    "window \"1h\" must be between 1s and 10m",
+                    Some(1),
+                    now,
+                ),
+                conditions::new(
+                    PROBES_SCHEDULED,
+                    false,
+                    reason::INVALID_SPEC,
+                    "nothing scheduled until the spec is fixed",
+                    Some(1),
+                    now,
+                ),
+                conditions::new(DEGRADED, false, reason::INVALID_SPEC, "", Some(1), now),
+            ],
+            ..Default::default()
+        }
+    }
+
     /// Runs the scenario on a task; await it with [`timeout_after_1s`].
     pub fn run(self, scenario: Scenario) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {

@@ -127,20 +127,7 @@ pub async fn apply(obs: &NetworkObservation, ctx: Arc<Context>) -> Result<Action
     let plan = match plan(&obs.spec) {
         Ok(p) => p,
         Err(problem) => {
-            warn!(reason = problem.reason, message = %problem.message, "invalid spec");
             ctx.targets.write().await.remove(&key(obs));
-            ctx.recorder
-                .publish(
-                    &Event {
-                        type_: EventType::Warning,
-                        reason: problem.reason.to_string(),
-                        note: Some(problem.message.clone()),
-                        action: "Validate".into(),
-                        secondary: None,
-                    },
-                    &obs.object_ref(&()),
-                )
-                .await?;
             let new = vec![
                 conditions::new(
                     READY,
@@ -161,7 +148,23 @@ pub async fn apply(obs: &NetworkObservation, ctx: Arc<Context>) -> Result<Action
                 conditions::new(DEGRADED, false, reason::INVALID_SPEC, "", generation, now),
             ];
             let status = next_status(obs, new, 0, 0);
-            apply_status(obs, &ctx, status).await?;
+            // Pod events re-trigger this reconcile; warn people once per problem, not per event.
+            if obs.status.as_ref() != Some(&status) {
+                warn!(reason = problem.reason, message = %problem.message, "invalid spec");
+                ctx.recorder
+                    .publish(
+                        &Event {
+                            type_: EventType::Warning,
+                            reason: problem.reason.to_string(),
+                            note: Some(problem.message.clone()),
+                            action: "Validate".into(),
+                            secondary: None,
+                        },
+                        &obs.object_ref(&()),
+                    )
+                    .await?;
+                apply_status(obs, &ctx, status).await?;
+            }
             // Nothing will change until someone edits the spec.
             return Ok(Action::await_change());
         }
@@ -418,6 +421,20 @@ mod tests {
         let action = reconcile(Arc::new(obs), ctx)
             .await
             .expect("bad spec is not a reconcile error");
+        timeout_after_1s(mock).await;
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn bad_spec_already_reported_stays_quiet() {
+        // Pod events re-trigger reconciles; once Ready=False is written, no more events or patches.
+        let (ctx, server) = crate::fixtures::context();
+        let obs = NetworkObservation::test()
+            .finalized()
+            .with_window("1h")
+            .with_status(ApiServerVerifier::invalid_window_status());
+        let mock = server.run(Scenario::NoCalls);
+        let action = reconcile(Arc::new(obs), ctx).await.expect("reconciler");
         timeout_after_1s(mock).await;
         assert_eq!(action, Action::await_change());
     }
