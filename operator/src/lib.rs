@@ -4,6 +4,8 @@
 //! Binaries are thin: `main.rs` runs the controllers and the HTTP server, `bin/crdgen.rs`
 //! prints the CRDs.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod conditions;
 pub mod context;
