@@ -195,6 +195,8 @@ pub enum Scenario {
     Cleanup(NetworkObservation),
     /// Listing pods is forbidden.
     PodListForbidden,
+    /// namespaceSelector team=shop: namespaces listed, pods listed only in the matching one.
+    NamespaceSelector,
     /// On-demand report: observation exists, status goes Running.
     ReportStarts(DiagnosisReport),
     /// On-demand report for a missing observation: event, status Failed.
@@ -417,6 +419,34 @@ impl ApiServerVerifier {
         }
     }
 
+    /// The status of an observation whose selectors match no pod.
+    pub fn no_pods_status() -> NetworkObservationStatus {
+        let now = frozen_now();
+        NetworkObservationStatus {
+            observed_generation: Some(1),
+            conditions: vec![
+                conditions::new(
+                    READY,
+                    false,
+                    reason::NO_MATCHING_PODS,
+                    "no running pod matches the selectors",
+                    Some(1),
+                    now,
+                ),
+                conditions::new(
+                    PROBES_SCHEDULED,
+                    false,
+                    reason::NO_MATCHING_PODS,
+                    "no node runs a matching pod",
+                    Some(1),
+                    now,
+                ),
+                conditions::new(DEGRADED, false, reason::AS_EXPECTED, "", Some(1), now),
+            ],
+            ..Default::default()
+        }
+    }
+
     /// The status a reconcile of [`NetworkObservation::test`] with window "1h" writes.
     pub fn invalid_window_status() -> NetworkObservationStatus {
         let now = frozen_now();
@@ -471,6 +501,12 @@ impl ApiServerVerifier {
                     self.handle_event_create("ObservationStopped", "Normal")
                         .await
                         .handle_finalizer_removal(obs)
+                        .await;
+                }
+                Scenario::NamespaceSelector => {
+                    self.handle_namespace_list()
+                        .await
+                        .handle_pod_list_in("shop")
                         .await;
                 }
                 Scenario::PodListForbidden => {
@@ -567,6 +603,34 @@ impl ApiServerVerifier {
         let query = request.uri().query().unwrap_or_default().to_string();
         assert!(query.contains("labelSelector=app%3Dweb"), "query {query}");
         send.send_response(ok_json(&web_pods()));
+        self
+    }
+
+    async fn handle_namespace_list(mut self) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), "/api/v1/namespaces");
+        let ns = |name: &str, team: &str| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "labels": {"team": team}}})
+        };
+        send.send_response(ok_json(&json!({
+            "apiVersion": "v1", "kind": "NamespaceList", "metadata": {},
+            "items": [ns("shop", "shop"), ns("billing", "finance")]
+        })));
+        self
+    }
+
+    async fn handle_pod_list_in(mut self, namespace: &str) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(
+            request.uri().path(),
+            format!("/api/v1/namespaces/{namespace}/pods")
+        );
+        send.send_response(ok_json(
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ));
         self
     }
 

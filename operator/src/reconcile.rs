@@ -453,6 +453,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn namespace_selector_limits_the_namespaces_searched() {
+        let (ctx, server) = crate::fixtures::context();
+        let mut obs = NetworkObservation::test().finalized().with_status(
+            // No pods anywhere: the status below is what such a reconcile writes, so no patch.
+            ApiServerVerifier::no_pods_status(),
+        );
+        obs.spec.namespace_selector = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some([("team".to_string(), "shop".to_string())].into()),
+                match_expressions: None,
+            },
+        );
+        let mock = server.run(Scenario::NamespaceSelector);
+        reconcile(Arc::new(obs), ctx).await.expect("reconciler");
+        timeout_after_1s(mock).await;
+    }
+
+    #[tokio::test]
     async fn api_errors_surface_as_errors() {
         let (ctx, server) = crate::fixtures::context();
         let obs = NetworkObservation::test().finalized();
