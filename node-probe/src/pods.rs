@@ -122,12 +122,25 @@ pub fn default_cgroup_root() -> PathBuf {
 }
 
 fn resolve(t: &PodTarget, root: &Path) -> Result<WatchedPod, String> {
-    let dir = if t.cgroup_path.is_empty() {
-        let uid = t.uid.as_deref().ok_or("neither cgroupPath nor uid given")?;
-        find_pod_dir(root, uid)
-            .ok_or_else(|| format!("no cgroup for pod uid {uid} under {}", root.display()))?
-    } else {
-        PathBuf::from(&t.cgroup_path)
+    // A given path wins; when it is absent or wrong (another cgroup driver or mount point
+    // than the operator assumed), the UID finds the pod's directory on this node.
+    let given =
+        Some(PathBuf::from(&t.cgroup_path)).filter(|p| !t.cgroup_path.is_empty() && p.is_dir());
+    let dir = match (given, t.uid.as_deref()) {
+        (Some(dir), _) => dir,
+        (None, Some(uid)) => find_pod_dir(root, uid).ok_or_else(|| {
+            format!(
+                "no cgroup for pod uid {uid} under {} (given: {:?})",
+                root.display(),
+                t.cgroup_path
+            )
+        })?,
+        (None, None) => {
+            return Err(format!(
+                "cgroup {:?} not found and no uid to search by",
+                t.cgroup_path
+            ));
+        }
     };
     let dirs = subtree(&dir);
     let cgroup_ids: Vec<u64> = dirs.iter().filter_map(|d| inode(d).ok()).collect();

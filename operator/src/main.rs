@@ -1,1 +1,125 @@
-fn main() {}
+//! netdx operator binary: leader election, controllers, and the HTTP server (health,
+//! readiness, metrics, targets).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context as _, anyhow};
+use clap::Parser;
+use netdx_operator::State;
+use netdx_operator::auth::ProbeAuth;
+use netdx_operator::leader::LeaseLock;
+use netdx_operator::targets::{CgroupDriver, CgroupLayout};
+use tracing_subscriber::EnvFilter;
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(about = "netdx Kubernetes operator")]
+struct Args {
+    /// Address for /healthz, /readyz, /metrics and /v1/targets/{node}.
+    #[arg(long, env = "NETDX_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Where node-probes see the cgroup2 hierarchy.
+    #[arg(long, env = "NETDX_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    cgroup_root: String,
+    /// The kubelet's cgroup driver: systemd or cgroupfs.
+    #[arg(long, env = "NETDX_CGROUP_DRIVER", default_value = "systemd")]
+    cgroup_driver: CgroupDriver,
+    /// Compete for the Lease before reconciling (turn off only for a single local instance).
+    #[arg(long, env = "NETDX_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "netdx-system")]
+    namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "netdx-operator-local")]
+    identity: String,
+    /// Require node-probes to present their ServiceAccount token (checked by TokenReview).
+    #[arg(long, env = "NETDX_PROBE_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    probe_auth: bool,
+    /// The node-probes' ServiceAccount, in the operator's namespace.
+    #[arg(
+        long,
+        env = "NETDX_PROBE_SERVICE_ACCOUNT",
+        default_value = "netdx-node-probe"
+    )]
+    probe_service_account: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn")),
+        )
+        .init();
+    let args = Args::parse();
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let probe_auth = if args.probe_auth {
+        let user = format!(
+            "system:serviceaccount:{}:{}",
+            args.namespace, args.probe_service_account
+        );
+        ProbeAuth::token_review(client.clone(), user)
+    } else {
+        tracing::warn!(
+            "node-probe authentication is off: anyone reaching the service can read target sets"
+        );
+        ProbeAuth::disabled()
+    };
+    let state = State {
+        cgroups: CgroupLayout {
+            root: args.cgroup_root,
+            driver: args.cgroup_driver,
+        },
+        probe_auth: Arc::new(probe_auth),
+        ..State::default()
+    };
+
+    // Serve health first so the liveness probe passes while this replica waits as a standby.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let app = netdx_operator::http::router(state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(listen = %args.listen, "serving health, metrics and targets");
+
+    let lock = args
+        .leader_election
+        .then(|| LeaseLock::new(client.clone(), &args.namespace, args.identity.clone()));
+    if let Some(lock) = &lock {
+        tokio::select! {
+            res = lock.acquire() => res.context("leader election")?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+    state.leading.store(true, Ordering::Relaxed);
+
+    let hold = async {
+        match &lock {
+            Some(l) => l.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        res = netdx_operator::controller::run(state.clone(), client) => {
+            res.context("controllers (are the CRDs installed? kubectl apply -k manifests/base)")
+        }
+        () = hold => Err(anyhow!("lost leadership; exiting so the restart re-joins the election")),
+        res = server => match res {
+            Ok(Ok(())) => Err(anyhow!("http server stopped")),
+            Ok(Err(e)) => Err(e).context("http server"),
+            Err(e) => Err(e).context("http server task"),
+        },
+    };
+    state.leading.store(false, Ordering::Relaxed);
+    if let Some(lock) = &lock
+        && let Err(e) = lock.release().await
+    {
+        tracing::warn!(error = %e, "releasing the lease");
+    }
+    result
+}

@@ -90,9 +90,12 @@ pub struct Scenario {
     pub load: f64,
 }
 
+/// A class, its two intensities (label, knob) and the workloads that can show it.
+type CatalogEntry = (RootCause, [(&'static str, u32); 2], &'static [Workload]);
+
 /// Classes, intensities (label, knob) and the workloads they apply to. Classes whose signal a
 /// workload cannot show are left out for it (documented in the model card).
-fn catalog() -> Vec<(RootCause, [(&'static str, u32); 2], &'static [Workload])> {
+fn catalog() -> Vec<CatalogEntry> {
     use RootCause::*;
     use Workload::*;
     const ALL: &[Workload] = &[Ndxe, Redis, Http];
