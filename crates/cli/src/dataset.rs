@@ -92,13 +92,10 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
         }
         let faulty = i >= t.healthy;
         let joined = join(&next_window(&agents, t.window)?);
-        let keys: HashMap<_, _> = joined
-            .edges
-            .iter()
-            .map(|e| (e.id(), e.key.clone()))
-            .collect();
+        let edges: HashMap<_, _> = joined.edges.iter().map(|e| (e.id(), e)).collect();
         for (id, v) in window_features(&joined, &baselines) {
-            let Some(key) = keys.get(&id) else { continue };
+            let Some(edge) = edges.get(&id) else { continue };
+            let key = &edge.key;
             let hit = faulty && world.affected(scope, key);
             let fault = if hit { s.fault } else { RootCause::Healthy };
             rows.push(LabeledRow {
@@ -114,6 +111,9 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
                 window: i,
                 transitional: faulty && i == t.healthy,
                 features: v.as_slice().to_vec(),
+                edge: key.to_string(),
+                client_node: edge.client_node.clone().unwrap_or_default(),
+                server_node: edge.server_node.clone().unwrap_or_default(),
             });
             // Like the live diagnosis, edges known to be healthy keep their baseline current.
             if !hit {

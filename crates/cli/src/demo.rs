@@ -1,159 +1,270 @@
-//! `netdx demo`: a small testbed with real servers and clients, one node-probe per simulated
-//! node, and a live per-edge table.
+//! `netdx demo`: the local testbed end to end. A small cluster with real servers and clients,
+//! one node-probe per simulated node, a sequence of injected faults, and each window's
+//! diagnosis shown next to what was injected; DiagnosisReports (the CRD's schema) are written
+//! as YAML per incident, and a summary compares injected and diagnosed.
 
 use std::{
+    collections::BTreeMap,
     io::IsTerminal,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
+        mpsc,
     },
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
-use netdx_api::windows::WindowReport;
-use netdx_testbed::{
-    Testbed, TestbedSpec, servers,
-    servers::EchoServer,
-    topology::PodSpec,
-    workloads::{self, EchoClient},
+use netdx_api::crd;
+use netdx_diagnosis::{
+    classes::{Classifier, RootCause},
+    eval::target_instance,
+    features::Baselines,
+    join::join,
+    localize::{Finding, diagnose},
+    model::TreeModel,
+    report::crd_finding,
+    rules::RuleTree,
 };
-use node_probe::ingest::{Agent, AgentConfig};
 
-use crate::live;
+use crate::{
+    dataset::{next_window, start_agents},
+    live::{self, Frame},
+    scenarios::{Scenario, Workload, World, scope_of},
+    table,
+};
 
 /// Demo settings.
 pub struct DemoOpts {
-    /// Total run time.
-    pub duration: Duration,
     /// Window length.
     pub window: Duration,
-    /// Where windows are written.
+    /// Where reports and windows are written.
     pub out_dir: PathBuf,
     /// Force plain text output even on a terminal.
     pub plain: bool,
+    /// Model file (the rule baseline is used when it is missing).
+    pub model: PathBuf,
+    /// Workload the servers and clients run.
+    pub workload: Workload,
+    /// Windows per fault and between faults.
+    pub fault_windows: u32,
 }
 
-/// Runs the demo end to end; everything is torn down on return, error or Ctrl-C.
-pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    eprintln!("netdx demo: building testbed (2 nodes, 5 pods) ...");
-    let tb = Arc::new(
-        Testbed::up(&TestbedSpec {
-            nodes: 2,
-            pods: vec![
-                PodSpec::new("frontend", 0),
-                PodSpec::new("worker", 0),
-                PodSpec::new("redis", 1),
-                PodSpec::new("nginx", 1),
-                PodSpec::new("backend", 1),
-            ],
-        })
-        .context("building the testbed (needs root)")?,
-    );
-    let redis = servers::redis(&tb, "redis")?;
-    let nginx = servers::nginx(&tb, "nginx", 2048)?;
-    let (backend, _) = servers::echo(
-        &tb,
-        "backend",
-        7000,
-        &EchoServer {
-            delay_us: 2_000,
-            ..Default::default()
-        },
-    )?;
-    eprintln!(
-        "netdx demo: servers up (redis {redis}, nginx {nginx}, ndxe {backend}); loading node-probes ..."
-    );
-    let agents = tb
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut cfg = AgentConfig::new(&n.name, tb.targets_path());
-            cfg.window = opts.window;
-            cfg.node_netns = Some(netdx_testbed::netns::netns_path(&n.netns).into());
-            Agent::start(cfg).with_context(|| format!("starting node-probe for {}", n.name))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let deadline = Instant::now() + opts.duration;
-    let loads = start_workloads(&tb, deadline, &stop, redis, nginx, backend);
-    let result = live::show(
-        &agents,
-        deadline,
-        &stop,
-        opts.plain || !std::io::stdout().is_terminal(),
-    );
-    stop.store(true, Ordering::Release);
-    for l in loads {
-        let _ = l.join();
+/// The faults the demo injects, in order: a network one, an L4 connection failure, a
+/// server-side resource one, another network one, a node-wide one.
+const SEQUENCE: [(RootCause, &str, u32); 5] = [
+    (RootCause::PathDelay, "20ms", 20_000),
+    (RootCause::ConnectionRefused, "100pct", 100),
+    (RootCause::ServerCpuThrottled, "1pct", 1_000),
+    (RootCause::PathLoss, "10pct", 10),
+    (RootCause::ConntrackFull, "max0", 0),
+];
+
+/// The classifier to use: the trained model if its file loads, else the rules (and why).
+pub fn classifier(path: &Path) -> (Box<dyn Classifier + Send>, String) {
+    match TreeModel::load(path) {
+        Ok(m) => {
+            let v = m.version();
+            (Box::new(m), format!("model {v} ({})", path.display()))
+        }
+        Err(e) => (Box::new(RuleTree::new()), format!("rule baseline ({}: {e})", path.display())),
     }
-    let windows: Vec<WindowReport> = agents
-        .iter()
-        .flat_map(|a| {
-            a.shared
-                .windows
-                .lock()
-                .map(|w| w.iter().cloned().collect::<Vec<_>>())
-                .unwrap_or_default()
-        })
-        .collect();
-    std::fs::create_dir_all(&opts.out_dir)?;
-    let path = opts.out_dir.join("windows.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&windows)?)?;
-    drop(agents);
-    drop(tb);
-    result?;
-    eprintln!(
-        "netdx demo: {} windows written to {}; testbed removed",
-        windows.len(),
-        path.display()
+}
+
+/// A running diagnosis of the testbed: the cluster, its node-probes and the diagnosis state.
+pub struct Session {
+    /// The cluster (inject faults through it).
+    pub world: World,
+    agents: Vec<node_probe::ingest::Agent>,
+    baselines: Baselines,
+    clf: Box<dyn Classifier + Send>,
+    window: Duration,
+}
+
+impl Session {
+    /// Builds the cluster, attaches one node-probe per node and starts the clients.
+    /// Returns the session and a description of the classifier in use.
+    pub fn start(workload: Workload, model: &Path, window: Duration) -> anyhow::Result<(Self, String)> {
+        let (clf, name) = classifier(model);
+        let mut world = World::up(workload).context("building the testbed (needs root; run `make demo`)")?;
+        let agents = start_agents(&world)?;
+        world.start_clients(1.0);
+        Ok((Session { world, agents, baselines: Baselines::new(), clf, window }, name))
+    }
+
+    /// Waits one window, diagnoses it; findings come most confident first.
+    pub fn next(&mut self) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, Vec<Finding>)> {
+        let reports = next_window(&self.agents, self.window)?;
+        let mut findings = diagnose(&join(&reports), &mut self.baselines, self.clf.as_ref());
+        findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        Ok((reports, findings))
+    }
+
+    /// Version of the classifier in use.
+    pub fn model_version(&self) -> String {
+        self.clf.version()
+    }
+}
+
+/// One incident: a (root cause, instance) found in consecutive windows.
+struct Incident {
+    finding: Finding,
+    first_window: u32,
+    last_window: u32,
+    windows: u32,
+}
+
+/// What happened in one fault phase, for the summary.
+struct Phase {
+    injected: String,
+    diagnosed: BTreeMap<String, u32>,
+    detected_after: Option<u32>,
+}
+
+fn short(f: &Finding) -> String {
+    format!("{} @ {}", f.root_cause, f.instance.name)
+}
+
+/// Runs the demo; everything is torn down on return, error or Ctrl-C.
+pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    eprintln!("netdx demo: building the testbed (3 nodes, 5 pods, {} servers) ...", opts.workload.name());
+    let (mut session, clf_name) = Session::start(opts.workload, &opts.model, opts.window)?;
+    eprintln!("netdx demo: node-probes attached; diagnosing with the {clf_name}");
+    let (tx, rx) = mpsc::channel::<Frame>();
+    let plain = opts.plain || !std::io::stdout().is_terminal();
+    let ui_stop = stop.clone();
+    let ui = std::thread::spawn(move || live::show(rx, &ui_stop, plain));
+
+    let mut incidents: Vec<Incident> = Vec::new();
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut all_windows = Vec::new();
+    let mut w = 0u32;
+    // Warm-up: baselines need healthy windows before faults.
+    let mut plan: Vec<(Option<usize>, u32)> = vec![(None, 4)];
+    for i in 0..SEQUENCE.len() {
+        plan.push((Some(i), opts.fault_windows));
+        plan.push((None, 2));
+    }
+    'outer: for (fault, windows) in plan {
+        let scenario = fault.map(|i| {
+            let (class, intensity, param) = SEQUENCE[i];
+            Scenario { id: format!("demo-{class}"), workload: opts.workload, fault: class, intensity, param, load: 1.0 }
+        });
+        let injected = match &scenario {
+            Some(s) => Some(session.world.inject(s).with_context(|| format!("injecting {}", s.fault))?),
+            None => None,
+        };
+        let label = scenario
+            .as_ref()
+            .map(|s| format!("{} {} @ {}", s.fault, s.intensity, World::target(scope_of(s.fault))))
+            .unwrap_or_else(|| "nothing".into());
+        if scenario.is_some() {
+            phases.push(Phase { injected: label.clone(), diagnosed: BTreeMap::new(), detected_after: None });
+        }
+        for k in 0..windows {
+            if stop.load(Ordering::Acquire) {
+                break 'outer;
+            }
+            let (reports, findings) = session.next()?;
+            if let (Some(s), Some(p)) = (&scenario, phases.last_mut()) {
+                let want = target_instance(World::target(scope_of(s.fault)));
+                for f in &findings {
+                    *p.diagnosed.entry(short(f)).or_default() += 1;
+                }
+                if p.detected_after.is_none() && findings.iter().any(|f| f.root_cause == s.fault && Some(&f.instance) == want.as_ref()) {
+                    p.detected_after = Some(k + 1);
+                }
+            }
+            for f in &findings {
+                match incidents.iter_mut().find(|i| {
+                    i.finding.root_cause == f.root_cause && i.finding.instance == f.instance && i.last_window + 1 >= w
+                }) {
+                    Some(i) => {
+                        i.last_window = w;
+                        i.windows += 1;
+                        if f.confidence > i.finding.confidence {
+                            i.finding = f.clone();
+                        }
+                    }
+                    None => incidents.push(Incident { finding: f.clone(), first_window: w, last_window: w, windows: 1 }),
+                }
+            }
+            let refs: Vec<&netdx_api::windows::WindowReport> = reports.iter().collect();
+            let mut lines = vec![format!("injected : {label}")];
+            if findings.is_empty() {
+                lines.push("diagnosed: healthy (no finding)".into());
+            }
+            for f in findings.iter().take(3) {
+                lines.push(format!(
+                    "diagnosed: {} (confidence {:.2}, {:?}) because {}",
+                    short(f),
+                    f.confidence,
+                    f.severity,
+                    f.decision_path.last().cloned().unwrap_or_default()
+                ));
+            }
+            let _ = tx.send(Frame { title: format!("window {w}"), rows: table::rows(&refs), lines });
+            all_windows.extend(reports);
+            w += 1;
+        }
+        drop(injected);
+    }
+    drop(tx);
+    let ui_result = ui.join();
+    let model_version = session.model_version();
+    drop(session);
+    std::fs::create_dir_all(opts.out_dir.join("reports"))?;
+    std::fs::write(opts.out_dir.join("windows.json"), serde_json::to_vec_pretty(&all_windows)?)?;
+    for (n, inc) in incidents.iter().enumerate() {
+        let path = opts.out_dir.join("reports").join(format!("{:02}-{}.yaml", n, inc.finding.root_cause));
+        std::fs::write(&path, serde_yaml::to_string(&report(inc, &model_version, opts.window))?)?;
+    }
+    println!("\n{:<52} {:<52} {:>6} {:>9}", "injected", "diagnosed (most windows)", "match", "detected");
+    for p in &phases {
+        let top = p.diagnosed.iter().max_by_key(|(_, n)| **n).map(|(d, _)| d.clone()).unwrap_or_else(|| "nothing".into());
+        let ok = p.detected_after.is_some();
+        let after = p.detected_after.map_or("-".into(), |k| format!("{k} win"));
+        println!("{:<52} {:<52} {:>6} {:>9}", p.injected, top, if ok { "yes" } else { "no" }, after);
+    }
+    println!(
+        "\n{} incidents written as DiagnosisReport YAML to {}",
+        incidents.len(),
+        opts.out_dir.join("reports").display()
     );
+    if let Ok(r) = ui_result {
+        r?;
+    }
     Ok(())
 }
 
-/// Background clients, each in a loop of short bounded runs until the deadline.
-fn start_workloads(
-    tb: &Arc<Testbed>,
-    deadline: Instant,
-    stop: &Arc<AtomicBool>,
-    redis: std::net::SocketAddr,
-    nginx: std::net::SocketAddr,
-    backend: std::net::SocketAddr,
-) -> Vec<thread::JoinHandle<()>> {
-    let running = {
-        let stop = stop.clone();
-        move || !stop.load(Ordering::Acquire) && Instant::now() < deadline
-    };
-    let mut handles = Vec::new();
-    let (t, r) = (tb.clone(), running.clone());
-    handles.push(thread::spawn(move || {
-        while r() {
-            let _ = workloads::redis_benchmark(&t, "frontend", redis, "get,set", 3000, 4, 1);
-            thread::sleep(Duration::from_millis(700));
-        }
-    }));
-    let (t, r) = (tb.clone(), running.clone());
-    handles.push(thread::spawn(move || {
-        while r() {
-            let _ = workloads::wrk(&t, "worker", &format!("http://{nginx}/"), 2, 1);
-            thread::sleep(Duration::from_millis(700));
-        }
-    }));
-    for (pod, rate) in [("frontend", 300.0), ("worker", 150.0)] {
-        let (t, r) = (tb.clone(), running.clone());
-        handles.push(thread::spawn(move || {
-            while r() {
-                let c = EchoClient {
-                    connections: 2,
-                    requests: u64::MAX / 4,
-                    rate,
-                    max_secs: 5,
-                    ..Default::default()
-                };
-                let _ = workloads::echo_client(&t, pod, backend, &c);
-            }
-        }));
-    }
-    handles
+/// An incident as the DiagnosisReport the operator would write.
+fn report(inc: &Incident, model_version: &str, window: Duration) -> crd::DiagnosisReport {
+    let name = format!(
+        "demo-{}-{}",
+        inc.finding.root_cause.as_str().replace('_', "-"),
+        inc.finding.instance.name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+    );
+    let mut r = crd::DiagnosisReport::new(
+        &name,
+        crd::DiagnosisReportSpec {
+            target: crd::DiagnosisTarget { observation: Some("demo".into()), pod_selector: None },
+            duration: None,
+        },
+    );
+    r.metadata.namespace = Some("default".into());
+    r.status = Some(crd::DiagnosisReportStatus {
+        phase: Some(crd::DiagnosisPhase::Completed),
+        message: Some(format!(
+            "seen in {} windows of {} s (windows {}..={})",
+            inc.windows,
+            window.as_secs(),
+            inc.first_window,
+            inc.last_window
+        )),
+        findings: crd_finding(&inc.finding).into_iter().collect(),
+        model_version: Some(model_version.to_string()),
+        ..Default::default()
+    });
+    r
 }

@@ -1,90 +1,80 @@
-//! The live per-edge view: a ratatui table on a terminal, plain lines otherwise.
+//! The live view: a ratatui screen on a terminal, plain text otherwise.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, RecvTimeoutError},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use netdx_api::windows::WindowReport;
-use node_probe::ingest::Agent;
 use ratatui::{
     crossterm::event::{self, Event, KeyCode},
-    layout::Constraint,
-    style::{Style, Stylize},
-    widgets::{Block, Row, Table},
+    layout::{Constraint, Layout},
+    style::Stylize,
+    text::Line,
+    widgets::{Block, Paragraph, Row, Table},
 };
 
-use crate::table::{EdgeRow, ms, rows};
+use crate::table::{EdgeRow, ms};
 
-/// Latest complete window (same seq on every node), as rows.
-fn latest(agents: &[Agent], last_seq: &mut Option<u64>) -> Option<(u64, Vec<EdgeRow>)> {
-    let per_node: Vec<Vec<WindowReport>> = agents
-        .iter()
-        .map(|a| {
-            a.shared
-                .windows
-                .lock()
-                .map(|w| w.iter().cloned().collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    let seq = per_node
-        .iter()
-        .map(|w| w.last().map_or(0, |w| w.seq))
-        .min()?;
-    if per_node.iter().any(|w| w.is_empty()) || *last_seq == Some(seq) {
-        return None;
-    }
-    *last_seq = Some(seq);
-    let reports: Vec<&WindowReport> = per_node
-        .iter()
-        .filter_map(|w| w.iter().find(|r| r.seq == seq))
-        .collect();
-    Some((seq, rows(&reports)))
+/// What one window shows.
+pub struct Frame {
+    /// Heading.
+    pub title: String,
+    /// One row per edge.
+    pub rows: Vec<EdgeRow>,
+    /// Injected vs diagnosed lines.
+    pub lines: Vec<String>,
 }
 
-/// Shows windows until the deadline or a stop request.
-pub fn show(
-    agents: &[Agent],
-    deadline: Instant,
-    stop: &Arc<AtomicBool>,
-    plain: bool,
-) -> anyhow::Result<()> {
+const HEADER: [&str; 6] = ["edge", "req/s", "client p99 ms", "server p99 ms", "errors", "retrans"];
+
+fn cells(r: &EdgeRow) -> [String; 6] {
+    [
+        r.edge.clone(),
+        format!("{:.0}", r.rate),
+        ms(r.client_p99_ms),
+        ms(r.server_p99_ms),
+        r.errors.to_string(),
+        r.retransmits.to_string(),
+    ]
+}
+
+/// Shows frames until the sender hangs up; `q` or Ctrl-C sets `stop`.
+pub fn show(frames: Receiver<Frame>, stop: &Arc<AtomicBool>, plain: bool) -> anyhow::Result<()> {
     if plain {
-        return show_plain(agents, deadline, stop);
+        for f in frames {
+            println!("--- {} ---", f.title);
+            for l in &f.lines {
+                println!("{l}");
+            }
+            println!("{:<52} {:>8} {:>13} {:>13} {:>7} {:>8}", HEADER[0], HEADER[1], HEADER[2], HEADER[3], HEADER[4], HEADER[5]);
+            for r in &f.rows {
+                let c = cells(r);
+                println!("{:<52} {:>8} {:>13} {:>13} {:>7} {:>8}", c[0], c[1], c[2], c[3], c[4], c[5]);
+            }
+        }
+        return Ok(());
     }
     let mut terminal = ratatui::init();
-    let mut last_seq = None;
-    let mut current: (u64, Vec<EdgeRow>) = (0, Vec::new());
+    let mut current = Frame { title: "starting".into(), rows: Vec::new(), lines: Vec::new() };
     let res = (|| -> anyhow::Result<()> {
-        while Instant::now() < deadline && !stop.load(Ordering::Acquire) {
-            if let Some(w) = latest(agents, &mut last_seq) {
-                current = w;
+        loop {
+            match frames.recv_timeout(Duration::from_millis(200)) {
+                Ok(f) => current = f,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            let left = deadline.saturating_duration_since(Instant::now()).as_secs();
             terminal.draw(|f| {
-                let header = Row::new([
-                    "edge",
-                    "req/s",
-                    "client p99 ms",
-                    "server p99 ms",
-                    "errors",
-                    "retrans",
-                ])
-                .bold();
-                let body = current.1.iter().map(|r| {
-                    Row::new([
-                        r.edge.clone(),
-                        format!("{:.0}", r.rate),
-                        ms(r.client_p99_ms),
-                        ms(r.server_p99_ms),
-                        r.errors.to_string(),
-                        r.retransmits.to_string(),
-                    ])
-                });
+                let [top, bottom] = Layout::vertical([Constraint::Length(6), Constraint::Min(4)]).areas(f.area());
+                let lines: Vec<Line> = current.lines.iter().map(|l| Line::from(l.as_str())).collect();
+                f.render_widget(
+                    Paragraph::new(lines).block(Block::bordered().title(format!(" netdx demo: {} (q quits) ", current.title))),
+                    top,
+                );
+                let body = current.rows.iter().map(|r| Row::new(cells(r)));
                 let widths = [
                     Constraint::Percentage(46),
                     Constraint::Length(8),
@@ -93,53 +83,19 @@ pub fn show(
                     Constraint::Length(7),
                     Constraint::Length(8),
                 ];
-                let title = format!(
-                    " netdx demo: window {} ({}s left, q to quit) ",
-                    current.0, left
-                );
                 f.render_widget(
-                    Table::new(body, widths)
-                        .header(header)
-                        .block(Block::bordered().title(title))
-                        .style(Style::new()),
-                    f.area(),
+                    Table::new(body, widths).header(Row::new(HEADER).bold()).block(Block::bordered().title(" edges ")),
+                    bottom,
                 );
             })?;
-            if event::poll(Duration::from_millis(250))?
+            if event::poll(Duration::from_millis(50))?
                 && let Event::Key(k) = event::read()?
                 && matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
             {
                 stop.store(true, Ordering::Release);
             }
         }
-        Ok(())
     })();
     ratatui::restore();
     res
-}
-
-fn show_plain(agents: &[Agent], deadline: Instant, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
-    let mut last_seq = None;
-    while Instant::now() < deadline && !stop.load(Ordering::Acquire) {
-        if let Some((seq, rows)) = latest(agents, &mut last_seq) {
-            println!("--- window {seq} ---");
-            println!(
-                "{:<56} {:>8} {:>13} {:>13} {:>7} {:>8}",
-                "edge", "req/s", "client p99 ms", "server p99 ms", "errors", "retrans"
-            );
-            for r in rows {
-                println!(
-                    "{:<56} {:>8.0} {:>13} {:>13} {:>7} {:>8}",
-                    r.edge,
-                    r.rate,
-                    ms(r.client_p99_ms),
-                    ms(r.server_p99_ms),
-                    r.errors,
-                    r.retransmits
-                );
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Ok(())
 }

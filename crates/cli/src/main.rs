@@ -1,7 +1,4 @@
 //! netdx command line.
-mod demo;
-mod live;
-mod table;
 
 use std::{
     path::PathBuf,
@@ -24,13 +21,19 @@ struct Args {
 enum Cmd {
     /// Run the local testbed end to end with live per-edge numbers (root, no cluster).
     Demo {
-        /// Run time in seconds.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
-        secs: u64,
         /// Window length in seconds.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=600))]
         window_secs: u64,
-        /// Output directory for window summaries.
+        /// Windows each fault stays in place.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=100))]
+        fault_windows: u32,
+        /// Workload: ndxe (a protocol no classifier knows), redis or http.
+        #[arg(long, default_value = "ndxe")]
+        workload: String,
+        /// Diagnosis model (falls back to the rule baseline when missing).
+        #[arg(long, default_value = "operator/model/model.json")]
+        model: PathBuf,
+        /// Output directory for windows and DiagnosisReports.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
         /// Plain text output even on a terminal.
@@ -50,6 +53,18 @@ enum Cmd {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
         window_secs: u64,
     },
+    /// Diagnose saved window summaries (e.g. out/demo/windows.json) or running node-probes.
+    Diagnose {
+        /// A JSON file of window reports.
+        #[arg(long, conflicts_with = "probe")]
+        windows: Option<PathBuf>,
+        /// node-probe API addresses (host:port), one per node; their /v1/windows are joined.
+        #[arg(long)]
+        probe: Vec<std::net::SocketAddr>,
+        /// Diagnosis model (falls back to the rule baseline when missing).
+        #[arg(long, default_value = "operator/model/model.json")]
+        model: PathBuf,
+    },
     /// Remove namespaces, cgroups and scratch files left by crashed testbeds.
     Cleanup,
 }
@@ -62,21 +77,22 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match Args::parse().cmd {
-        Cmd::Demo {
-            secs,
-            window_secs,
-            out,
-            plain,
-        } => {
+        Cmd::Demo { window_secs, fault_windows, workload, model, out, plain } => {
+            let workload = netdx::scenarios::Workload::ALL
+                .into_iter()
+                .find(|w| w.name() == workload)
+                .ok_or_else(|| anyhow::anyhow!("unknown workload {workload:?}: use ndxe, redis or http"))?;
             let stop = Arc::new(AtomicBool::new(false));
             let s = stop.clone();
             ctrlc::set_handler(move || s.store(true, std::sync::atomic::Ordering::Release))?;
-            demo::run(
-                demo::DemoOpts {
-                    duration: Duration::from_secs(secs),
+            netdx::demo::run(
+                netdx::demo::DemoOpts {
                     window: Duration::from_secs(window_secs),
                     out_dir: out,
                     plain,
+                    model,
+                    workload,
+                    fault_windows,
                 },
                 stop,
             )
@@ -91,6 +107,20 @@ fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             netdx::dataset::run(&out, only.as_deref(), &t)
+        }
+        Cmd::Diagnose { windows, probe, model } => {
+            let reports = match (windows, probe.is_empty()) {
+                (Some(path), _) => netdx::diagnose::from_file(&path)?,
+                (None, false) => {
+                    let mut all = Vec::new();
+                    for p in probe {
+                        all.extend(netdx::diagnose::from_probe(p)?);
+                    }
+                    all
+                }
+                (None, true) => anyhow::bail!("give --windows FILE or --probe ADDR"),
+            };
+            netdx::diagnose::run(reports, &model)
         }
         Cmd::Cleanup => {
             let r = netdx_testbed::cleanup::cleanup_all();

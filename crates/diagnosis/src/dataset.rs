@@ -37,6 +37,15 @@ pub struct LabeledRow {
     pub transitional: bool,
     /// Feature values in schema order.
     pub features: Vec<f64>,
+    /// Which edge this row is ("ns/client -> ns/server:port/proto"), for localization scoring.
+    #[serde(default)]
+    pub edge: String,
+    /// Node of the edge's client ("" when unknown).
+    #[serde(default)]
+    pub client_node: String,
+    /// Node of the edge's server ("" when unknown).
+    #[serde(default)]
+    pub server_node: String,
 }
 
 impl LabeledRow {
@@ -360,6 +369,9 @@ mod tests {
             window,
             transitional,
             features: vec![0.5; FEATURE_COUNT],
+            edge: String::new(),
+            client_node: String::new(),
+            server_node: String::new(),
         }
     }
 

@@ -11,10 +11,13 @@
 
 pub mod classes;
 pub mod dataset;
+pub mod eval;
 pub mod features;
 pub mod join;
 pub mod localize;
 pub mod model;
+#[cfg(feature = "crd")]
+pub mod report;
 pub mod rules;
 
 mod error;

@@ -237,6 +237,9 @@ fn capture(rng: &mut Lcg) -> Vec<LabeledRow> {
                             // The first fault window is onset.
                             transitional: seq == 6,
                             features: v.as_slice().to_vec(),
+                            edge: String::new(),
+                            client_node: String::new(),
+                            server_node: String::new(),
                         });
                         if label == RootCause::Healthy {
                             baselines.entry(id).or_default().update(&v);

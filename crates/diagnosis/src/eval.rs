@@ -1,0 +1,336 @@
+//! The model card's numbers: grouped cross-validation, unseen-workload and unseen-intensity
+//! hold-outs, localization and detection through the real voting, false findings on healthy
+//! windows, and the rule baseline scored on exactly the same rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use netdx_api::{
+    targets::PodRef,
+    windows::{EdgeKey, Endpoint},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Result,
+    classes::{Classification, Classifier, InstanceKind, RootCause},
+    dataset::{Evaluation, LabeledRow, evaluate},
+    localize::{EdgeVerdict, Finding, Instance, localize},
+    model::{TrainParams, TreeModel, TreeNode, train},
+    rules::RuleTree,
+};
+
+/// Folds of the grouped cross-validation (groups = scenarios).
+pub const FOLDS: usize = 5;
+
+/// Everything the model card reports (also written as docs/model-card.json).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Classes present in the dataset.
+    pub classes: Vec<String>,
+    /// Macro-F1 over held-out scenarios (grouped 5-fold cross-validation).
+    pub heldout_macro_f1: f64,
+    /// Recall per class on held-out scenarios.
+    pub per_class_recall: BTreeMap<String, f64>,
+    /// Precision per class on held-out scenarios.
+    pub per_class_precision: BTreeMap<String, f64>,
+    /// Macro-F1 training on all workloads but one and testing on it, pooled.
+    pub unseen_workload_macro_f1: f64,
+    /// Macro-F1 training on one intensity of every fault and testing on the other, pooled.
+    pub unseen_intensity_macro_f1: f64,
+    /// Faulty windows whose top finding names the injected instance.
+    pub localization_top1: f64,
+    /// Faulty windows with the injected instance among the first three findings.
+    pub localization_top3: f64,
+    /// Healthy windows with at least one finding.
+    pub healthy_false_finding_rate: f64,
+    /// Median number of windows from injection until the right class and instance are found
+    /// (the onset window counts as 1).
+    pub median_windows_to_detection: f64,
+    /// Fault scenarios never detected within their windows.
+    pub undetected_scenarios: Vec<String>,
+    /// Depth of the final tree.
+    pub tree_depth: usize,
+    /// Leaves of the final tree.
+    pub tree_leaves: usize,
+    /// Macro-F1 of the hand-written rules on the same held-out rows.
+    pub baseline_macro_f1: f64,
+    /// Localization top-1 of the rules.
+    pub baseline_localization_top1: f64,
+    /// Healthy false finding rate of the rules.
+    pub baseline_healthy_false_finding_rate: f64,
+    /// Edge-windows (scenario, window, edge) in the dataset.
+    pub dataset_rows: usize,
+    /// Windows (scenario, window) in the dataset.
+    pub dataset_windows: usize,
+    /// Scenarios in the dataset.
+    pub dataset_scenarios: usize,
+    /// Held-out confusion matrix (rows: truth, columns: prediction) over `classes`.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// Tree depth (root alone = 0).
+pub fn depth(m: &TreeModel) -> usize {
+    fn d(nodes: &[TreeNode], i: usize) -> usize {
+        match nodes.get(i) {
+            Some(TreeNode::Split { left, right, .. }) => 1 + d(nodes, *left).max(d(nodes, *right)),
+            _ => 0,
+        }
+    }
+    d(&m.nodes, 0)
+}
+
+/// Parses an edge as written in dataset rows ("ns/a -> ns/b:port/proto", ends may be IPs).
+pub fn parse_edge(s: &str) -> Option<EdgeKey> {
+    let (client, rest) = s.split_once(" -> ")?;
+    let (rest, proto) = rest.rsplit_once('/')?;
+    let (server, port) = rest.rsplit_once(':')?;
+    let ep = |t: &str| Endpoint {
+        pod: t.split_once('/').map(|(ns, n)| PodRef { namespace: ns.into(), name: n.into() }),
+        ip: if t.contains('/') { String::new() } else { t.into() },
+    };
+    Some(EdgeKey { client: ep(client), server: ep(server), port: port.parse().ok()?, proto: proto.into() })
+}
+
+/// The instance a scenario's target names ("pod:ns/name", "link:a/b", "node:n").
+pub fn target_instance(target: &str) -> Option<Instance> {
+    let (kind, name) = target.split_once(':')?;
+    Some(match kind {
+        "pod" => Instance { kind: InstanceKind::Pod, name: name.into() },
+        "node" => Instance { kind: InstanceKind::Node, name: name.into() },
+        "link" => {
+            let (a, b) = name.split_once('/')?;
+            let (a, b) = if a <= b { (a, b) } else { (b, a) };
+            Instance { kind: InstanceKind::NodePair, name: format!("{a}<->{b}") }
+        }
+        _ => return None,
+    })
+}
+
+/// Rows of one window of one scenario with each row's classification.
+struct Window<'a> {
+    rows: Vec<(&'a LabeledRow, Classification)>,
+}
+
+impl Window<'_> {
+    fn findings(&self) -> Vec<Finding> {
+        let verdicts: Vec<EdgeVerdict> = self
+            .rows
+            .iter()
+            .filter_map(|(r, c)| {
+                Some(EdgeVerdict {
+                    key: parse_edge(&r.edge)?,
+                    client_node: Some(r.client_node.clone()).filter(|s| !s.is_empty()),
+                    server_node: Some(r.server_node.clone()).filter(|s| !s.is_empty()),
+                    features: r.vector().ok()?,
+                    baseline: None,
+                    classification: c.clone(),
+                })
+            })
+            .collect();
+        let mut f = localize(&verdicts);
+        f.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        f
+    }
+
+    /// The injected class and instance, when the window is faulty.
+    fn truth(&self) -> Option<(RootCause, Instance)> {
+        self.rows
+            .iter()
+            .find(|(r, _)| r.fault != RootCause::Healthy)
+            .and_then(|(r, _)| Some((r.fault, target_instance(&r.target)?)))
+    }
+
+    fn transitional(&self) -> bool {
+        self.rows.iter().any(|(r, _)| r.transitional)
+    }
+}
+
+/// Groups classified rows into windows, ordered by scenario then window index.
+fn windows<'a>(rows: &'a [LabeledRow], preds: &[Classification]) -> Vec<(String, u32, Window<'a>)> {
+    let mut by: BTreeMap<(String, u32), Window<'a>> = BTreeMap::new();
+    for (r, c) in rows.iter().zip(preds) {
+        by.entry((r.scenario_id.clone(), r.window)).or_insert(Window { rows: Vec::new() }).rows.push((r, c.clone()));
+    }
+    by.into_iter().map(|((s, w), win)| (s, w, win)).collect()
+}
+
+/// Localization and detection scores of a set of per-row predictions.
+struct Localization {
+    top1: f64,
+    top3: f64,
+    healthy_false: f64,
+    median_detection: f64,
+    undetected: Vec<String>,
+}
+
+fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
+    let (mut faulty, mut top1, mut top3, mut healthy, mut false_f) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut detection: BTreeMap<String, Option<u32>> = BTreeMap::new();
+    let mut onset: BTreeMap<String, u32> = BTreeMap::new();
+    for (scenario, w, win) in windows(rows, preds) {
+        let findings = win.findings();
+        match win.truth() {
+            Some((class, inst)) => {
+                let first = *onset.entry(scenario.clone()).or_insert(w);
+                let hit = findings.iter().any(|f| f.root_cause == class && f.instance == inst);
+                let slot = detection.entry(scenario.clone()).or_insert(None);
+                if hit && slot.is_none() {
+                    *slot = Some(w - first + 1);
+                }
+                if win.transitional() {
+                    continue;
+                }
+                faulty += 1;
+                if findings.first().is_some_and(|f| f.instance == inst) {
+                    top1 += 1;
+                }
+                if findings.iter().take(3).any(|f| f.instance == inst) {
+                    top3 += 1;
+                }
+            }
+            None if !win.transitional() => {
+                healthy += 1;
+                if !findings.is_empty() {
+                    false_f += 1;
+                }
+            }
+            None => {}
+        }
+    }
+    let mut times: Vec<u32> = detection.values().filter_map(|d| *d).collect();
+    times.sort_unstable();
+    let ratio = |a: usize, b: usize| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    Localization {
+        top1: ratio(top1, faulty),
+        top3: ratio(top3, faulty),
+        healthy_false: ratio(false_f, healthy),
+        median_detection: times.get(times.len() / 2).map_or(f64::NAN, |t| f64::from(*t)),
+        undetected: detection.into_iter().filter(|(_, d)| d.is_none()).map(|(s, _)| s).collect(),
+    }
+}
+
+/// Trains on `train` and classifies `test`.
+fn fit_predict(train_rows: &[LabeledRow], test: &[&LabeledRow], params: &TrainParams) -> Result<Vec<Classification>> {
+    let m = train(&crate::dataset::training_rows(train_rows)?, params, "cv")?;
+    test.iter().map(|r| Ok(m.classify(&r.vector()?))).collect()
+}
+
+fn scores(rows: &[&LabeledRow], preds: &[Classification]) -> Evaluation {
+    let pairs: Vec<(RootCause, RootCause)> = rows
+        .iter()
+        .zip(preds)
+        .filter(|(r, _)| !r.transitional)
+        .map(|(r, p)| (r.fault, p.root_cause))
+        .collect();
+    evaluate(&pairs)
+}
+
+/// Out-of-group predictions for every row: each group is predicted by a model that never
+/// saw it. `group` maps a row to its fold.
+fn out_of_group(rows: &[LabeledRow], params: &TrainParams, group: impl Fn(&LabeledRow) -> usize, groups: usize) -> Result<Vec<Classification>> {
+    let mut preds: Vec<Option<Classification>> = vec![None; rows.len()];
+    for g in 0..groups {
+        let train_rows: Vec<LabeledRow> = rows.iter().filter(|r| group(r) != g).cloned().collect();
+        let test_idx: Vec<usize> = (0..rows.len()).filter(|&i| group(&rows[i]) == g).collect();
+        if test_idx.is_empty() || train_rows.is_empty() {
+            continue;
+        }
+        let test: Vec<&LabeledRow> = test_idx.iter().map(|&i| &rows[i]).collect();
+        for (i, p) in test_idx.into_iter().zip(fit_predict(&train_rows, &test, params)?) {
+            preds[i] = Some(p);
+        }
+    }
+    Ok(preds
+        .into_iter()
+        .map(|p| p.unwrap_or(Classification { root_cause: RootCause::Healthy, confidence: 0.0, path: Vec::new() }))
+        .collect())
+}
+
+/// Runs the whole evaluation and trains the final model on every row.
+pub fn model_card(rows: &[LabeledRow], params: &TrainParams, version: &str) -> Result<(ModelCard, TreeModel, Evaluation)> {
+    let scenarios: Vec<&str> = rows.iter().map(|r| r.scenario_id.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let fold_of = |r: &LabeledRow| scenarios.iter().position(|s| *s == r.scenario_id).unwrap_or(0) % FOLDS;
+    let all: Vec<&LabeledRow> = rows.iter().collect();
+
+    let cv = out_of_group(rows, params, fold_of, FOLDS)?;
+    let heldout = scores(&all, &cv);
+    let loc = localization(rows, &cv);
+
+    let rules = RuleTree::new();
+    let rule_preds: Vec<Classification> = rows.iter().map(|r| r.vector().map(|v| rules.classify(&v))).collect::<Result<_>>()?;
+    let rule_scores = scores(&all, &rule_preds);
+    let rule_loc = localization(rows, &rule_preds);
+
+    let workloads: Vec<&str> = rows.iter().map(|r| r.workload.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let by_workload = out_of_group(rows, params, |r| workloads.iter().position(|w| *w == r.workload).unwrap_or(0), workloads.len())?;
+    let unseen_workload = scores(&all, &by_workload);
+
+    // Intensity rank within its class: the scenario id ends with the intensity label, and
+    // healthy scenarios split by load (low/mid vs high).
+    let rank = |r: &LabeledRow| -> usize {
+        if r.scenario_id.contains("-healthy-") {
+            usize::from(r.scenario_id.ends_with("-high"))
+        } else {
+            intensity_rank(&r.scenario_id, &r.intensity, rows)
+        }
+    };
+    let by_intensity = out_of_group(rows, params, rank, 2)?;
+    let unseen_intensity = scores(&all, &by_intensity);
+
+    let model = train(&crate::dataset::training_rows(rows)?, params, version)?;
+    let windows = rows.iter().map(|r| (r.scenario_id.as_str(), r.window)).collect::<BTreeSet<_>>().len();
+    let card = ModelCard {
+        classes: heldout.classes.iter().map(|c| c.as_str().to_string()).collect(),
+        heldout_macro_f1: heldout.macro_f1,
+        per_class_recall: heldout.per_class.iter().map(|m| (m.class.as_str().to_string(), m.recall)).collect(),
+        per_class_precision: heldout.per_class.iter().map(|m| (m.class.as_str().to_string(), m.precision)).collect(),
+        unseen_workload_macro_f1: unseen_workload.macro_f1,
+        unseen_intensity_macro_f1: unseen_intensity.macro_f1,
+        localization_top1: loc.top1,
+        localization_top3: loc.top3,
+        healthy_false_finding_rate: loc.healthy_false,
+        median_windows_to_detection: loc.median_detection,
+        undetected_scenarios: loc.undetected,
+        tree_depth: depth(&model),
+        tree_leaves: model.leaves(),
+        baseline_macro_f1: rule_scores.macro_f1,
+        baseline_localization_top1: rule_loc.top1,
+        baseline_healthy_false_finding_rate: rule_loc.healthy_false,
+        dataset_rows: rows.len(),
+        dataset_windows: windows,
+        dataset_scenarios: scenarios.len(),
+        confusion: heldout.confusion.clone(),
+    };
+    Ok((card, model, heldout))
+}
+
+/// 0 for the first intensity label of a (workload, class) seen in the dataset, 1 otherwise.
+fn intensity_rank(scenario: &str, intensity: &str, rows: &[LabeledRow]) -> usize {
+    let stem = scenario.strip_suffix(intensity).unwrap_or(scenario);
+    let labels: BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.scenario_id.starts_with(stem) && r.scenario_id.len() == stem.len() + r.intensity.len())
+        .map(|r| r.intensity.as_str())
+        .collect();
+    // Labels sort as the catalog lists them only by luck; order by first appearance instead.
+    let first = rows.iter().find(|r| r.scenario_id.starts_with(stem)).map(|r| r.intensity.as_str());
+    usize::from(labels.len() > 1 && first != Some(intensity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_edges_and_targets() {
+        let k = parse_edge("default/c1 -> default/s1:7000/tcp").unwrap();
+        assert_eq!(k.client.pod.unwrap().name, "c1");
+        assert_eq!((k.server.pod.unwrap().name.as_str(), k.port, k.proto.as_str()), ("s1", 7000, "tcp"));
+        let k = parse_edge("10.0.0.1 -> default/dns:53/udp").unwrap();
+        assert_eq!((k.client.ip.as_str(), k.client.pod), ("10.0.0.1", None));
+        assert!(parse_edge("garbage").is_none());
+        assert_eq!(target_instance("link:node-2/node-0").unwrap().name, "node-0<->node-2");
+        assert_eq!(target_instance("pod:default/s1").unwrap().kind, InstanceKind::Pod);
+        assert!(target_instance("").is_none());
+    }
+}
