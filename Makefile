@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 DEMO_SECS ?= 60
 
-.PHONY: setup build test demo dataset eval lint fmt cleanup
+.PHONY: setup build test demo dataset eval crds kind-test lint fmt cleanup
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,19 @@ demo: setup
 dataset: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/netdx dataset --out data/dataset
+
+# Model card (docs/model-card.{md,json}, docs/confusion-matrix.svg) and the shipped model.
+eval: setup
+	$(CARGO) build --release -p netdx-diagnosis --bins
+	./target/release/netdx-eval --data data/dataset --docs docs --model-out operator/model/model.json
+
+# Regenerates crds/ from the Rust types (a test fails when they drift).
+crds: setup
+	$(CARGO) run -p netdx-operator --bin crdgen > crds/crds.yaml
+
+# Real-cluster end to end; skips with a message where Docker/kind are missing.
+kind-test:
+	bash kind-tests/run.sh
 
 lint: setup
 	$(CARGO) fmt --all --check
