@@ -32,6 +32,9 @@ struct Args {
     /// Maximum sockets tracked in the kernel.
     #[arg(long, default_value_t = 65536)]
     max_sockets: u32,
+    /// The node's network namespace: drops there are reported as node-level.
+    #[arg(long, default_value = "/proc/1/ns/net")]
+    node_netns: PathBuf,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut cfg = AgentConfig::new(&args.node, &args.targets);
     cfg.window = Duration::from_secs(args.window_secs);
+    cfg.node_netns = Some(args.node_netns.clone());
     cfg.probe = ProbeConfig {
         ring_bytes: args.ring_bytes,
         max_sockets: args.max_sockets,
