@@ -102,7 +102,7 @@ fn dropped_syns_give_connect_timeouts() {
     let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     let backend_ns = h.tb.pod("backend").unwrap().netns.clone();
     h.close_windows();
-    let _fw = faults::drop_syn(&backend_ns, 7000).unwrap();
+    let _fw = faults::drop_syn(&backend_ns, 7000, 100).unwrap();
     let c = workloads::EchoClient {
         connections: 3,
         requests: 3,

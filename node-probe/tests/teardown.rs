@@ -31,7 +31,7 @@ fn teardown_leaves_no_namespaces_cgroups_or_links() {
         );
         assert!(!cleanup::leftovers(&id).is_empty());
         let (server, _) = servers::echo(&h.tb, "b", 7000, &Default::default()).unwrap();
-        let _fw = netdx_testbed::faults::drop_syn(&h.tb.pod("b").unwrap().netns, 9).unwrap();
+        let _fw = netdx_testbed::faults::drop_syn(&h.tb.pod("b").unwrap().netns, 9, 100).unwrap();
         workloads::echo_client(
             &h.tb,
             "a",

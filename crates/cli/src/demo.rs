@@ -68,7 +68,10 @@ pub fn classifier(path: &Path) -> (Box<dyn Classifier + Send>, String) {
             let v = m.version();
             (Box::new(m), format!("model {v} ({})", path.display()))
         }
-        Err(e) => (Box::new(RuleTree::new()), format!("rule baseline ({}: {e})", path.display())),
+        Err(e) => (
+            Box::new(RuleTree::new()),
+            format!("rule baseline ({}: {e})", path.display()),
+        ),
     }
 }
 
@@ -85,16 +88,32 @@ pub struct Session {
 impl Session {
     /// Builds the cluster, attaches one node-probe per node and starts the clients.
     /// Returns the session and a description of the classifier in use.
-    pub fn start(workload: Workload, model: &Path, window: Duration) -> anyhow::Result<(Self, String)> {
+    pub fn start(
+        workload: Workload,
+        model: &Path,
+        window: Duration,
+    ) -> anyhow::Result<(Self, String)> {
         let (clf, name) = classifier(model);
-        let mut world = World::up(workload).context("building the testbed (needs root; run `make demo`)")?;
+        let mut world =
+            World::up(workload).context("building the testbed (needs root; run `make demo`)")?;
         let agents = start_agents(&world)?;
         world.start_clients(1.0);
-        Ok((Session { world, agents, baselines: Baselines::new(), clf, window }, name))
+        Ok((
+            Session {
+                world,
+                agents,
+                baselines: Baselines::new(),
+                clf,
+                window,
+            },
+            name,
+        ))
     }
 
     /// Waits one window, diagnoses it; findings come most confident first.
-    pub fn next(&mut self) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, Vec<Finding>)> {
+    pub fn next(
+        &mut self,
+    ) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, Vec<Finding>)> {
         let reports = next_window(&self.agents, self.window)?;
         let mut findings = diagnose(&join(&reports), &mut self.baselines, self.clf.as_ref());
         findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
@@ -128,7 +147,10 @@ fn short(f: &Finding) -> String {
 
 /// Runs the demo; everything is torn down on return, error or Ctrl-C.
 pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    eprintln!("netdx demo: building the testbed (3 nodes, 5 pods, {} servers) ...", opts.workload.name());
+    eprintln!(
+        "netdx demo: building the testbed (3 nodes, 5 pods, {} servers) ...",
+        opts.workload.name()
+    );
     let (mut session, clf_name) = Session::start(opts.workload, &opts.model, opts.window)?;
     eprintln!("netdx demo: node-probes attached; diagnosing with the {clf_name}");
     let (tx, rx) = mpsc::channel::<Frame>();
@@ -149,18 +171,41 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     'outer: for (fault, windows) in plan {
         let scenario = fault.map(|i| {
             let (class, intensity, param) = SEQUENCE[i];
-            Scenario { id: format!("demo-{class}"), workload: opts.workload, fault: class, intensity, param, load: 1.0 }
+            Scenario {
+                id: format!("demo-{class}"),
+                workload: opts.workload,
+                fault: class,
+                intensity,
+                param,
+                load: 1.0,
+            }
         });
         let injected = match &scenario {
-            Some(s) => Some(session.world.inject(s).with_context(|| format!("injecting {}", s.fault))?),
+            Some(s) => Some(
+                session
+                    .world
+                    .inject(s)
+                    .with_context(|| format!("injecting {}", s.fault))?,
+            ),
             None => None,
         };
         let label = scenario
             .as_ref()
-            .map(|s| format!("{} {} @ {}", s.fault, s.intensity, World::target(scope_of(s.fault))))
+            .map(|s| {
+                format!(
+                    "{} {} @ {}",
+                    s.fault,
+                    s.intensity,
+                    World::target(scope_of(s.fault))
+                )
+            })
             .unwrap_or_else(|| "nothing".into());
         if scenario.is_some() {
-            phases.push(Phase { injected: label.clone(), diagnosed: BTreeMap::new(), detected_after: None });
+            phases.push(Phase {
+                injected: label.clone(),
+                diagnosed: BTreeMap::new(),
+                detected_after: None,
+            });
         }
         for k in 0..windows {
             if stop.load(Ordering::Acquire) {
@@ -172,13 +217,19 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 for f in &findings {
                     *p.diagnosed.entry(short(f)).or_default() += 1;
                 }
-                if p.detected_after.is_none() && findings.iter().any(|f| f.root_cause == s.fault && Some(&f.instance) == want.as_ref()) {
+                if p.detected_after.is_none()
+                    && findings
+                        .iter()
+                        .any(|f| f.root_cause == s.fault && Some(&f.instance) == want.as_ref())
+                {
                     p.detected_after = Some(k + 1);
                 }
             }
             for f in &findings {
                 match incidents.iter_mut().find(|i| {
-                    i.finding.root_cause == f.root_cause && i.finding.instance == f.instance && i.last_window + 1 >= w
+                    i.finding.root_cause == f.root_cause
+                        && i.finding.instance == f.instance
+                        && i.last_window + 1 >= w
                 }) {
                     Some(i) => {
                         i.last_window = w;
@@ -187,7 +238,12 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                             i.finding = f.clone();
                         }
                     }
-                    None => incidents.push(Incident { finding: f.clone(), first_window: w, last_window: w, windows: 1 }),
+                    None => incidents.push(Incident {
+                        finding: f.clone(),
+                        first_window: w,
+                        last_window: w,
+                        windows: 1,
+                    }),
                 }
             }
             let refs: Vec<&netdx_api::windows::WindowReport> = reports.iter().collect();
@@ -204,7 +260,11 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     f.decision_path.last().cloned().unwrap_or_default()
                 ));
             }
-            let _ = tx.send(Frame { title: format!("window {w}"), rows: table::rows(&refs), lines });
+            let _ = tx.send(Frame {
+                title: format!("window {w}"),
+                rows: table::rows(&refs),
+                lines,
+            });
             all_windows.extend(reports);
             w += 1;
         }
@@ -215,17 +275,40 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let model_version = session.model_version();
     drop(session);
     std::fs::create_dir_all(opts.out_dir.join("reports"))?;
-    std::fs::write(opts.out_dir.join("windows.json"), serde_json::to_vec_pretty(&all_windows)?)?;
+    std::fs::write(
+        opts.out_dir.join("windows.json"),
+        serde_json::to_vec_pretty(&all_windows)?,
+    )?;
     for (n, inc) in incidents.iter().enumerate() {
-        let path = opts.out_dir.join("reports").join(format!("{:02}-{}.yaml", n, inc.finding.root_cause));
-        std::fs::write(&path, serde_yaml::to_string(&report(inc, &model_version, opts.window))?)?;
+        let path = opts
+            .out_dir
+            .join("reports")
+            .join(format!("{:02}-{}.yaml", n, inc.finding.root_cause));
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&report(inc, &model_version, opts.window))?,
+        )?;
     }
-    println!("\n{:<52} {:<52} {:>6} {:>9}", "injected", "diagnosed (most windows)", "match", "detected");
+    println!(
+        "\n{:<52} {:<52} {:>6} {:>9}",
+        "injected", "diagnosed (most windows)", "match", "detected"
+    );
     for p in &phases {
-        let top = p.diagnosed.iter().max_by_key(|(_, n)| **n).map(|(d, _)| d.clone()).unwrap_or_else(|| "nothing".into());
+        let top = p
+            .diagnosed
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(d, _)| d.clone())
+            .unwrap_or_else(|| "nothing".into());
         let ok = p.detected_after.is_some();
         let after = p.detected_after.map_or("-".into(), |k| format!("{k} win"));
-        println!("{:<52} {:<52} {:>6} {:>9}", p.injected, top, if ok { "yes" } else { "no" }, after);
+        println!(
+            "{:<52} {:<52} {:>6} {:>9}",
+            p.injected,
+            top,
+            if ok { "yes" } else { "no" },
+            after
+        );
     }
     println!(
         "\n{} incidents written as DiagnosisReport YAML to {}",
@@ -243,12 +326,19 @@ fn report(inc: &Incident, model_version: &str, window: Duration) -> crd::Diagnos
     let name = format!(
         "demo-{}-{}",
         inc.finding.root_cause.as_str().replace('_', "-"),
-        inc.finding.instance.name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        inc.finding
+            .instance
+            .name
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     );
     let mut r = crd::DiagnosisReport::new(
         &name,
         crd::DiagnosisReportSpec {
-            target: crd::DiagnosisTarget { observation: Some("demo".into()), pod_selector: None },
+            target: crd::DiagnosisTarget {
+                observation: Some("demo".into()),
+                pod_selector: None,
+            },
             duration: None,
         },
     );

@@ -18,19 +18,27 @@ use crate::demo::classifier;
 /// Reads window reports from a JSON file (an array of WindowReport).
 pub fn from_file(path: &Path) -> anyhow::Result<Vec<WindowReport>> {
     let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&body).with_context(|| format!("{} is not a JSON array of window reports", path.display()))
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{} is not a JSON array of window reports", path.display()))
 }
 
 /// Fetches `/v1/windows` from a node-probe's API (plain HTTP on a local address).
 pub fn from_probe(addr: SocketAddr) -> anyhow::Result<Vec<WindowReport>> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| format!("connecting to {addr}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "GET /v1/windows HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp)?;
     let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{addr}: {}", head.lines().next().unwrap_or(""));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{addr}: {}",
+        head.lines().next().unwrap_or("")
+    );
     serde_json::from_str(body).with_context(|| format!("{addr}: response is not window reports"))
 }
 
@@ -55,7 +63,11 @@ pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
         let findings = diagnose(&joined, &mut baselines, clf.as_ref());
         let nodes: Vec<&str> = group.iter().map(|r| r.node.as_str()).collect();
         if findings.is_empty() {
-            println!("window {i} ({} edges, nodes {}): healthy", joined.edges.len(), nodes.join(","));
+            println!(
+                "window {i} ({} edges, nodes {}): healthy",
+                joined.edges.len(),
+                nodes.join(",")
+            );
         }
         for f in findings {
             println!(
@@ -65,7 +77,17 @@ pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
                 f.instance.kind,
                 f.confidence,
                 f.severity,
-                f.evidence.iter().map(|e| format!("{}={:.3}{}", e.feature, e.value, e.baseline.map_or(String::new(), |b| format!(" (baseline {b:.3})")))).collect::<Vec<_>>().join(", "),
+                f.evidence
+                    .iter()
+                    .map(|e| format!(
+                        "{}={:.3}{}",
+                        e.feature,
+                        e.value,
+                        e.baseline
+                            .map_or(String::new(), |b| format!(" (baseline {b:.3})"))
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 f.decision_path.join(" -> ")
             );
         }

@@ -29,7 +29,14 @@ pub struct Frame {
     pub lines: Vec<String>,
 }
 
-const HEADER: [&str; 6] = ["edge", "req/s", "client p99 ms", "server p99 ms", "errors", "retrans"];
+const HEADER: [&str; 6] = [
+    "edge",
+    "req/s",
+    "client p99 ms",
+    "server p99 ms",
+    "errors",
+    "retrans",
+];
 
 fn cells(r: &EdgeRow) -> [String; 6] {
     [
@@ -50,16 +57,26 @@ pub fn show(frames: Receiver<Frame>, stop: &Arc<AtomicBool>, plain: bool) -> any
             for l in &f.lines {
                 println!("{l}");
             }
-            println!("{:<52} {:>8} {:>13} {:>13} {:>7} {:>8}", HEADER[0], HEADER[1], HEADER[2], HEADER[3], HEADER[4], HEADER[5]);
+            println!(
+                "{:<52} {:>8} {:>13} {:>13} {:>7} {:>8}",
+                HEADER[0], HEADER[1], HEADER[2], HEADER[3], HEADER[4], HEADER[5]
+            );
             for r in &f.rows {
                 let c = cells(r);
-                println!("{:<52} {:>8} {:>13} {:>13} {:>7} {:>8}", c[0], c[1], c[2], c[3], c[4], c[5]);
+                println!(
+                    "{:<52} {:>8} {:>13} {:>13} {:>7} {:>8}",
+                    c[0], c[1], c[2], c[3], c[4], c[5]
+                );
             }
         }
         return Ok(());
     }
     let mut terminal = ratatui::init();
-    let mut current = Frame { title: "starting".into(), rows: Vec::new(), lines: Vec::new() };
+    let mut current = Frame {
+        title: "starting".into(),
+        rows: Vec::new(),
+        lines: Vec::new(),
+    };
     let res = (|| -> anyhow::Result<()> {
         loop {
             match frames.recv_timeout(Duration::from_millis(200)) {
@@ -68,10 +85,18 @@ pub fn show(frames: Receiver<Frame>, stop: &Arc<AtomicBool>, plain: bool) -> any
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             terminal.draw(|f| {
-                let [top, bottom] = Layout::vertical([Constraint::Length(6), Constraint::Min(4)]).areas(f.area());
-                let lines: Vec<Line> = current.lines.iter().map(|l| Line::from(l.as_str())).collect();
+                let [top, bottom] =
+                    Layout::vertical([Constraint::Length(6), Constraint::Min(4)]).areas(f.area());
+                let lines: Vec<Line> = current
+                    .lines
+                    .iter()
+                    .map(|l| Line::from(l.as_str()))
+                    .collect();
                 f.render_widget(
-                    Paragraph::new(lines).block(Block::bordered().title(format!(" netdx demo: {} (q quits) ", current.title))),
+                    Paragraph::new(lines).block(
+                        Block::bordered()
+                            .title(format!(" netdx demo: {} (q quits) ", current.title)),
+                    ),
                     top,
                 );
                 let body = current.rows.iter().map(|r| Row::new(cells(r)));
@@ -84,7 +109,9 @@ pub fn show(frames: Receiver<Frame>, stop: &Arc<AtomicBool>, plain: bool) -> any
                     Constraint::Length(8),
                 ];
                 f.render_widget(
-                    Table::new(body, widths).header(Row::new(HEADER).bold()).block(Block::bordered().title(" edges ")),
+                    Table::new(body, widths)
+                        .header(Row::new(HEADER).bold())
+                        .block(Block::bordered().title(" edges ")),
                     bottom,
                 );
             })?;

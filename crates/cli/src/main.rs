@@ -77,11 +77,20 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     match Args::parse().cmd {
-        Cmd::Demo { window_secs, fault_windows, workload, model, out, plain } => {
+        Cmd::Demo {
+            window_secs,
+            fault_windows,
+            workload,
+            model,
+            out,
+            plain,
+        } => {
             let workload = netdx::scenarios::Workload::ALL
                 .into_iter()
                 .find(|w| w.name() == workload)
-                .ok_or_else(|| anyhow::anyhow!("unknown workload {workload:?}: use ndxe, redis or http"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("unknown workload {workload:?}: use ndxe, redis or http")
+                })?;
             let stop = Arc::new(AtomicBool::new(false));
             let s = stop.clone();
             ctrlc::set_handler(move || s.store(true, std::sync::atomic::Ordering::Release))?;
@@ -108,7 +117,11 @@ fn main() -> anyhow::Result<()> {
             };
             netdx::dataset::run(&out, only.as_deref(), &t)
         }
-        Cmd::Diagnose { windows, probe, model } => {
+        Cmd::Diagnose {
+            windows,
+            probe,
+            model,
+        } => {
             let reports = match (windows, probe.is_empty()) {
                 (Some(path), _) => netdx::diagnose::from_file(&path)?,
                 (None, false) => {

@@ -328,18 +328,7 @@ impl World {
             }
             BandwidthLimit => Injected::Tc(faults::bandwidth(&node2, "up0", "10.200.0.0/24", p)?),
             MtuBlackhole => Injected::Nft(faults::mtu_blackhole(&fabric, "n2", "n0", p)?),
-            SynDroppedFirewall => Injected::Nft(faults::nft_table(
-                &s1.netns,
-                "netdx_syndrop",
-                &format!(
-                    "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}drop\n  }}",
-                    if p >= 100 {
-                        String::new()
-                    } else {
-                        format!("numgen random mod 100 < {p} ")
-                    }
-                ),
-            )?),
+            SynDroppedFirewall => Injected::Nft(faults::drop_syn(&s1.netns, port, p)?),
             ConnectionRefused => Injected::Nft(faults::reject_syn(&s1.netns, port, p)?),
             ConnLimitExhausted => Injected::Nft(faults::conn_limit(&s1.netns, port, p)?),
             ConntrackFull => Injected::Nft(faults::conntrack_full(&node2, p)?),

@@ -11,14 +11,24 @@ use netdx_diagnosis::{classes::RootCause, eval::target_instance};
 
 /// The model `make eval` writes and the repository ships.
 fn model() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../operator/model/model.json"))
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../operator/model/model.json"
+    ))
 }
 
 #[test]
 fn injected_faults_are_diagnosed_with_class_and_instance() {
-    assert!(model().exists(), "shipped model missing at {}", model().display());
+    assert!(
+        model().exists(),
+        "shipped model missing at {}",
+        model().display()
+    );
     let (mut s, name) = Session::start(Workload::Ndxe, model(), Duration::from_secs(2)).unwrap();
-    assert!(name.starts_with("model"), "the trained model must load: {name}");
+    assert!(
+        name.starts_with("model"),
+        "the trained model must load: {name}"
+    );
     for _ in 0..4 {
         s.next().unwrap();
     }
@@ -29,15 +39,28 @@ fn injected_faults_are_diagnosed_with_class_and_instance() {
     ];
     let mut missed = Vec::new();
     for (class, intensity, param) in faults {
-        let sc = Scenario { id: format!("e2e-{class}"), workload: Workload::Ndxe, fault: class, intensity, param, load: 1.0 };
+        let sc = Scenario {
+            id: format!("e2e-{class}"),
+            workload: Workload::Ndxe,
+            fault: class,
+            intensity,
+            param,
+            load: 1.0,
+        };
         let want = target_instance(World::target(scope_of(class))).unwrap();
         let guard = s.world.inject(&sc).unwrap();
         let mut seen = Vec::new();
         let mut found = false;
         for _ in 0..4 {
             let (_, findings) = s.next().unwrap();
-            found |= findings.iter().any(|f| f.root_cause == class && f.instance == want);
-            seen.extend(findings.iter().map(|f| format!("{} @ {}", f.root_cause, f.instance.name)));
+            found |= findings
+                .iter()
+                .any(|f| f.root_cause == class && f.instance == want);
+            seen.extend(
+                findings
+                    .iter()
+                    .map(|f| format!("{} @ {}", f.root_cause, f.instance.name)),
+            );
         }
         drop(guard);
         // Let the edges recover before the next fault.

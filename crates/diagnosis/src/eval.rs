@@ -85,22 +85,43 @@ pub fn parse_edge(s: &str) -> Option<EdgeKey> {
     let (rest, proto) = rest.rsplit_once('/')?;
     let (server, port) = rest.rsplit_once(':')?;
     let ep = |t: &str| Endpoint {
-        pod: t.split_once('/').map(|(ns, n)| PodRef { namespace: ns.into(), name: n.into() }),
-        ip: if t.contains('/') { String::new() } else { t.into() },
+        pod: t.split_once('/').map(|(ns, n)| PodRef {
+            namespace: ns.into(),
+            name: n.into(),
+        }),
+        ip: if t.contains('/') {
+            String::new()
+        } else {
+            t.into()
+        },
     };
-    Some(EdgeKey { client: ep(client), server: ep(server), port: port.parse().ok()?, proto: proto.into() })
+    Some(EdgeKey {
+        client: ep(client),
+        server: ep(server),
+        port: port.parse().ok()?,
+        proto: proto.into(),
+    })
 }
 
 /// The instance a scenario's target names ("pod:ns/name", "link:a/b", "node:n").
 pub fn target_instance(target: &str) -> Option<Instance> {
     let (kind, name) = target.split_once(':')?;
     Some(match kind {
-        "pod" => Instance { kind: InstanceKind::Pod, name: name.into() },
-        "node" => Instance { kind: InstanceKind::Node, name: name.into() },
+        "pod" => Instance {
+            kind: InstanceKind::Pod,
+            name: name.into(),
+        },
+        "node" => Instance {
+            kind: InstanceKind::Node,
+            name: name.into(),
+        },
         "link" => {
             let (a, b) = name.split_once('/')?;
             let (a, b) = if a <= b { (a, b) } else { (b, a) };
-            Instance { kind: InstanceKind::NodePair, name: format!("{a}<->{b}") }
+            Instance {
+                kind: InstanceKind::NodePair,
+                name: format!("{a}<->{b}"),
+            }
         }
         _ => return None,
     })
@@ -149,7 +170,10 @@ impl Window<'_> {
 fn windows<'a>(rows: &'a [LabeledRow], preds: &[Classification]) -> Vec<(String, u32, Window<'a>)> {
     let mut by: BTreeMap<(String, u32), Window<'a>> = BTreeMap::new();
     for (r, c) in rows.iter().zip(preds) {
-        by.entry((r.scenario_id.clone(), r.window)).or_insert(Window { rows: Vec::new() }).rows.push((r, c.clone()));
+        by.entry((r.scenario_id.clone(), r.window))
+            .or_insert(Window { rows: Vec::new() })
+            .rows
+            .push((r, c.clone()));
     }
     by.into_iter().map(|((s, w), win)| (s, w, win)).collect()
 }
@@ -164,7 +188,8 @@ struct Localization {
 }
 
 fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
-    let (mut faulty, mut top1, mut top3, mut healthy, mut false_f) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut faulty, mut top1, mut top3, mut healthy, mut false_f) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut detection: BTreeMap<String, Option<u32>> = BTreeMap::new();
     let mut onset: BTreeMap<String, u32> = BTreeMap::new();
     for (scenario, w, win) in windows(rows, preds) {
@@ -172,7 +197,9 @@ fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
         match win.truth() {
             Some((class, inst)) => {
                 let first = *onset.entry(scenario.clone()).or_insert(w);
-                let hit = findings.iter().any(|f| f.root_cause == class && f.instance == inst);
+                let hit = findings
+                    .iter()
+                    .any(|f| f.root_cause == class && f.instance == inst);
                 let slot = detection.entry(scenario.clone()).or_insert(None);
                 if hit && slot.is_none() {
                     *slot = Some(w - first + 1);
@@ -204,13 +231,23 @@ fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
         top1: ratio(top1, faulty),
         top3: ratio(top3, faulty),
         healthy_false: ratio(false_f, healthy),
-        median_detection: times.get(times.len() / 2).map_or(f64::NAN, |t| f64::from(*t)),
-        undetected: detection.into_iter().filter(|(_, d)| d.is_none()).map(|(s, _)| s).collect(),
+        median_detection: times
+            .get(times.len() / 2)
+            .map_or(f64::NAN, |t| f64::from(*t)),
+        undetected: detection
+            .into_iter()
+            .filter(|(_, d)| d.is_none())
+            .map(|(s, _)| s)
+            .collect(),
     }
 }
 
 /// Trains on `train` and classifies `test`.
-fn fit_predict(train_rows: &[LabeledRow], test: &[&LabeledRow], params: &TrainParams) -> Result<Vec<Classification>> {
+fn fit_predict(
+    train_rows: &[LabeledRow],
+    test: &[&LabeledRow],
+    params: &TrainParams,
+) -> Result<Vec<Classification>> {
     let m = train(&crate::dataset::training_rows(train_rows)?, params, "cv")?;
     test.iter().map(|r| Ok(m.classify(&r.vector()?))).collect()
 }
@@ -227,7 +264,12 @@ fn scores(rows: &[&LabeledRow], preds: &[Classification]) -> Evaluation {
 
 /// Out-of-group predictions for every row: each group is predicted by a model that never
 /// saw it. `group` maps a row to its fold.
-fn out_of_group(rows: &[LabeledRow], params: &TrainParams, group: impl Fn(&LabeledRow) -> usize, groups: usize) -> Result<Vec<Classification>> {
+fn out_of_group(
+    rows: &[LabeledRow],
+    params: &TrainParams,
+    group: impl Fn(&LabeledRow) -> usize,
+    groups: usize,
+) -> Result<Vec<Classification>> {
     let mut preds: Vec<Option<Classification>> = vec![None; rows.len()];
     for g in 0..groups {
         let train_rows: Vec<LabeledRow> = rows.iter().filter(|r| group(r) != g).cloned().collect();
@@ -236,20 +278,44 @@ fn out_of_group(rows: &[LabeledRow], params: &TrainParams, group: impl Fn(&Label
             continue;
         }
         let test: Vec<&LabeledRow> = test_idx.iter().map(|&i| &rows[i]).collect();
-        for (i, p) in test_idx.into_iter().zip(fit_predict(&train_rows, &test, params)?) {
+        for (i, p) in test_idx
+            .into_iter()
+            .zip(fit_predict(&train_rows, &test, params)?)
+        {
             preds[i] = Some(p);
         }
     }
     Ok(preds
         .into_iter()
-        .map(|p| p.unwrap_or(Classification { root_cause: RootCause::Healthy, confidence: 0.0, path: Vec::new() }))
+        .map(|p| {
+            p.unwrap_or(Classification {
+                root_cause: RootCause::Healthy,
+                confidence: 0.0,
+                path: Vec::new(),
+            })
+        })
         .collect())
 }
 
 /// Runs the whole evaluation and trains the final model on every row.
-pub fn model_card(rows: &[LabeledRow], params: &TrainParams, version: &str) -> Result<(ModelCard, TreeModel, Evaluation)> {
-    let scenarios: Vec<&str> = rows.iter().map(|r| r.scenario_id.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    let fold_of = |r: &LabeledRow| scenarios.iter().position(|s| *s == r.scenario_id).unwrap_or(0) % FOLDS;
+pub fn model_card(
+    rows: &[LabeledRow],
+    params: &TrainParams,
+    version: &str,
+) -> Result<(ModelCard, TreeModel, Evaluation)> {
+    let scenarios: Vec<&str> = rows
+        .iter()
+        .map(|r| r.scenario_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let fold_of = |r: &LabeledRow| {
+        scenarios
+            .iter()
+            .position(|s| *s == r.scenario_id)
+            .unwrap_or(0)
+            % FOLDS
+    };
     let all: Vec<&LabeledRow> = rows.iter().collect();
 
     let cv = out_of_group(rows, params, fold_of, FOLDS)?;
@@ -257,12 +323,25 @@ pub fn model_card(rows: &[LabeledRow], params: &TrainParams, version: &str) -> R
     let loc = localization(rows, &cv);
 
     let rules = RuleTree::new();
-    let rule_preds: Vec<Classification> = rows.iter().map(|r| r.vector().map(|v| rules.classify(&v))).collect::<Result<_>>()?;
+    let rule_preds: Vec<Classification> = rows
+        .iter()
+        .map(|r| r.vector().map(|v| rules.classify(&v)))
+        .collect::<Result<_>>()?;
     let rule_scores = scores(&all, &rule_preds);
     let rule_loc = localization(rows, &rule_preds);
 
-    let workloads: Vec<&str> = rows.iter().map(|r| r.workload.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    let by_workload = out_of_group(rows, params, |r| workloads.iter().position(|w| *w == r.workload).unwrap_or(0), workloads.len())?;
+    let workloads: Vec<&str> = rows
+        .iter()
+        .map(|r| r.workload.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let by_workload = out_of_group(
+        rows,
+        params,
+        |r| workloads.iter().position(|w| *w == r.workload).unwrap_or(0),
+        workloads.len(),
+    )?;
     let unseen_workload = scores(&all, &by_workload);
 
     // Intensity rank within its class: the scenario id ends with the intensity label, and
@@ -278,12 +357,28 @@ pub fn model_card(rows: &[LabeledRow], params: &TrainParams, version: &str) -> R
     let unseen_intensity = scores(&all, &by_intensity);
 
     let model = train(&crate::dataset::training_rows(rows)?, params, version)?;
-    let windows = rows.iter().map(|r| (r.scenario_id.as_str(), r.window)).collect::<BTreeSet<_>>().len();
+    let windows = rows
+        .iter()
+        .map(|r| (r.scenario_id.as_str(), r.window))
+        .collect::<BTreeSet<_>>()
+        .len();
     let card = ModelCard {
-        classes: heldout.classes.iter().map(|c| c.as_str().to_string()).collect(),
+        classes: heldout
+            .classes
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
         heldout_macro_f1: heldout.macro_f1,
-        per_class_recall: heldout.per_class.iter().map(|m| (m.class.as_str().to_string(), m.recall)).collect(),
-        per_class_precision: heldout.per_class.iter().map(|m| (m.class.as_str().to_string(), m.precision)).collect(),
+        per_class_recall: heldout
+            .per_class
+            .iter()
+            .map(|m| (m.class.as_str().to_string(), m.recall))
+            .collect(),
+        per_class_precision: heldout
+            .per_class
+            .iter()
+            .map(|m| (m.class.as_str().to_string(), m.precision))
+            .collect(),
         unseen_workload_macro_f1: unseen_workload.macro_f1,
         unseen_intensity_macro_f1: unseen_intensity.macro_f1,
         localization_top1: loc.top1,
@@ -309,11 +404,16 @@ fn intensity_rank(scenario: &str, intensity: &str, rows: &[LabeledRow]) -> usize
     let stem = scenario.strip_suffix(intensity).unwrap_or(scenario);
     let labels: BTreeSet<&str> = rows
         .iter()
-        .filter(|r| r.scenario_id.starts_with(stem) && r.scenario_id.len() == stem.len() + r.intensity.len())
+        .filter(|r| {
+            r.scenario_id.starts_with(stem) && r.scenario_id.len() == stem.len() + r.intensity.len()
+        })
         .map(|r| r.intensity.as_str())
         .collect();
     // Labels sort as the catalog lists them only by luck; order by first appearance instead.
-    let first = rows.iter().find(|r| r.scenario_id.starts_with(stem)).map(|r| r.intensity.as_str());
+    let first = rows
+        .iter()
+        .find(|r| r.scenario_id.starts_with(stem))
+        .map(|r| r.intensity.as_str());
     usize::from(labels.len() > 1 && first != Some(intensity))
 }
 
@@ -325,12 +425,25 @@ mod tests {
     fn parses_edges_and_targets() {
         let k = parse_edge("default/c1 -> default/s1:7000/tcp").unwrap();
         assert_eq!(k.client.pod.unwrap().name, "c1");
-        assert_eq!((k.server.pod.unwrap().name.as_str(), k.port, k.proto.as_str()), ("s1", 7000, "tcp"));
+        assert_eq!(
+            (
+                k.server.pod.unwrap().name.as_str(),
+                k.port,
+                k.proto.as_str()
+            ),
+            ("s1", 7000, "tcp")
+        );
         let k = parse_edge("10.0.0.1 -> default/dns:53/udp").unwrap();
         assert_eq!((k.client.ip.as_str(), k.client.pod), ("10.0.0.1", None));
         assert!(parse_edge("garbage").is_none());
-        assert_eq!(target_instance("link:node-2/node-0").unwrap().name, "node-0<->node-2");
-        assert_eq!(target_instance("pod:default/s1").unwrap().kind, InstanceKind::Pod);
+        assert_eq!(
+            target_instance("link:node-2/node-0").unwrap().name,
+            "node-0<->node-2"
+        );
+        assert_eq!(
+            target_instance("pod:default/s1").unwrap().kind,
+            InstanceKind::Pod
+        );
         assert!(target_instance("").is_none());
     }
 }

@@ -3,7 +3,10 @@
 
 use netdx_api::crd;
 
-use crate::{classes::InstanceKind, localize::{Finding, Severity}};
+use crate::{
+    classes::InstanceKind,
+    localize::{Finding, Severity},
+};
 
 /// The CRD's node-pair name ("nodeA--nodeB") for ours ("nodeA<->nodeB").
 fn crd_instance_name(kind: InstanceKind, name: &str) -> String {
@@ -25,7 +28,10 @@ pub fn crd_finding(f: &Finding) -> Option<crd::Finding> {
     };
     Some(crd::Finding {
         root_cause: f.root_cause.as_str().to_string(),
-        instance: crd::Instance { kind, name: crd_instance_name(f.instance.kind, &f.instance.name) },
+        instance: crd::Instance {
+            kind,
+            name: crd_instance_name(f.instance.kind, &f.instance.name),
+        },
         confidence: f.confidence.clamp(0.0, 1.0),
         severity: match f.severity {
             Severity::Minor => crd::Severity::Info,
@@ -35,7 +41,11 @@ pub fn crd_finding(f: &Finding) -> Option<crd::Finding> {
         evidence: f
             .evidence
             .iter()
-            .map(|e| crd::Evidence { feature: e.feature.clone(), value: e.value, baseline: e.baseline })
+            .map(|e| crd::Evidence {
+                feature: e.feature.clone(),
+                value: e.value,
+                baseline: e.baseline,
+            })
             .collect(),
         decision_path: f.decision_path.clone(),
     })
@@ -44,23 +54,42 @@ pub fn crd_finding(f: &Finding) -> Option<crd::Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{classes::RootCause, localize::{Evidence, Instance}};
+    use crate::{
+        classes::RootCause,
+        localize::{Evidence, Instance},
+    };
 
     #[test]
     fn node_pairs_and_severities_map_to_crd_names() {
         let f = Finding {
             root_cause: RootCause::PathLoss,
-            instance: Instance { kind: InstanceKind::NodePair, name: "node-0<->node-2".into() },
+            instance: Instance {
+                kind: InstanceKind::NodePair,
+                name: "node-0<->node-2".into(),
+            },
             confidence: 1.5,
             severity: Severity::Major,
-            evidence: vec![Evidence { feature: "retrans_s2c_per_exchange".into(), value: 0.2, baseline: None }],
+            evidence: vec![Evidence {
+                feature: "retrans_s2c_per_exchange".into(),
+                value: 0.2,
+                baseline: None,
+            }],
             decision_path: vec!["a > 1".into()],
             edges: vec![],
         };
         let c = crd_finding(&f).unwrap();
         assert_eq!(c.instance.name, "node-0--node-2");
-        assert_eq!((c.severity, c.confidence, c.root_cause.as_str()), (crd::Severity::Warning, 1.0, "path_loss"));
-        let none = Finding { instance: Instance { kind: InstanceKind::None, name: String::new() }, ..f };
+        assert_eq!(
+            (c.severity, c.confidence, c.root_cause.as_str()),
+            (crd::Severity::Warning, 1.0, "path_loss")
+        );
+        let none = Finding {
+            instance: Instance {
+                kind: InstanceKind::None,
+                name: String::new(),
+            },
+            ..f
+        };
         assert!(crd_finding(&none).is_none());
     }
 }

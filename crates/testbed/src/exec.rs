@@ -29,6 +29,13 @@ pub fn run(program: &str, args: &[&str]) -> Result<Output> {
     Ok(out)
 }
 
+/// Runs `program args...` inside the named network namespace (`ip netns exec`).
+pub fn run_in(netns: &str, program: &str, args: &[&str]) -> Result<Output> {
+    let mut a = vec!["netns", "exec", netns, program];
+    a.extend_from_slice(args);
+    run("ip", &a)
+}
+
 /// Runs `ip` with the given arguments.
 pub fn ip(args: &[&str]) -> Result<()> {
     run("ip", args).map(|_| ())

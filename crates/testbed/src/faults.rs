@@ -3,7 +3,7 @@
 //! guard that removes the fault when dropped; everything lives in testbed namespaces, so
 //! deleting the testbed removes any leftover too.
 
-use crate::{Result, exec::run};
+use crate::{Result, exec::run_in};
 
 /// Removes an nftables table from a namespace when dropped.
 pub struct NftGuard {
@@ -13,18 +13,10 @@ pub struct NftGuard {
 
 impl Drop for NftGuard {
     fn drop(&mut self) {
-        let _ = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.netns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                &self.table,
-            ],
+        let _ = run_in(
+            &self.netns,
+            "nft",
+            &["delete", "table", "inet", &self.table],
         );
     }
 }
@@ -34,17 +26,7 @@ pub fn nft_table(netns: &str, table: &str, body: &str) -> Result<NftGuard> {
     let script = format!("table inet {table} {{\n{body}\n}}\n");
     let path = std::env::temp_dir().join(format!("{netns}-{table}.nft"));
     std::fs::write(&path, script).map_err(crate::io_err("writing nft script"))?;
-    let r = run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "nft",
-            "-f",
-            &path.display().to_string(),
-        ],
-    );
+    let r = run_in(netns, "nft", &["-f", &path.display().to_string()]);
     let _ = std::fs::remove_file(&path);
     r?;
     Ok(NftGuard {
@@ -64,13 +46,15 @@ pub fn loss(netns: &str, iface: &str, percent: u32) -> Result<NftGuard> {
     )
 }
 
-/// Drops TCP SYNs to `port` arriving in `netns` (firewall silently dropping connects).
-pub fn drop_syn(netns: &str, port: u16) -> Result<NftGuard> {
+/// Drops `percent`% of TCP SYNs to `port` arriving in `netns` (a firewall silently dropping
+/// connects).
+pub fn drop_syn(netns: &str, port: u16, percent: u32) -> Result<NftGuard> {
     nft_table(
         netns,
         "netdx_syndrop",
         &format!(
-            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn drop\n  }}"
+            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}drop\n  }}",
+            sample(percent)
         ),
     )
 }
@@ -84,17 +68,9 @@ pub struct DelayGuard {
 
 impl Drop for DelayGuard {
     fn drop(&mut self) {
-        let mut args: Vec<&str> = vec![
-            "netns",
-            "exec",
-            &self.netns,
-            "iptables",
-            "-t",
-            "mangle",
-            "-D",
-        ];
+        let mut args = vec!["-t", "mangle", "-D"];
         args.extend(self.rule.iter().map(String::as_str));
-        let _ = run("ip", &args);
+        let _ = run_in(&self.netns, "iptables", &args);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -142,17 +118,15 @@ pub fn delay(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut args: Vec<String> = ["netns", "exec", netns, "iptables", "-t", "mangle", "-A"]
-        .map(String::from)
-        .to_vec();
-    args.extend(rule.iter().cloned());
+    let mut args = vec!["-t", "mangle", "-A"];
+    args.extend(rule.iter().map(String::as_str));
+    let added = run_in(netns, "iptables", &args);
     let mut guard = DelayGuard {
         netns: netns.into(),
         rule,
         child,
     };
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if let Err(e) = run("ip", &args) {
+    if let Err(e) = added {
         let _ = guard.child.kill();
         guard.rule.clear();
         return Err(e);
@@ -235,19 +209,10 @@ pub struct TcGuard {
 
 impl Drop for TcGuard {
     fn drop(&mut self) {
-        let _ = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.netns,
-                "tc",
-                "qdisc",
-                "del",
-                "dev",
-                &self.dev,
-                "root",
-            ],
+        let _ = run_in(
+            &self.netns,
+            "tc",
+            &["qdisc", "del", "dev", &self.dev, "root"],
         );
     }
 }
@@ -255,11 +220,7 @@ impl Drop for TcGuard {
 /// Limits traffic leaving `dev` in `netns` towards `dst` (a subnet) to `rate_kbit` with htb;
 /// other destinations stay unlimited.
 pub fn bandwidth(netns: &str, dev: &str, dst: &str, rate_kbit: u32) -> Result<TcGuard> {
-    let tc = |args: &[&str]| {
-        let mut a = vec!["netns", "exec", netns, "tc"];
-        a.extend_from_slice(args);
-        run("ip", &a).map(|_| ())
-    };
+    let tc = |args: &[&str]| run_in(netns, "tc", args).map(|_| ());
     tc(&[
         "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "20",
     ])?;

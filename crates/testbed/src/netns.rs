@@ -21,7 +21,7 @@ pub fn delete(name: &str) {
 /// Runs `sysctl -w` inside a namespace (sysctl exits 0 on some failures: stderr tells).
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
     let setting = format!("{key}={value}");
-    let out = crate::exec::run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", &setting])?;
+    let out = crate::exec::run_in(ns, "sysctl", &["-q", "-w", &setting])?;
     if out.stderr.is_empty() {
         Ok(())
     } else {
