@@ -109,3 +109,35 @@ fn pods_given_only_by_uid_are_discovered_from_kubelet_cgroups() {
     assert_eq!(side_sum(&e, true, |s| s.exchanges), 500);
     assert_eq!(side_sum(&e, false, |s| s.exchanges), 500);
 }
+
+#[test]
+fn pgbench_postgres_exchanges_counted_and_named() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("db", 1)]);
+    let server = servers::postgres(&h.tb, "db").unwrap();
+    workloads::pgbench_init(&h.tb, "app", server).unwrap();
+    h.close_windows();
+    // Select-only: one statement, so one exchange, per transaction.
+    let run = workloads::pgbench(&h.tb, "app", server, 2, 1000, true).unwrap();
+    assert_eq!(run.transactions, 2000);
+    let ws = h.close_windows();
+    let e = edge(&ws, "app", "db", 5432);
+    let client = side_sum(&e, true, |s| s.exchanges);
+    let server_n = side_sum(&e, false, |s| s.exchanges);
+    eprintln!("pgbench 2000 transactions, client side {client}, server side {server_n}");
+    // pgbench's own setup queries and the startup/auth exchanges add a handful.
+    assert!(within(client, 2000, 0.01), "client side {client}");
+    assert!(within(server_n, 2000, 0.01), "server side {server_n}");
+    let named = side_sum(&e, true, |s| {
+        s.protocols.get("postgres").copied().unwrap_or(0)
+    });
+    assert!(
+        named as f64 >= 0.99 * client as f64,
+        "postgres named on {named} of {client}"
+    );
+    // An SQL error comes back as an ErrorResponse: counted as an L7 error on both sides.
+    workloads::psql(&h.tb, "app", server, "SELECT * FROM no_such_table").unwrap();
+    let ws = h.close_windows();
+    let e = edge(&ws, "app", "db", 5432);
+    assert!(side_sum(&e, true, |s| s.l7_errors) >= 1);
+    assert!(side_sum(&e, false, |s| s.l7_errors) >= 1);
+}

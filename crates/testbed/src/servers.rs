@@ -127,6 +127,80 @@ pub fn nginx(tb: &Testbed, pod: &str, body_bytes: usize) -> Result<SocketAddr> {
     Ok(a)
 }
 
+/// The Debian PostgreSQL server binaries (the newest installed major version).
+fn postgres_bin(tool: &str) -> Result<String> {
+    let root = std::path::Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<u32> = std::fs::read_dir(root)
+        .map_err(io_err(
+            "listing /usr/lib/postgresql (apt install postgresql)",
+        ))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    versions.sort_unstable();
+    let v = versions
+        .last()
+        .ok_or_else(|| Error::Invalid("no PostgreSQL server installed".into()))?;
+    Ok(format!("/usr/lib/postgresql/{v}/bin/{tool}"))
+}
+
+/// Starts PostgreSQL in `pod` on 5432: a fresh cluster in the testbed's scratch directory,
+/// trusting connections from the testbed's addresses (nothing else can reach them).
+pub fn postgres(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
+    let dir = tb.path(&format!("pg-{pod}"));
+    std::fs::create_dir_all(&dir).map_err(io_err("postgres dir"))?;
+    let d = dir.display().to_string();
+    // initdb and the server refuse to run as root.
+    crate::exec::run("chown", &["-R", "postgres:postgres", &d])?;
+    let data = format!("{d}/data");
+    crate::exec::run(
+        "runuser",
+        &[
+            "-u",
+            "postgres",
+            "--",
+            &postgres_bin("initdb")?,
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+    )?;
+    let hba = format!("{data}/pg_hba.conf");
+    let mut conf = std::fs::read_to_string(&hba).map_err(io_err("reading pg_hba.conf"))?;
+    conf.push_str("host all all 10.200.0.0/16 trust\n");
+    std::fs::write(&hba, conf).map_err(io_err("writing pg_hba.conf"))?;
+    let server = postgres_bin("postgres")?;
+    tb.spawn(
+        pod,
+        "runuser",
+        &[
+            "-u",
+            "postgres",
+            "--",
+            &server,
+            "-D",
+            &data,
+            "-p",
+            "5432",
+            "-c",
+            "listen_addresses=*",
+            "-c",
+            &format!("unix_socket_directories={d}"),
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ],
+    )?;
+    let a = addr(tb, pod, 5432)?;
+    wait_tcp(tb, pod, a, READY)?;
+    Ok(a)
+}
+
 /// ndxe server options as command-line flags.
 #[derive(Clone, Debug, Default)]
 pub struct EchoServer {

@@ -144,6 +144,97 @@ pub fn memcaslap(tb: &Testbed, pod: &str, server: SocketAddr, ops: u64, conns: u
     .map(|_| ())
 }
 
+/// Result of a pgbench run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgBench {
+    /// Transactions processed.
+    pub transactions: u64,
+    /// Transactions per second (without connection time).
+    pub tps: f64,
+}
+
+/// Initialises pgbench's tables (scale 1) from `pod`.
+pub fn pgbench_init(tb: &Testbed, pod: &str, server: SocketAddr) -> Result<()> {
+    let (host, port) = (server.ip().to_string(), server.port().to_string());
+    tb.run(
+        pod,
+        "timeout",
+        &[
+            "120", "pgbench", "-i", "-q", "-h", &host, "-p", &port, "-U", "postgres", "postgres",
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Runs pgbench from `pod`: `clients` connections, `transactions` each; `select_only` uses the
+/// built-in select-only script (one statement per transaction).
+pub fn pgbench(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    clients: u32,
+    transactions: u64,
+    select_only: bool,
+) -> Result<PgBench> {
+    let (host, port, c, t) = (
+        server.ip().to_string(),
+        server.port().to_string(),
+        clients.to_string(),
+        transactions.to_string(),
+    );
+    let mut args = vec![
+        "120", "pgbench", "-h", &host, "-p", &port, "-U", "postgres", "-c", &c, "-t", &t, "-n",
+    ];
+    if select_only {
+        args.push("-S");
+    }
+    args.push("postgres");
+    let out = tb.run(pod, "timeout", &args)?;
+    parse_pgbench(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses pgbench's summary ("number of transactions actually processed: N/M", "tps = X").
+pub fn parse_pgbench(text: &str) -> Result<PgBench> {
+    let err = || Error::Parse {
+        tool: "pgbench".into(),
+        detail: text.to_string(),
+    };
+    let transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(err)?;
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(err)?;
+    Ok(PgBench { transactions, tps })
+}
+
+/// Runs one SQL statement with psql from `pod` (errors from the server are not a failure here:
+/// callers use this to make the server answer with an ErrorResponse).
+pub fn psql(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    sql: &str,
+) -> Result<std::process::Output> {
+    let (host, port) = (server.ip().to_string(), server.port().to_string());
+    let child = tb.pod(pod)?.placement().spawn(
+        "psql",
+        &[
+            "-h", &host, "-p", &port, "-U", "postgres", "-d", "postgres", "-c", sql,
+        ],
+        true,
+    )?;
+    child
+        .wait_with_output()
+        .map_err(crate::io_err("waiting for psql"))
+}
+
 /// Result of a wrk run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WrkRun {
@@ -281,6 +372,19 @@ pub fn echo_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_pgbench_summary() {
+        let t = "transaction type: <builtin: select only>\nnumber of clients: 2\nnumber of transactions actually processed: 2000/2000\nlatency average = 0.3 ms\ntps = 6512.123 (without initial connection time)\n";
+        assert_eq!(
+            parse_pgbench(t).unwrap(),
+            PgBench {
+                transactions: 2000,
+                tps: 6512.123
+            }
+        );
+        assert!(parse_pgbench("nothing").is_err());
+    }
 
     #[test]
     fn parses_wrk_summary() {
