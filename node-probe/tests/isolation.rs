@@ -96,3 +96,61 @@ fn tiny_ring_buffer_reports_lost_records() {
         2 * n
     );
 }
+
+#[test]
+fn drops_are_reported_with_reason_for_pods_and_nodes_only() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
+    let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
+    let c = workloads::EchoClient {
+        connections: 1,
+        requests: 4,
+        new_conn: true,
+        connect_timeout_ms: 300,
+        max_secs: 10,
+        ..Default::default()
+    };
+    h.close_windows();
+    {
+        // In the pod's namespace: its firewall drops the SYNs.
+        let _fw = netdx_testbed::faults::drop_syn(&h.tb.pod("backend").unwrap().netns, 7000, 100)
+            .unwrap();
+        workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    }
+    let ws = h.close_windows();
+    let pod_drops: u64 = ws
+        .iter()
+        .flat_map(|w| &w.pods)
+        .filter(|p| p.pod.name == "backend")
+        .map(|p| p.drops.get("netfilter_drop").copied().unwrap_or(0))
+        .sum();
+    assert!(
+        pod_drops >= 4,
+        "SYNs dropped in the backend pod: {:?}",
+        ws.iter().flat_map(|w| &w.pods).collect::<Vec<_>>()
+    );
+    {
+        // In node-1's namespace: the node drops new connections it forwards.
+        let _ct = netdx_testbed::faults::conntrack_full(&h.tb.nodes[1].netns, 0).unwrap();
+        workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    }
+    let ws = h.close_windows();
+    let node1 = ws.iter().find(|w| w.node == "node-1").unwrap();
+    assert!(
+        node1.node_drops.get("netfilter_drop").copied().unwrap_or(0) >= 4,
+        "{:?}",
+        node1.node_drops
+    );
+    // Drops in the fabric (not a node or pod of any probe) are filtered out in the kernel.
+    let (fabric, _) = h.tb.uplink(0);
+    {
+        let _loss = netdx_testbed::faults::loss(&fabric, "n1", 100).unwrap();
+        workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    }
+    let ws = h.close_windows();
+    assert!(
+        ws.iter()
+            .all(|w| w.node_drops.get("netfilter_drop").is_none()),
+        "fabric drops leaked: {:?}",
+        ws.iter().map(|w| &w.node_drops).collect::<Vec<_>>()
+    );
+}

@@ -41,7 +41,8 @@ pub fn loss(netns: &str, iface: &str, percent: u32) -> Result<NftGuard> {
         netns,
         "netdx_loss",
         &format!(
-            "  chain post {{ type filter hook postrouting priority 0; policy accept;\n    oifname \"{iface}\" numgen random mod 100 < {percent} drop\n  }}"
+            "  chain post {{ type filter hook postrouting priority 0; policy accept;\n    oifname \"{iface}\" {}drop\n  }}",
+            sample(percent)
         ),
     )
 }
