@@ -73,8 +73,10 @@ fn redis_benchmark_args(
         requests.to_string(),
         clients.to_string(),
     );
+    // Bounded well below the scenario timeline: redis-benchmark waits out refused or
+    // unanswered connections instead of failing fast.
     let mut args = vec![
-        "120",
+        "20",
         "redis-benchmark",
         "-h",
         &host,
@@ -128,7 +130,7 @@ pub fn redis_cli_repeat(
         server.port().to_string(),
         repeat.to_string(),
     );
-    let mut args = vec!["120", "redis-cli", "-h", &host, "-p", &port, "-r", &r];
+    let mut args = vec!["20", "redis-cli", "-h", &host, "-p", &port, "-r", &r];
     args.extend_from_slice(command);
     tb.run(pod, "timeout", &args).map(|_| ())
 }
