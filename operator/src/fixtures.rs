@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::conditions::{self, DEGRADED, PROBES_SCHEDULED, READY, reason};
 use crate::reconcile::OBSERVATION_FINALIZER;
-use crate::report::{ENGINE_PENDING, PendingEngine};
+use crate::report::AWAITING_WINDOWS;
 use crate::{Context, State};
 
 /// The frozen "now" of every test, in Unix seconds.
@@ -45,10 +45,14 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         client,
         metrics: state.metrics,
         diagnostics: state.diagnostics,
-        targets: state.targets,
+        targets: state.targets.clone(),
         cgroups: state.cgroups,
         now: frozen_now,
-        engine: Arc::new(PendingEngine),
+        engine: Arc::new(crate::engine::WindowEngine {
+            ingest: state.ingest.clone(),
+            targets: state.targets.clone(),
+        }),
+        ingest: state.ingest,
         failures: Arc::default(),
     };
     (Arc::new(ctx), ApiServerVerifier(handle))
@@ -203,6 +207,8 @@ pub enum Scenario {
     ReportObservationMissing(DiagnosisReport),
     /// Collection over, engine not available: message updated.
     ReportWaitsForEngine(DiagnosisReport),
+    /// A model file was rejected this many times: a Warning event, then repeats of it.
+    ModelRejected(usize),
     /// The reconcile must not call the API at all.
     NoCalls,
     /// No Lease yet: it is created with us as holder.
@@ -529,6 +535,13 @@ impl ApiServerVerifier {
                 Scenario::ReportWaitsForEngine(report) => {
                     self.handle_report_engine_pending(report).await;
                 }
+                Scenario::ModelRejected(n) => {
+                    let mut this = self.handle_event_create("ModelRejected", "Warning").await;
+                    // The recorder folds repeats of an event into a series: a PATCH, not a POST.
+                    for _ in 1..n {
+                        this = this.handle_event_repeat().await;
+                    }
+                }
                 Scenario::NoCalls => {}
                 Scenario::TokenReviews => {
                     self.handle_token_review(
@@ -740,6 +753,22 @@ impl ApiServerVerifier {
         self
     }
 
+    async fn handle_event_repeat(mut self) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PATCH);
+        assert!(
+            request
+                .uri()
+                .path()
+                .starts_with("/apis/events.k8s.io/v1/namespaces/default/events/"),
+            "{}",
+            request.uri()
+        );
+        let patch = body_json(request).await;
+        send.send_response(ok_json(&patch));
+        self
+    }
+
     async fn handle_finalizer_removal(mut self, obs: NetworkObservation) -> Self {
         let (request, send) = self.next().await;
         assert_eq!(request.method(), Method::PATCH);
@@ -809,7 +838,7 @@ impl ApiServerVerifier {
             .await;
         assert_json_subset(
             &patch,
-            &json!({"status": {"phase": "Running", "message": ENGINE_PENDING}}),
+            &json!({"status": {"phase": "Running", "message": AWAITING_WINDOWS}}),
             "patch",
         );
         send.send_response(ok_json(&serde_json::to_value(report).expect("json")));
