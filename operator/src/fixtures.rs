@@ -72,6 +72,8 @@ pub trait TestObservation: Sized {
     fn needs_delete(self) -> Self;
     /// With a status.
     fn with_status(self, status: NetworkObservationStatus) -> Self;
+    /// Keeping at most `n` reports.
+    fn with_retention(self, n: u32) -> Self;
 }
 
 impl TestObservation for NetworkObservation {
@@ -132,6 +134,88 @@ impl TestObservation for NetworkObservation {
         self.status = Some(status);
         self
     }
+
+    /// Keeping at most `n` reports.
+    fn with_retention(mut self, n: u32) -> Self {
+        self.spec.report_policy.retention = n;
+        self
+    }
+}
+
+/// Start of [`incident_window`], Unix ms.
+const INCIDENT_START_MS: u64 = 1_800_000_000_000;
+
+/// A diagnosed window in which web-2 refuses web-1's connections.
+pub fn incident_window() -> crate::ingest::DiagnosedWindow {
+    use netdx_diagnosis::classes::{InstanceKind, RootCause};
+    use netdx_diagnosis::localize::{Evidence, Finding, Instance, Severity};
+    let pod = |n: &str| netdx_api::targets::PodRef {
+        namespace: "default".into(),
+        name: n.into(),
+    };
+    crate::ingest::DiagnosedWindow {
+        start_ms: INCIDENT_START_MS,
+        end_ms: INCIDENT_START_MS + 10_000,
+        nodes: vec!["node-1".into(), "node-2".into()],
+        findings: vec![crate::ingest::WindowFinding {
+            finding: Finding {
+                root_cause: RootCause::ConnectionRefused,
+                instance: Instance {
+                    kind: InstanceKind::Pod,
+                    name: "default/web-2".into(),
+                },
+                confidence: 0.6,
+                severity: Severity::Critical,
+                evidence: vec![Evidence {
+                    feature: "connect_refused_ratio".into(),
+                    value: 1.0,
+                    baseline: None,
+                }],
+                decision_path: vec!["connect_refused_ratio >= 0.9".into()],
+                edges: vec!["default/web-1 -> default/web-2:8080/tcp".into()],
+            },
+            pods: [pod("web-1"), pod("web-2")].into(),
+        }],
+        model_version: "rules-1".into(),
+    }
+}
+
+/// The dedupe key of [`incident_window`]'s finding.
+const INCIDENT_KEY: &str = "ConnectionRefused/Pod/default/web-2";
+
+/// An operator-written incident report as the API server returns it.
+fn incident_report(
+    name: &str,
+    key: &str,
+    phase: DiagnosisPhase,
+    start_secs: i64,
+    windows: u32,
+) -> DiagnosisReport {
+    let mut r = DiagnosisReport::new(
+        name,
+        DiagnosisReportSpec {
+            target: DiagnosisTarget::observation("web"),
+            duration: None,
+        },
+    );
+    r.meta_mut().namespace = Some("default".into());
+    r.meta_mut().labels = Some(BTreeMap::from([
+        ("netdx.io/origin".to_string(), "operator".to_string()),
+        ("netdx.io/observation".to_string(), "web".to_string()),
+        (
+            "netdx.io/incident".to_string(),
+            crate::incidents::label_value(key),
+        ),
+    ]));
+    let t = |s: i64| Time(Timestamp::from_second(s).expect("valid timestamp"));
+    r.status = Some(DiagnosisReportStatus {
+        phase: Some(phase),
+        window_start: Some(t(start_secs)),
+        last_seen: Some(t(start_secs + 10 * i64::from(windows))),
+        windows: Some(windows),
+        ..Default::default()
+    });
+    r
 }
 
 /// Builders for test reports.
@@ -207,6 +291,13 @@ pub enum Scenario {
     ReportObservationMissing(DiagnosisReport),
     /// Collection over, engine not available: message updated.
     ReportWaitsForEngine(DiagnosisReport),
+    /// A new incident: observation read, no reports yet, one created with its status.
+    IncidentOpened,
+    /// The incident's report is open: only its status is updated.
+    IncidentContinues,
+    /// Retention 2 with one resolved and one open report of another problem: the new one is
+    /// created, the other resolved, the oldest resolved deleted.
+    IncidentRetention(NetworkObservation),
     /// A model file was rejected this many times: a Warning event, then repeats of it.
     ModelRejected(usize),
     /// The reconcile must not call the API at all.
@@ -293,6 +384,7 @@ fn status_error(code: StatusCode, reason: &str, message: &str) -> Response<Body>
 }
 
 const OBS_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/networkobservations/web";
+const REPORTS_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/diagnosisreports";
 const REPORT_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/diagnosisreports/ondemand";
 
 const LEASES_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/netdx-system/leases";
@@ -541,6 +633,71 @@ impl ApiServerVerifier {
                     for _ in 1..n {
                         this = this.handle_event_repeat().await;
                     }
+                }
+                Scenario::IncidentOpened => {
+                    self.handle_observation_get_of(NetworkObservation::test())
+                        .await
+                        .handle_incident_list(vec![])
+                        .await
+                        .handle_incident_create()
+                        .await;
+                }
+                Scenario::IncidentContinues => {
+                    let open = incident_report(
+                        "web-open",
+                        INCIDENT_KEY,
+                        DiagnosisPhase::Running,
+                        now_secs() - 20,
+                        2,
+                    );
+                    let start = serde_json::to_value(Time(
+                        Timestamp::from_second(now_secs() - 20).expect("valid"),
+                    ))
+                    .expect("json");
+                    self.handle_observation_get_of(NetworkObservation::test())
+                        .await
+                        .handle_incident_list(vec![open])
+                        .await
+                        .handle_incident_status(
+                            "web-open",
+                            json!({"phase": "Running", "windows": 3, "windowStart": start,
+                                   "findings": [{"rootCause": "ConnectionRefused"}]}),
+                        )
+                        .await;
+                }
+                Scenario::IncidentRetention(obs) => {
+                    let old = incident_report(
+                        "web-old",
+                        "PathLoss/NodePair/node-1--node-2",
+                        DiagnosisPhase::Completed,
+                        now_secs() - 3600,
+                        1,
+                    );
+                    let other = incident_report(
+                        "web-other",
+                        "ServerAppSlow/Pod/default/web-1",
+                        DiagnosisPhase::Running,
+                        now_secs() - 60,
+                        4,
+                    );
+                    let last_seen = serde_json::to_value(Time(
+                        Timestamp::from_second(now_secs() - 20).expect("valid"),
+                    ))
+                    .expect("json");
+                    self.handle_observation_get_of(obs)
+                        .await
+                        .handle_incident_list(vec![old, other])
+                        .await
+                        .handle_incident_create()
+                        .await
+                        .handle_incident_status(
+                            "web-other",
+                            json!({"phase": "Completed", "message": "resolved after 4 windows",
+                                   "windowEnd": last_seen}),
+                        )
+                        .await
+                        .handle_report_delete("web-old")
+                        .await;
                 }
                 Scenario::NoCalls => {}
                 Scenario::TokenReviews => {
@@ -803,6 +960,91 @@ impl ApiServerVerifier {
                 "networkobservations \"web\" not found",
             ));
         }
+        self
+    }
+
+    async fn handle_observation_get_of(mut self, obs: NetworkObservation) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), OBS_PATH);
+        send.send_response(ok_json(&serde_json::to_value(obs).expect("json")));
+        self
+    }
+
+    async fn handle_incident_list(mut self, items: Vec<DiagnosisReport>) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), REPORTS_PATH);
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(
+            query.contains(
+                "labelSelector=netdx.io%2Forigin%3Doperator%2Cnetdx.io%2Fobservation%3Dweb"
+            ),
+            "query {query}"
+        );
+        send.send_response(ok_json(&json!({
+            "apiVersion": "netdx.io/v1alpha1", "kind": "DiagnosisReportList",
+            "metadata": {"resourceVersion": "1"}, "items": items
+        })));
+        self
+    }
+
+    /// A report is created for [`incident_window`]'s finding, then its status applied.
+    async fn handle_incident_create(mut self) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().path(), REPORTS_PATH);
+        let body = body_json(request).await;
+        let hash = crate::incidents::label_value(INCIDENT_KEY);
+        let name = format!("web-{}-{}", &hash[..8], INCIDENT_START_MS / 1000);
+        assert_json_subset(
+            &body,
+            &json!({"metadata": {
+                "name": name,
+                "labels": {"netdx.io/origin": "operator", "netdx.io/observation": "web", "netdx.io/incident": hash},
+                "annotations": {"netdx.io/incident-key": INCIDENT_KEY},
+                "ownerReferences": [{"kind": "NetworkObservation", "name": "web",
+                                     "uid": "11111111-2222-3333-4444-555555555555", "controller": true}]
+            }, "spec": {"target": {"observation": "web"}}}),
+            "report",
+        );
+        send.send_response(ok_json(&body));
+        let start = serde_json::to_value(Time(
+            Timestamp::from_millisecond(INCIDENT_START_MS as i64).expect("valid"),
+        ))
+        .expect("json");
+        let end = serde_json::to_value(Time(
+            Timestamp::from_millisecond(INCIDENT_START_MS as i64 + 10_000).expect("valid"),
+        ))
+        .expect("json");
+        self.handle_incident_status(
+            &name,
+            json!({"phase": "Running", "windows": 1, "windowStart": start, "lastSeen": end,
+                   "modelVersion": "rules-1",
+                   "findings": [{"rootCause": "ConnectionRefused", "severity": "Critical",
+                                 "instance": {"kind": "Pod", "name": "default/web-2"}}]}),
+        )
+        .await
+    }
+
+    async fn handle_incident_status(mut self, name: &str, expected: Value) -> Self {
+        let path = format!("{REPORTS_PATH}/{name}");
+        let (patch, send) = self.expect_status_apply(&path, "DiagnosisReport").await;
+        assert_json_subset(&patch, &json!({ "status": expected }), "patch");
+        let mut object = patch;
+        object["metadata"] = json!({"name": name, "namespace": "default"});
+        object["spec"] = json!({"target": {"observation": "web"}});
+        send.send_response(ok_json(&object));
+        self
+    }
+
+    async fn handle_report_delete(mut self, name: &str) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::DELETE);
+        assert_eq!(request.uri().path(), format!("{REPORTS_PATH}/{name}"));
+        send.send_response(ok_json(&json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"
+        })));
         self
     }
 

@@ -15,6 +15,7 @@ pub mod crdgen;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod incidents;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;

@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         ProbeAuth::disabled()
     };
     let classifier = Arc::new(ClassifierSlot::default());
-    let (ingest, _diagnosed) = Ingest::new(
+    let (ingest, diagnosed) = Ingest::new(
         classifier.clone(),
         Duration::from_secs(args.ingest_grace_secs),
     );
@@ -152,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    // Only the leader writes incident reports; a standby's ingest is not fed by the Service.
+    tokio::spawn(netdx_operator::incidents::run(
+        state.to_context(client.clone()),
+        diagnosed,
+    ));
     let result = tokio::select! {
         res = netdx_operator::controller::run(state.clone(), client) => {
             res.context("controllers (are the CRDs installed? kubectl apply -k manifests/base)")
