@@ -75,6 +75,8 @@ pub struct ModelReloader {
     recorder: Recorder,
     regarding: ObjectReference,
     loaded: Option<SystemTime>,
+    /// Whether the file's absence was already logged (an optional ConfigMap may not exist).
+    missing_logged: bool,
 }
 
 impl ModelReloader {
@@ -91,15 +93,23 @@ impl ModelReloader {
             recorder,
             regarding,
             loaded: None,
+            missing_logged: false,
         }
     }
 
     /// Loads the file if it changed since the last attempt; returns whether the classifier changed.
     pub async fn check(&mut self) -> bool {
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if mtime.is_some() && mtime == self.loaded {
+        let Ok(mtime) = std::fs::metadata(&self.path).and_then(|m| m.modified()) else {
+            // No file is not an error: the ConfigMap is optional and may be created later.
+            if !self.missing_logged {
+                info!(path = %self.path.display(), using = %self.slot.version(), "no model file yet");
+                self.missing_logged = true;
+            }
+            return false;
+        };
+        self.missing_logged = false;
+        let mtime = Some(mtime);
+        if mtime == self.loaded {
             return false;
         }
         // Remember the attempt even when it fails, so a bad file is reported once, not every tick.
@@ -177,6 +187,10 @@ mod tests {
             operator_pod(),
         );
         let mock = server.run(Scenario::ModelRejected(2));
+        assert!(
+            !reloader.check().await,
+            "no file yet: nothing to load, no event"
+        );
         std::fs::write(&path, "{ not json").expect("write");
         assert!(!reloader.check().await, "corrupt file is rejected");
         assert_eq!(slot.version(), before);
