@@ -269,6 +269,21 @@ pub fn web_pods() -> Value {
     })
 }
 
+/// Registers [`NetworkObservation::test`] as watching [`web_pods`] (web-1 on node-1, web-2 on
+/// node-2).
+pub async fn watch_web_pods(targets: &crate::targets::SharedRegistry) {
+    let pods =
+        serde_json::from_value::<Vec<k8s_openapi::api::core::v1::Pod>>(web_pods()["items"].clone())
+            .expect("pods");
+    targets.write().await.set(
+        netdx_api::targets::PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+        },
+        crate::targets::resolve(&pods, &crate::targets::CgroupLayout::default()).per_node,
+    );
+}
+
 /// Every scenario the tests drive, one per test.
 pub enum Scenario {
     /// New object: the finalizer is added, nothing else.
@@ -289,7 +304,9 @@ pub enum Scenario {
     ReportStarts(DiagnosisReport),
     /// On-demand report for a missing observation: event, status Failed.
     ReportObservationMissing(DiagnosisReport),
-    /// Collection over, engine not available: message updated.
+    /// Collection over, windows diagnosed: status Completed with their findings.
+    ReportCompletes(DiagnosisReport),
+    /// Collection over, no window yet: message updated.
     ReportWaitsForEngine(DiagnosisReport),
     /// A new incident: observation read, no reports yet, one created with its status.
     IncidentOpened,
@@ -699,6 +716,9 @@ impl ApiServerVerifier {
                         .handle_report_delete("web-old")
                         .await;
                 }
+                Scenario::ReportCompletes(report) => {
+                    self.handle_report_completed(report).await;
+                }
                 Scenario::NoCalls => {}
                 Scenario::TokenReviews => {
                     self.handle_token_review(
@@ -1068,6 +1088,22 @@ impl ApiServerVerifier {
         assert_json_subset(
             &patch,
             &json!({"status": {"phase": "Failed", "message": "NetworkObservation \"web\" not found"}}),
+            "patch",
+        );
+        send.send_response(ok_json(&serde_json::to_value(report).expect("json")));
+        self
+    }
+
+    async fn handle_report_completed(mut self, report: DiagnosisReport) -> Self {
+        let (patch, send) = self
+            .expect_status_apply(REPORT_PATH, "DiagnosisReport")
+            .await;
+        assert_json_subset(
+            &patch,
+            &json!({"status": {"phase": "Completed", "message": "1 findings",
+                               "modelVersion": "rules-1",
+                               "findings": [{"rootCause": "ConnectionRefused",
+                                             "instance": {"kind": "Pod", "name": "default/web-2"}}]}}),
             "patch",
         );
         send.send_response(ok_json(&serde_json::to_value(report).expect("json")));

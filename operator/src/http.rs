@@ -199,13 +199,11 @@ fn parse_reports(bytes: &[u8]) -> Result<Vec<WindowReport>, ApiError> {
 mod tests {
     use std::sync::Arc;
 
-    use netdx_api::targets::PodRef;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::auth::{NODE_PROBE_USER, ProbeAuth};
     use crate::fixtures::{ApiServerVerifier, Scenario, timeout_after_1s};
-    use crate::targets::{CgroupLayout, resolve};
 
     /// Serves the router on a loopback port and returns (status, body) for one request.
     async fn request(
@@ -270,17 +268,7 @@ mod tests {
             probe_auth: Arc::new(ProbeAuth::token_review(client, NODE_PROBE_USER)),
             ..State::default()
         };
-        let pods = serde_json::from_value::<Vec<k8s_openapi::api::core::v1::Pod>>(
-            crate::fixtures::web_pods()["items"].clone(),
-        )
-        .expect("pods");
-        state.targets.write().await.set(
-            PodRef {
-                namespace: "default".into(),
-                name: "web".into(),
-            },
-            resolve(&pods, &CgroupLayout::default()).per_node,
-        );
+        crate::fixtures::watch_web_pods(&state.targets).await;
         state
     }
 

@@ -95,10 +95,10 @@ pub async fn record(
     let mut created = 0usize;
     for finding in findings {
         let key = incident_key(&finding);
-        let status = |windows: u32, start: Time| DiagnosisReportStatus {
+        let status = |report: &DiagnosisReport, windows: u32, start: Time| DiagnosisReportStatus {
             phase: Some(DiagnosisPhase::Running),
             message: Some(format!("{key}: seen in {windows} windows")),
-            observed_generation: Some(1),
+            observed_generation: report.metadata.generation,
             findings: vec![finding.clone()],
             model_version: Some(window.model_version.clone()),
             window_start: Some(start),
@@ -110,12 +110,8 @@ pub async fn record(
             Some(report) => {
                 let old = report.status.clone().unwrap_or_default();
                 let start = old.window_start.unwrap_or_else(|| time(window.start_ms));
-                apply_status(
-                    &reports,
-                    report,
-                    status(old.windows.unwrap_or(1) + 1, start),
-                )
-                .await?;
+                let status = status(report, old.windows.unwrap_or(1) + 1, start);
+                apply_status(&reports, report, status).await?;
             }
             None => {
                 let report = reports
@@ -125,7 +121,8 @@ pub async fn record(
                     )
                     .await?;
                 info!(report = %report.name_any(), %key, "incident opened");
-                apply_status(&reports, &report, status(1, time(window.start_ms))).await?;
+                let status = status(&report, 1, time(window.start_ms));
+                apply_status(&reports, &report, status).await?;
                 created += 1;
             }
         }

@@ -135,6 +135,11 @@ impl WindowStore {
         if report.end_unix_ms <= report.start_unix_ms {
             return Err(invalid("window ends before it starts"));
         }
+        if report.edges.is_empty() && report.pods.is_empty() && report.node_drops.is_empty() {
+            // A probe on a node without watched pods: nothing to join, and filing it would
+            // only make it "late" once the window closes without it.
+            return Ok(());
+        }
         let len = report.end_unix_ms - report.start_unix_ms;
         let start = align(report.start_unix_ms, len);
         if self.closed_until.get(&len).is_some_and(|c| start <= *c) {
@@ -455,6 +460,10 @@ pub(crate) mod tests {
         let mut r = report("", 1_000, 0);
         r.node.clear();
         assert!(matches!(s.add(r), Err(IngestError::Invalid { .. })));
+        let mut idle = report("node-3", 1_000, 0);
+        idle.edges.clear();
+        assert_eq!(s.add(idle), Ok(()), "an idle node's empty window is taken");
+        assert!(s.open.is_empty(), "but not filed");
     }
 
     #[test]

@@ -287,6 +287,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn running_report_completes_with_the_windows_findings() {
+        let (ctx, server) = crate::fixtures::context();
+        crate::fixtures::watch_web_pods(&ctx.targets).await;
+        // Both nodes' reports of the first window of the report's span; web-2 refuses web-1.
+        let start_ms = (crate::fixtures::now_secs() as u64 - 60) * 1000;
+        let expected = ctx.targets.read().await.nodes();
+        let rejected = ctx.ingest.receive(
+            vec![
+                crate::ingest::tests::report("node-1", start_ms, 40),
+                crate::ingest::tests::report("node-2", start_ms, 0),
+            ],
+            &expected,
+            &ctx.metrics,
+        );
+        assert!(rejected.is_empty());
+        let report = DiagnosisReport::test().running_since(crate::fixtures::now_secs() - 60);
+        let mock = server.run(Scenario::ReportCompletes(report.clone()));
+        let action = reconcile(Arc::new(report), ctx).await.expect("reconciler");
+        timeout_after_1s(mock).await;
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
     async fn running_report_still_collecting_makes_no_calls() {
         let (ctx, server) = crate::fixtures::context();
         let report = DiagnosisReport::test().running_since(crate::fixtures::now_secs() - 10);
