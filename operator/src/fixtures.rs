@@ -657,6 +657,8 @@ impl ApiServerVerifier {
                         .handle_incident_list(vec![])
                         .await
                         .handle_incident_create()
+                        .await
+                        .handle_window_status(1)
                         .await;
                 }
                 Scenario::IncidentContinues => {
@@ -680,6 +682,8 @@ impl ApiServerVerifier {
                             json!({"phase": "Running", "windows": 3, "windowStart": start,
                                    "findings": [{"rootCause": "ConnectionRefused"}]}),
                         )
+                        .await
+                        .handle_window_status(1)
                         .await;
                 }
                 Scenario::IncidentRetention(obs) => {
@@ -714,6 +718,8 @@ impl ApiServerVerifier {
                         )
                         .await
                         .handle_report_delete("web-old")
+                        .await
+                        .handle_window_status(1)
                         .await;
                 }
                 Scenario::ReportCompletes(report) => {
@@ -1055,6 +1061,35 @@ impl ApiServerVerifier {
         object["metadata"] = json!({"name": name, "namespace": "default"});
         object["spec"] = json!({"target": {"observation": "web"}});
         send.send_response(ok_json(&object));
+        self
+    }
+
+    /// The observation's lastWindow (of [`incident_window`]) and activeFindings, applied by
+    /// the window field manager.
+    async fn handle_window_status(mut self, active: u32) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(request.uri().path(), format!("{OBS_PATH}/status"));
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(
+            query.contains("fieldManager=netdx-operator-windows") && query.contains("force=true"),
+            "query {query}"
+        );
+        let patch = body_json(request).await;
+        let t = |ms: i64| {
+            serde_json::to_value(Time(Timestamp::from_millisecond(ms).expect("valid")))
+                .expect("json")
+        };
+        let start = INCIDENT_START_MS as i64;
+        assert_eq!(
+            patch["status"],
+            json!({"lastWindow": {"start": t(start), "end": t(start + 10_000)},
+                   "activeFindings": active}),
+            "only the window fields"
+        );
+        send.send_response(ok_json(
+            &serde_json::to_value(NetworkObservation::test()).expect("json"),
+        ));
         self
     }
 

@@ -2,7 +2,8 @@
 //! diagnosed window opens a DiagnosisReport; while later windows keep showing it the same
 //! report is updated (lastSeen, windows); the first window without it resolves the report; a
 //! later recurrence opens a new one. Reports are owned by the observation and pruned to its
-//! `reportPolicy.retention`, oldest resolved first.
+//! `reportPolicy.retention`, oldest resolved first. The observation's status gets the window
+//! and the number of active findings.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::{Resource, ResourceExt};
 use netdx_api::crd::{
     DiagnosisPhase, DiagnosisReport, DiagnosisReportSpec, DiagnosisReportStatus, DiagnosisTarget,
-    Finding, NetworkObservation,
+    Finding, LastWindow, NetworkObservation,
 };
 use netdx_api::targets::PodRef;
 use serde_json::json;
@@ -31,6 +32,9 @@ pub const OBSERVATION_LABEL: &str = "netdx.io/observation";
 pub const INCIDENT_LABEL: &str = "netdx.io/incident";
 /// Annotation holding the readable dedupe key: rootCause/kind/instance.
 pub const INCIDENT_ANNOTATION: &str = "netdx.io/incident-key";
+/// Field manager of the observation status fields written per window (lastWindow,
+/// activeFindings); separate from the reconcile's so neither apply drops the other's fields.
+pub const WINDOW_FIELD_MANAGER: &str = "netdx-operator-windows";
 
 /// The dedupe key of a finding: root cause and instance.
 pub fn incident_key(f: &Finding) -> String {
@@ -92,6 +96,7 @@ pub async fn record(
         .collect();
     let end = time(window.end_ms);
     let findings = merge(window.findings.iter().filter(|f| f.involves(pods)));
+    let active = u32::try_from(findings.len()).unwrap_or(u32::MAX);
     let mut created = 0usize;
     for finding in findings {
         let key = incident_key(&finding);
@@ -159,6 +164,21 @@ pub async fn record(
             .delete(&old.name_any(), &DeleteParams::default())
             .await?;
     }
+    let patch = json!({
+        "apiVersion": NetworkObservation::api_version(&()),
+        "kind": NetworkObservation::kind(&()),
+        "status": {
+            "lastWindow": LastWindow { start: time(window.start_ms), end },
+            "activeFindings": active,
+        },
+    });
+    observations
+        .patch_status(
+            &obs.name,
+            &PatchParams::apply(WINDOW_FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
     Ok(())
 }
 
