@@ -17,7 +17,7 @@ use crate::report::{Conclusion, DiagnosisEngine};
 use crate::targets::SharedRegistry;
 
 /// The root cause as the CRD names it (`path_loss` -> `PathLoss`).
-pub fn root_cause_name(f: &Finding) -> String {
+fn root_cause_name(f: &Finding) -> String {
     f.root_cause
         .as_str()
         .split('_')

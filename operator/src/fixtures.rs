@@ -183,6 +183,12 @@ pub fn incident_window() -> crate::ingest::DiagnosedWindow {
 /// The dedupe key of [`incident_window`]'s finding.
 const INCIDENT_KEY: &str = "ConnectionRefused/Pod/default/web-2";
 
+/// Name of the report opened in [`incident_window`] for `key`.
+fn incident_name(key: &str) -> String {
+    let hash = crate::incidents::label_value(key);
+    format!("web-{}-{}", &hash[..8], INCIDENT_START_MS / 1000)
+}
+
 /// An operator-written incident report as the API server returns it.
 fn incident_report(
     name: &str,
@@ -315,6 +321,8 @@ pub enum Scenario {
     /// Retention 2 with one resolved and one open report of another problem: the new one is
     /// created, the other resolved, the oldest resolved deleted.
     IncidentRetention(NetworkObservation),
+    /// Mode Always and a window without findings: a Healthy report is created.
+    QuietWindowReported(NetworkObservation),
     /// A model file was rejected this many times: a Warning event, then repeats of it.
     ModelRejected(usize),
     /// The reconcile must not call the API at all.
@@ -659,6 +667,21 @@ impl ApiServerVerifier {
                         .handle_incident_create()
                         .await
                         .handle_window_status(1)
+                        .await;
+                }
+                Scenario::QuietWindowReported(obs) => {
+                    self.handle_observation_get_of(obs)
+                        .await
+                        .handle_incident_list(vec![])
+                        .await
+                        .handle_report_create_for(crate::incidents::HEALTHY_KEY)
+                        .await
+                        .handle_incident_status(
+                            &incident_name(crate::incidents::HEALTHY_KEY),
+                            json!({"phase": "Running", "windows": 1, "findings": []}),
+                        )
+                        .await
+                        .handle_window_status(0)
                         .await;
                 }
                 Scenario::IncidentContinues => {
@@ -1015,26 +1038,32 @@ impl ApiServerVerifier {
         self
     }
 
-    /// A report is created for [`incident_window`]'s finding, then its status applied.
-    async fn handle_incident_create(mut self) -> Self {
+    /// An incident report for `key` is created, owned by the observation.
+    async fn handle_report_create_for(mut self, key: &str) -> Self {
         let (request, send) = self.next().await;
         assert_eq!(request.method(), Method::POST);
         assert_eq!(request.uri().path(), REPORTS_PATH);
         let body = body_json(request).await;
-        let hash = crate::incidents::label_value(INCIDENT_KEY);
-        let name = format!("web-{}-{}", &hash[..8], INCIDENT_START_MS / 1000);
+        let hash = crate::incidents::label_value(key);
         assert_json_subset(
             &body,
             &json!({"metadata": {
-                "name": name,
+                "name": incident_name(key),
                 "labels": {"netdx.io/origin": "operator", "netdx.io/observation": "web", "netdx.io/incident": hash},
-                "annotations": {"netdx.io/incident-key": INCIDENT_KEY},
+                "annotations": {"netdx.io/incident-key": key},
                 "ownerReferences": [{"kind": "NetworkObservation", "name": "web",
                                      "uid": "11111111-2222-3333-4444-555555555555", "controller": true}]
             }, "spec": {"target": {"observation": "web"}}}),
             "report",
         );
         send.send_response(ok_json(&body));
+        self
+    }
+
+    /// A report is created for [`incident_window`]'s finding, then its status applied.
+    async fn handle_incident_create(self) -> Self {
+        let name = incident_name(INCIDENT_KEY);
+        let this = self.handle_report_create_for(INCIDENT_KEY).await;
         let start = serde_json::to_value(Time(
             Timestamp::from_millisecond(INCIDENT_START_MS as i64).expect("valid"),
         ))
@@ -1043,7 +1072,7 @@ impl ApiServerVerifier {
             Timestamp::from_millisecond(INCIDENT_START_MS as i64 + 10_000).expect("valid"),
         ))
         .expect("json");
-        self.handle_incident_status(
+        this.handle_incident_status(
             &name,
             json!({"phase": "Running", "windows": 1, "windowStart": start, "lastSeen": end,
                    "modelVersion": "rules-1",

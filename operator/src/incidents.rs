@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::{Resource, ResourceExt};
 use netdx_api::crd::{
     DiagnosisPhase, DiagnosisReport, DiagnosisReportSpec, DiagnosisReportStatus, DiagnosisTarget,
-    Finding, LastWindow, NetworkObservation,
+    Finding, LastWindow, NetworkObservation, ReportMode,
 };
 use netdx_api::targets::PodRef;
 use serde_json::json;
@@ -35,6 +35,8 @@ pub const INCIDENT_ANNOTATION: &str = "netdx.io/incident-key";
 /// Field manager of the observation status fields written per window (lastWindow,
 /// activeFindings); separate from the reconcile's so neither apply drops the other's fields.
 pub const WINDOW_FIELD_MANAGER: &str = "netdx-operator-windows";
+/// Dedupe key of the report covering quiet windows under `reportPolicy.mode: Always`.
+pub const HEALTHY_KEY: &str = "Healthy";
 
 /// The dedupe key of a finding: root cause and instance.
 pub fn incident_key(f: &Finding) -> String {
@@ -98,13 +100,20 @@ pub async fn record(
     let findings = merge(window.findings.iter().filter(|f| f.involves(pods)));
     let active = u32::try_from(findings.len()).unwrap_or(u32::MAX);
     let mut created = 0usize;
-    for finding in findings {
-        let key = incident_key(&finding);
+    let mut incidents: Vec<(String, Vec<Finding>)> = findings
+        .into_iter()
+        .map(|f| (incident_key(&f), vec![f]))
+        .collect();
+    if incidents.is_empty() && observation.spec.report_policy.mode == ReportMode::Always {
+        // Always: quiet windows are reported too, as one continuing report without findings.
+        incidents.push((HEALTHY_KEY.to_string(), Vec::new()));
+    }
+    for (key, findings) in incidents {
         let status = |report: &DiagnosisReport, windows: u32, start: Time| DiagnosisReportStatus {
             phase: Some(DiagnosisPhase::Running),
             message: Some(format!("{key}: seen in {windows} windows")),
             observed_generation: report.metadata.generation,
-            findings: vec![finding.clone()],
+            findings: findings.clone(),
             model_version: Some(window.model_version.clone()),
             window_start: Some(start),
             window_end: Some(end.clone()),
@@ -280,6 +289,20 @@ mod tests {
             NetworkObservation::test().with_retention(2),
         ));
         record(&ctx, &web(), &web_pods(), &incident_window())
+            .await
+            .expect("recorded");
+        timeout_after_1s(mock).await;
+    }
+
+    #[tokio::test]
+    async fn always_mode_reports_quiet_windows() {
+        let (ctx, server) = crate::fixtures::context();
+        let mut obs = NetworkObservation::test();
+        obs.spec.report_policy.mode = ReportMode::Always;
+        let mock = server.run(Scenario::QuietWindowReported(obs));
+        let mut quiet = incident_window();
+        quiet.findings.clear();
+        record(&ctx, &web(), &web_pods(), &quiet)
             .await
             .expect("recorded");
         timeout_after_1s(mock).await;

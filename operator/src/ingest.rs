@@ -264,8 +264,7 @@ pub fn unix_ms() -> u64 {
 /// The ingest side shared by the HTTP handler, the timer and the diagnosis engine.
 pub struct Ingest {
     store: Mutex<WindowStore>,
-    /// The classifier windows are diagnosed with.
-    pub classifier: Arc<ClassifierSlot>,
+    classifier: Arc<ClassifierSlot>,
     grace: Duration,
     incidents: mpsc::Sender<Arc<DiagnosedWindow>>,
 }
