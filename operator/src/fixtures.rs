@@ -176,6 +176,7 @@ pub fn incident_window() -> crate::ingest::DiagnosedWindow {
             },
             pods: [pod("web-1"), pod("web-2")].into(),
         }],
+        edges: vec![],
         model_version: "rules-1".into(),
     }
 }

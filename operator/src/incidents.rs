@@ -14,7 +14,8 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, P
 use kube::{Resource, ResourceExt};
 use netdx_api::crd::{
     DiagnosisPhase, DiagnosisReport, DiagnosisReportSpec, DiagnosisReportStatus, DiagnosisTarget,
-    Finding, LastWindow, NetworkObservation, ReportMode,
+    Evidence, Finding, Instance, InstanceKind, LastWindow, NetworkObservation, ReportMode,
+    Severity, Slo,
 };
 use netdx_api::targets::PodRef;
 use serde_json::json;
@@ -35,6 +36,10 @@ pub const INCIDENT_ANNOTATION: &str = "netdx.io/incident-key";
 /// Field manager of the observation status fields written per window (lastWindow,
 /// activeFindings); separate from the reconcile's so neither apply drops the other's fields.
 pub const WINDOW_FIELD_MANAGER: &str = "netdx-operator-windows";
+/// Root cause of a broken latency SLO without a model finding.
+pub const SLO_LATENCY: &str = "SloLatencyP99Exceeded";
+/// Root cause of a broken error-ratio SLO without a model finding.
+pub const SLO_ERRORS: &str = "SloErrorRatioExceeded";
 /// Dedupe key of the report covering quiet windows under `reportPolicy.mode: Always`.
 pub const HEALTHY_KEY: &str = "Healthy";
 
@@ -104,6 +109,16 @@ pub async fn record(
         .into_iter()
         .map(|f| (incident_key(&f), vec![f]))
         .collect();
+    if incidents.is_empty()
+        && let Some(slo) = &observation.spec.slo
+    {
+        // SLO breaches are reported even when the model sees nothing wrong.
+        incidents.extend(
+            slo_findings(slo, window, pods)
+                .into_iter()
+                .map(|f| (incident_key(&f), vec![f])),
+        );
+    }
     if incidents.is_empty() && observation.spec.report_policy.mode == ReportMode::Always {
         // Always: quiet windows are reported too, as one continuing report without findings.
         incidents.push((HEALTHY_KEY.to_string(), Vec::new()));
@@ -189,6 +204,57 @@ pub async fn record(
         )
         .await?;
     Ok(())
+}
+
+/// Per server pod of the observation, the SLOs its callers saw broken in the window.
+fn slo_findings(slo: &Slo, window: &DiagnosedWindow, pods: &BTreeSet<PodRef>) -> Vec<Finding> {
+    // (worst p99, exchanges, errors) per server pod.
+    let mut per_server: BTreeMap<&PodRef, (f64, u64, u64)> = BTreeMap::new();
+    for e in &window.edges {
+        let Some(server) = e.server.as_ref().filter(|p| pods.contains(*p)) else {
+            continue;
+        };
+        let s = per_server.entry(server).or_default();
+        s.0 = s.0.max(e.p99_ms);
+        s.1 += e.exchanges;
+        s.2 += e.errors;
+    }
+    let finding = |cause: &str, server: &PodRef, feature: &str, value: f64, rule: String| Finding {
+        root_cause: cause.to_string(),
+        instance: Instance {
+            kind: InstanceKind::Pod,
+            name: server.to_string(),
+        },
+        confidence: 1.0,
+        severity: Severity::Warning,
+        evidence: vec![Evidence {
+            feature: feature.to_string(),
+            value,
+            baseline: None,
+        }],
+        decision_path: vec![rule],
+    };
+    let mut out = Vec::new();
+    for (server, (p99, exchanges, errors)) in per_server {
+        if let Some(limit) = slo.latency_p99_ms
+            && p99 > f64::from(limit)
+        {
+            let rule = format!("clientP99Ms {p99:.1} > SLO {limit}");
+            out.push(finding(SLO_LATENCY, server, "clientP99Ms", p99, rule));
+        }
+        let ratio = if exchanges > 0 {
+            errors as f64 / exchanges as f64
+        } else {
+            0.0
+        };
+        if let Some(limit) = slo.error_ratio
+            && ratio > limit
+        {
+            let rule = format!("errorRatio {ratio:.4} > SLO {limit}");
+            out.push(finding(SLO_ERRORS, server, "errorRatio", ratio, rule));
+        }
+    }
+    out
 }
 
 /// A new incident report owned by the observation.
@@ -306,6 +372,47 @@ mod tests {
             .await
             .expect("recorded");
         timeout_after_1s(mock).await;
+    }
+
+    #[test]
+    fn broken_slos_become_findings_on_the_server() {
+        let mut w = incident_window();
+        let pod = |n: &str| PodRef {
+            namespace: "default".into(),
+            name: n.into(),
+        };
+        w.edges = vec![
+            crate::ingest::EdgeSummary {
+                client: Some(pod("web-1")),
+                server: Some(pod("web-2")),
+                p99_ms: 250.0,
+                exchanges: 100,
+                errors: 1,
+            },
+            crate::ingest::EdgeSummary {
+                client: Some(pod("web-2")),
+                server: Some(pod("db")),
+                p99_ms: 900.0,
+                exchanges: 10,
+                errors: 10,
+            },
+        ];
+        let slo = Slo {
+            latency_p99_ms: Some(200),
+            error_ratio: Some(0.05),
+        };
+        let found = slo_findings(&slo, &w, &web_pods());
+        assert_eq!(found.len(), 1, "db is not the observation's: {found:?}");
+        assert_eq!(found[0].root_cause, SLO_LATENCY);
+        assert_eq!(found[0].instance.name, "default/web-2");
+        assert_eq!(found[0].evidence[0].value, 250.0);
+        let strict = Slo {
+            latency_p99_ms: None,
+            error_ratio: Some(0.001),
+        };
+        let found = slo_findings(&strict, &w, &web_pods());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].root_cause, SLO_ERRORS);
     }
 
     #[test]

@@ -80,6 +80,21 @@ impl WindowFinding {
     }
 }
 
+/// What the callers of one edge experienced in a window (for SLO checks).
+#[derive(Clone, Debug, Default)]
+pub struct EdgeSummary {
+    /// Client pod, when known.
+    pub client: Option<PodRef>,
+    /// Server pod, when known.
+    pub server: Option<PodRef>,
+    /// p99 latency, ms (client view when there is one, else server view).
+    pub p99_ms: f64,
+    /// Completed exchanges.
+    pub exchanges: u64,
+    /// Exchanges with the protocol's error signal or without a response.
+    pub errors: u64,
+}
+
 /// One window, joined over nodes and diagnosed.
 #[derive(Clone, Debug)]
 pub struct DiagnosedWindow {
@@ -91,6 +106,8 @@ pub struct DiagnosedWindow {
     pub nodes: Vec<String>,
     /// Findings, in the order the localizer gave them.
     pub findings: Vec<WindowFinding>,
+    /// Every edge's summary.
+    pub edges: Vec<EdgeSummary>,
     /// Classifier version that produced them.
     pub model_version: String,
 }
@@ -215,6 +232,20 @@ impl WindowStore {
                 (e.key.to_string(), pods)
             })
             .collect();
+        let edges = joined
+            .edges
+            .iter()
+            .filter_map(|e| {
+                let side = e.client.as_ref().or(e.server.as_ref())?;
+                Some(EdgeSummary {
+                    client: e.key.client.pod.clone(),
+                    server: e.key.server.pod.clone(),
+                    p99_ms: side.latency.p99_ms,
+                    exchanges: side.exchanges,
+                    errors: side.l7_errors + side.no_response,
+                })
+            })
+            .collect();
         let findings = findings
             .into_iter()
             .map(|finding| WindowFinding {
@@ -234,6 +265,7 @@ impl WindowStore {
             end_ms: w.end_ms,
             nodes,
             findings,
+            edges,
             model_version: classifier.version(),
         });
         self.diagnosed.push_back(done.clone());
