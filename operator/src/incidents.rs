@@ -103,7 +103,6 @@ pub async fn record(
         .collect();
     let end = time(window.end_ms);
     let findings = merge(window.findings.iter().filter(|f| f.involves(pods)));
-    let active = u32::try_from(findings.len()).unwrap_or(u32::MAX);
     let mut created = 0usize;
     let mut incidents: Vec<(String, Vec<Finding>)> = findings
         .into_iter()
@@ -123,6 +122,8 @@ pub async fn record(
         // Always: quiet windows are reported too, as one continuing report without findings.
         incidents.push((HEALTHY_KEY.to_string(), Vec::new()));
     }
+    let active = incidents.iter().map(|(_, f)| f.len()).sum::<usize>();
+    let active = u32::try_from(active).unwrap_or(u32::MAX);
     for (key, findings) in incidents {
         let status = |report: &DiagnosisReport, windows: u32, start: Time| DiagnosisReportStatus {
             phase: Some(DiagnosisPhase::Running),
