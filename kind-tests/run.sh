@@ -52,7 +52,7 @@ sleep 60 # healthy baseline windows
 kubectl -n e2e exec redis -- sh -c 'redis-cli CONFIG SET maxclients 1 >/dev/null'
 deadline=$((SECONDS + 300))
 until kubectl -n e2e get dxr -o jsonpath='{range .items[*]}{.status.findings[*].rootCause}{" "}{.status.findings[*].instance.name}{"\n"}{end}' \
-    | grep -Eq '(connection_refused|conn_limit_exhausted|server_reset) e2e/redis'; do
+    | grep -Eq '(ConnectionRefused|ConnLimitExhausted|ServerReset) e2e/redis'; do
   [ $SECONDS -lt $deadline ] || { kubectl -n e2e get dxr -o yaml; echo "0 passed, 1 failed"; exit 1; }
   sleep 10
 done

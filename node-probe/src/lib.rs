@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod pods;
 pub mod podstats;
 pub mod protocols;
+pub mod push;
 pub mod records;
 pub mod windows;

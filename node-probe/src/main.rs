@@ -7,6 +7,7 @@ use node_probe::{
     http::router,
     ingest::{Agent, AgentConfig},
     loader::ProbeConfig,
+    push::{DEFAULT_OUTBOX, Pusher},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -35,6 +36,19 @@ struct Args {
     /// The node's network namespace: drops there are reported as node-level.
     #[arg(long, default_value = "/proc/1/ns/net")]
     node_netns: PathBuf,
+    /// Cluster mode: POST every closed window to this operator (http://host:port).
+    #[arg(long, env = "NETDX_PUSH_TO")]
+    push_to: Option<String>,
+    /// ServiceAccount token presented to the operator.
+    #[arg(
+        long,
+        env = "NETDX_TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
+    token_file: PathBuf,
+    /// Windows kept while the operator is unreachable; older ones are dropped and counted.
+    #[arg(long, default_value_t = DEFAULT_OUTBOX)]
+    push_buffer: usize,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,7 +66,17 @@ async fn main() -> anyhow::Result<()> {
         ring_bytes: args.ring_bytes,
         max_sockets: args.max_sockets,
     };
+    // Check the URL before loading anything, so a typo fails fast.
+    let pusher = args
+        .push_to
+        .as_deref()
+        .map(|url| Pusher::new(url, args.token_file.clone(), args.push_buffer))
+        .transpose()?;
     let agent = Agent::start(cfg).context("starting the probe")?;
+    if let Some(p) = pusher {
+        tracing::info!(to = ?args.push_to, "pushing windows to the operator");
+        tokio::spawn(p.run(agent.shared.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -62,6 +62,9 @@ pub struct Metrics {
     drops: Family<DropLabels, Counter>,
     pipeline: Family<NameLabels, Counter>,
     windows: Counter,
+    pushed: Counter,
+    push_dropped: Counter,
+    push_failures: Family<NameLabels, Counter>,
     last_pipeline: HashMap<String, u64>,
 }
 
@@ -76,6 +79,9 @@ impl Default for Metrics {
             drops: Family::default(),
             pipeline: Family::default(),
             windows: Counter::default(),
+            pushed: Counter::default(),
+            push_dropped: Counter::default(),
+            push_failures: Family::default(),
             last_pipeline: HashMap::new(),
             registry: Registry::default(),
         };
@@ -110,6 +116,21 @@ impl Default for Metrics {
             m.pipeline.clone(),
         );
         registry.register("probe_windows", "Windows closed", m.windows.clone());
+        registry.register(
+            "probe_windows_pushed",
+            "Windows delivered to the operator",
+            m.pushed.clone(),
+        );
+        registry.register(
+            "probe_windows_push_dropped",
+            "Windows dropped because the push outbox was full",
+            m.push_dropped.clone(),
+        );
+        registry.register(
+            "probe_push_failures",
+            "Failed pushes to the operator (retried, or refused and dropped)",
+            m.push_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -193,6 +214,24 @@ impl Metrics {
                 .get_or_create(&NameLabels { name })
                 .inc_by(total.saturating_sub(last));
         }
+    }
+
+    /// Counts windows delivered to the operator.
+    pub fn pushed(&mut self, n: u64) {
+        self.pushed.inc_by(n);
+    }
+
+    /// Counts windows dropped because the push outbox was full.
+    pub fn push_dropped(&mut self, n: u64) {
+        self.push_dropped.inc_by(n);
+    }
+
+    /// Counts a failed push: `refused` when the operator rejected the windows themselves.
+    pub fn push_failed(&mut self, refused: bool) {
+        let name = if refused { "refused" } else { "retried" };
+        self.push_failures
+            .get_or_create(&NameLabels { name: name.into() })
+            .inc();
     }
 
     /// Prometheus text exposition.

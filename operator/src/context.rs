@@ -9,8 +9,10 @@ use tokio::sync::RwLock;
 
 use crate::auth::ProbeAuth;
 use crate::controller::Failures;
+use crate::engine::WindowEngine;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::report::{DiagnosisEngine, PendingEngine};
+use crate::report::DiagnosisEngine;
 use crate::targets::{CgroupLayout, SharedRegistry};
 
 /// Name events are reported under.
@@ -49,8 +51,10 @@ pub struct State {
     /// Whether this replica leads (runs the controllers); /readyz follows it so the Service
     /// only sends node-probes to the replica whose target sets are filled.
     pub leading: Arc<std::sync::atomic::AtomicBool>,
-    /// Who may fetch target sets.
+    /// Who may fetch target sets and post windows.
     pub probe_auth: Arc<ProbeAuth>,
+    /// Posted windows, their diagnosis and the classifier.
+    pub ingest: Arc<Ingest>,
 }
 
 impl Default for State {
@@ -62,6 +66,7 @@ impl Default for State {
             cgroups: CgroupLayout::default(),
             leading: Arc::default(),
             probe_auth: Arc::new(ProbeAuth::disabled()),
+            ingest: Arc::default(),
         }
     }
 }
@@ -82,7 +87,11 @@ impl State {
             targets: self.targets.clone(),
             cgroups: self.cgroups.clone(),
             now: Timestamp::now,
-            engine: Arc::new(PendingEngine),
+            engine: Arc::new(WindowEngine {
+                ingest: self.ingest.clone(),
+                targets: self.targets.clone(),
+            }),
+            ingest: self.ingest.clone(),
             failures: Arc::default(),
         })
     }
@@ -104,8 +113,10 @@ pub struct Context {
     pub cgroups: CgroupLayout,
     /// The clock; a plain fn so tests can freeze time.
     pub now: fn() -> Timestamp,
-    /// Turns collected windows into findings (the diagnosis crate plugs in here).
+    /// Turns collected windows into findings for on-demand reports.
     pub engine: Arc<dyn DiagnosisEngine>,
+    /// Posted windows and their diagnosis.
+    pub ingest: Arc<Ingest>,
     /// Consecutive failures per object, for the retry backoff.
     pub failures: Failures,
 }

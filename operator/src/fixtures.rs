@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::conditions::{self, DEGRADED, PROBES_SCHEDULED, READY, reason};
 use crate::reconcile::OBSERVATION_FINALIZER;
-use crate::report::{ENGINE_PENDING, PendingEngine};
+use crate::report::AWAITING_WINDOWS;
 use crate::{Context, State};
 
 /// The frozen "now" of every test, in Unix seconds.
@@ -45,10 +45,14 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         client,
         metrics: state.metrics,
         diagnostics: state.diagnostics,
-        targets: state.targets,
+        targets: state.targets.clone(),
         cgroups: state.cgroups,
         now: frozen_now,
-        engine: Arc::new(PendingEngine),
+        engine: Arc::new(crate::engine::WindowEngine {
+            ingest: state.ingest.clone(),
+            targets: state.targets.clone(),
+        }),
+        ingest: state.ingest,
         failures: Arc::default(),
     };
     (Arc::new(ctx), ApiServerVerifier(handle))
@@ -68,6 +72,8 @@ pub trait TestObservation: Sized {
     fn needs_delete(self) -> Self;
     /// With a status.
     fn with_status(self, status: NetworkObservationStatus) -> Self;
+    /// Keeping at most `n` reports.
+    fn with_retention(self, n: u32) -> Self;
 }
 
 impl TestObservation for NetworkObservation {
@@ -128,6 +134,95 @@ impl TestObservation for NetworkObservation {
         self.status = Some(status);
         self
     }
+
+    /// Keeping at most `n` reports.
+    fn with_retention(mut self, n: u32) -> Self {
+        self.spec.report_policy.retention = n;
+        self
+    }
+}
+
+/// Start of [`incident_window`], Unix ms.
+const INCIDENT_START_MS: u64 = 1_800_000_000_000;
+
+/// A diagnosed window in which web-2 refuses web-1's connections.
+pub fn incident_window() -> crate::ingest::DiagnosedWindow {
+    use netdx_diagnosis::classes::{InstanceKind, RootCause};
+    use netdx_diagnosis::localize::{Evidence, Finding, Instance, Severity};
+    let pod = |n: &str| netdx_api::targets::PodRef {
+        namespace: "default".into(),
+        name: n.into(),
+    };
+    crate::ingest::DiagnosedWindow {
+        start_ms: INCIDENT_START_MS,
+        end_ms: INCIDENT_START_MS + 10_000,
+        nodes: vec!["node-1".into(), "node-2".into()],
+        findings: vec![crate::ingest::WindowFinding {
+            finding: Finding {
+                root_cause: RootCause::ConnectionRefused,
+                instance: Instance {
+                    kind: InstanceKind::Pod,
+                    name: "default/web-2".into(),
+                },
+                confidence: 0.6,
+                severity: Severity::Critical,
+                evidence: vec![Evidence {
+                    feature: "connect_refused_ratio".into(),
+                    value: 1.0,
+                    baseline: None,
+                }],
+                decision_path: vec!["connect_refused_ratio >= 0.9".into()],
+                edges: vec!["default/web-1 -> default/web-2:8080/tcp".into()],
+            },
+            pods: [pod("web-1"), pod("web-2")].into(),
+        }],
+        edges: vec![],
+        model_version: "rules-1".into(),
+    }
+}
+
+/// The dedupe key of [`incident_window`]'s finding.
+const INCIDENT_KEY: &str = "ConnectionRefused/Pod/default/web-2";
+
+/// Name of the report opened in [`incident_window`] for `key`.
+fn incident_name(key: &str) -> String {
+    let hash = crate::incidents::label_value(key);
+    format!("web-{}-{}", &hash[..8], INCIDENT_START_MS / 1000)
+}
+
+/// An operator-written incident report as the API server returns it.
+fn incident_report(
+    name: &str,
+    key: &str,
+    phase: DiagnosisPhase,
+    start_secs: i64,
+    windows: u32,
+) -> DiagnosisReport {
+    let mut r = DiagnosisReport::new(
+        name,
+        DiagnosisReportSpec {
+            target: DiagnosisTarget::observation("web"),
+            duration: None,
+        },
+    );
+    r.meta_mut().namespace = Some("default".into());
+    r.meta_mut().labels = Some(BTreeMap::from([
+        ("netdx.io/origin".to_string(), "operator".to_string()),
+        ("netdx.io/observation".to_string(), "web".to_string()),
+        (
+            "netdx.io/incident".to_string(),
+            crate::incidents::label_value(key),
+        ),
+    ]));
+    let t = |s: i64| Time(Timestamp::from_second(s).expect("valid timestamp"));
+    r.status = Some(DiagnosisReportStatus {
+        phase: Some(phase),
+        window_start: Some(t(start_secs)),
+        last_seen: Some(t(start_secs + 10 * i64::from(windows))),
+        windows: Some(windows),
+        ..Default::default()
+    });
+    r
 }
 
 /// Builders for test reports.
@@ -181,6 +276,21 @@ pub fn web_pods() -> Value {
     })
 }
 
+/// Registers [`NetworkObservation::test`] as watching [`web_pods`] (web-1 on node-1, web-2 on
+/// node-2).
+pub async fn watch_web_pods(targets: &crate::targets::SharedRegistry) {
+    let pods =
+        serde_json::from_value::<Vec<k8s_openapi::api::core::v1::Pod>>(web_pods()["items"].clone())
+            .expect("pods");
+    targets.write().await.set(
+        netdx_api::targets::PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+        },
+        crate::targets::resolve(&pods, &crate::targets::CgroupLayout::default()).per_node,
+    );
+}
+
 /// Every scenario the tests drive, one per test.
 pub enum Scenario {
     /// New object: the finalizer is added, nothing else.
@@ -201,8 +311,21 @@ pub enum Scenario {
     ReportStarts(DiagnosisReport),
     /// On-demand report for a missing observation: event, status Failed.
     ReportObservationMissing(DiagnosisReport),
-    /// Collection over, engine not available: message updated.
+    /// Collection over, windows diagnosed: status Completed with their findings.
+    ReportCompletes(DiagnosisReport),
+    /// Collection over, no window yet: message updated.
     ReportWaitsForEngine(DiagnosisReport),
+    /// A new incident: observation read, no reports yet, one created with its status.
+    IncidentOpened,
+    /// The incident's report is open: only its status is updated.
+    IncidentContinues,
+    /// Retention 2 with one resolved and one open report of another problem: the new one is
+    /// created, the other resolved, the oldest resolved deleted.
+    IncidentRetention(NetworkObservation),
+    /// Mode Always and a window without findings: a Healthy report is created.
+    QuietWindowReported(NetworkObservation),
+    /// A model file was rejected this many times: a Warning event, then repeats of it.
+    ModelRejected(usize),
     /// The reconcile must not call the API at all.
     NoCalls,
     /// No Lease yet: it is created with us as holder.
@@ -287,6 +410,7 @@ fn status_error(code: StatusCode, reason: &str, message: &str) -> Response<Body>
 }
 
 const OBS_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/networkobservations/web";
+const REPORTS_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/diagnosisreports";
 const REPORT_PATH: &str = "/apis/netdx.io/v1alpha1/namespaces/default/diagnosisreports/ondemand";
 
 const LEASES_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/netdx-system/leases";
@@ -529,6 +653,102 @@ impl ApiServerVerifier {
                 Scenario::ReportWaitsForEngine(report) => {
                     self.handle_report_engine_pending(report).await;
                 }
+                Scenario::ModelRejected(n) => {
+                    let mut this = self.handle_event_create("ModelRejected", "Warning").await;
+                    // The recorder folds repeats of an event into a series: a PATCH, not a POST.
+                    for _ in 1..n {
+                        this = this.handle_event_repeat().await;
+                    }
+                }
+                Scenario::IncidentOpened => {
+                    self.handle_observation_get_of(NetworkObservation::test())
+                        .await
+                        .handle_incident_list(vec![])
+                        .await
+                        .handle_incident_create()
+                        .await
+                        .handle_window_status(1)
+                        .await;
+                }
+                Scenario::QuietWindowReported(obs) => {
+                    self.handle_observation_get_of(obs)
+                        .await
+                        .handle_incident_list(vec![])
+                        .await
+                        .handle_report_create_for(crate::incidents::HEALTHY_KEY)
+                        .await
+                        .handle_incident_status(
+                            &incident_name(crate::incidents::HEALTHY_KEY),
+                            json!({"phase": "Running", "windows": 1, "findings": []}),
+                        )
+                        .await
+                        .handle_window_status(0)
+                        .await;
+                }
+                Scenario::IncidentContinues => {
+                    let open = incident_report(
+                        "web-open",
+                        INCIDENT_KEY,
+                        DiagnosisPhase::Running,
+                        now_secs() - 20,
+                        2,
+                    );
+                    let start = serde_json::to_value(Time(
+                        Timestamp::from_second(now_secs() - 20).expect("valid"),
+                    ))
+                    .expect("json");
+                    self.handle_observation_get_of(NetworkObservation::test())
+                        .await
+                        .handle_incident_list(vec![open])
+                        .await
+                        .handle_incident_status(
+                            "web-open",
+                            json!({"phase": "Running", "windows": 3, "windowStart": start,
+                                   "findings": [{"rootCause": "ConnectionRefused"}]}),
+                        )
+                        .await
+                        .handle_window_status(1)
+                        .await;
+                }
+                Scenario::IncidentRetention(obs) => {
+                    let old = incident_report(
+                        "web-old",
+                        "PathLoss/NodePair/node-1--node-2",
+                        DiagnosisPhase::Completed,
+                        now_secs() - 3600,
+                        1,
+                    );
+                    let other = incident_report(
+                        "web-other",
+                        "ServerAppSlow/Pod/default/web-1",
+                        DiagnosisPhase::Running,
+                        now_secs() - 60,
+                        4,
+                    );
+                    let last_seen = serde_json::to_value(Time(
+                        Timestamp::from_second(now_secs() - 20).expect("valid"),
+                    ))
+                    .expect("json");
+                    self.handle_observation_get_of(obs)
+                        .await
+                        .handle_incident_list(vec![old, other])
+                        .await
+                        .handle_incident_create()
+                        .await
+                        .handle_incident_status(
+                            "web-other",
+                            json!({"phase": "Completed", "message": "resolved after 4 windows",
+                                   "windowEnd": last_seen}),
+                        )
+                        .await
+                        .handle_report_delete("web-old")
+                        .await
+                        .handle_window_status(1)
+                        .await;
+                }
+                Scenario::ReportCompletes(report) => {
+                    self.handle_report_completed(report).await;
+                }
                 Scenario::NoCalls => {}
                 Scenario::TokenReviews => {
                     self.handle_token_review(
@@ -740,6 +960,22 @@ impl ApiServerVerifier {
         self
     }
 
+    async fn handle_event_repeat(mut self) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PATCH);
+        assert!(
+            request
+                .uri()
+                .path()
+                .starts_with("/apis/events.k8s.io/v1/namespaces/default/events/"),
+            "{}",
+            request.uri()
+        );
+        let patch = body_json(request).await;
+        send.send_response(ok_json(&patch));
+        self
+    }
+
     async fn handle_finalizer_removal(mut self, obs: NetworkObservation) -> Self {
         let (request, send) = self.next().await;
         assert_eq!(request.method(), Method::PATCH);
@@ -777,6 +1013,126 @@ impl ApiServerVerifier {
         self
     }
 
+    async fn handle_observation_get_of(mut self, obs: NetworkObservation) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), OBS_PATH);
+        send.send_response(ok_json(&serde_json::to_value(obs).expect("json")));
+        self
+    }
+
+    async fn handle_incident_list(mut self, items: Vec<DiagnosisReport>) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), REPORTS_PATH);
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(
+            query.contains(
+                "labelSelector=netdx.io%2Forigin%3Doperator%2Cnetdx.io%2Fobservation%3Dweb"
+            ),
+            "query {query}"
+        );
+        send.send_response(ok_json(&json!({
+            "apiVersion": "netdx.io/v1alpha1", "kind": "DiagnosisReportList",
+            "metadata": {"resourceVersion": "1"}, "items": items
+        })));
+        self
+    }
+
+    /// An incident report for `key` is created, owned by the observation.
+    async fn handle_report_create_for(mut self, key: &str) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().path(), REPORTS_PATH);
+        let body = body_json(request).await;
+        let hash = crate::incidents::label_value(key);
+        assert_json_subset(
+            &body,
+            &json!({"metadata": {
+                "name": incident_name(key),
+                "labels": {"netdx.io/origin": "operator", "netdx.io/observation": "web", "netdx.io/incident": hash},
+                "annotations": {"netdx.io/incident-key": key},
+                "ownerReferences": [{"kind": "NetworkObservation", "name": "web",
+                                     "uid": "11111111-2222-3333-4444-555555555555", "controller": true}]
+            }, "spec": {"target": {"observation": "web"}}}),
+            "report",
+        );
+        send.send_response(ok_json(&body));
+        self
+    }
+
+    /// A report is created for [`incident_window`]'s finding, then its status applied.
+    async fn handle_incident_create(self) -> Self {
+        let name = incident_name(INCIDENT_KEY);
+        let this = self.handle_report_create_for(INCIDENT_KEY).await;
+        let start = serde_json::to_value(Time(
+            Timestamp::from_millisecond(INCIDENT_START_MS as i64).expect("valid"),
+        ))
+        .expect("json");
+        let end = serde_json::to_value(Time(
+            Timestamp::from_millisecond(INCIDENT_START_MS as i64 + 10_000).expect("valid"),
+        ))
+        .expect("json");
+        this.handle_incident_status(
+            &name,
+            json!({"phase": "Running", "windows": 1, "windowStart": start, "lastSeen": end,
+                   "modelVersion": "rules-1",
+                   "findings": [{"rootCause": "ConnectionRefused", "severity": "Critical",
+                                 "instance": {"kind": "Pod", "name": "default/web-2"}}]}),
+        )
+        .await
+    }
+
+    async fn handle_incident_status(mut self, name: &str, expected: Value) -> Self {
+        let path = format!("{REPORTS_PATH}/{name}");
+        let (patch, send) = self.expect_status_apply(&path, "DiagnosisReport").await;
+        assert_json_subset(&patch, &json!({ "status": expected }), "patch");
+        let mut object = patch;
+        object["metadata"] = json!({"name": name, "namespace": "default"});
+        object["spec"] = json!({"target": {"observation": "web"}});
+        send.send_response(ok_json(&object));
+        self
+    }
+
+    /// The observation's lastWindow (of [`incident_window`]) and activeFindings, applied by
+    /// the window field manager.
+    async fn handle_window_status(mut self, active: u32) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(request.uri().path(), format!("{OBS_PATH}/status"));
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(
+            query.contains("fieldManager=netdx-operator-windows") && query.contains("force=true"),
+            "query {query}"
+        );
+        let patch = body_json(request).await;
+        let t = |ms: i64| {
+            serde_json::to_value(Time(Timestamp::from_millisecond(ms).expect("valid")))
+                .expect("json")
+        };
+        let start = INCIDENT_START_MS as i64;
+        assert_eq!(
+            patch["status"],
+            json!({"lastWindow": {"start": t(start), "end": t(start + 10_000)},
+                   "activeFindings": active}),
+            "only the window fields"
+        );
+        send.send_response(ok_json(
+            &serde_json::to_value(NetworkObservation::test()).expect("json"),
+        ));
+        self
+    }
+
+    async fn handle_report_delete(mut self, name: &str) -> Self {
+        let (request, send) = self.next().await;
+        assert_eq!(request.method(), Method::DELETE);
+        assert_eq!(request.uri().path(), format!("{REPORTS_PATH}/{name}"));
+        send.send_response(ok_json(&json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"
+        })));
+        self
+    }
+
     async fn handle_report_running(mut self, report: DiagnosisReport) -> Self {
         let (patch, send) = self
             .expect_status_apply(REPORT_PATH, "DiagnosisReport")
@@ -803,13 +1159,29 @@ impl ApiServerVerifier {
         self
     }
 
+    async fn handle_report_completed(mut self, report: DiagnosisReport) -> Self {
+        let (patch, send) = self
+            .expect_status_apply(REPORT_PATH, "DiagnosisReport")
+            .await;
+        assert_json_subset(
+            &patch,
+            &json!({"status": {"phase": "Completed", "message": "1 findings",
+                               "modelVersion": "rules-1",
+                               "findings": [{"rootCause": "ConnectionRefused",
+                                             "instance": {"kind": "Pod", "name": "default/web-2"}}]}}),
+            "patch",
+        );
+        send.send_response(ok_json(&serde_json::to_value(report).expect("json")));
+        self
+    }
+
     async fn handle_report_engine_pending(mut self, report: DiagnosisReport) -> Self {
         let (patch, send) = self
             .expect_status_apply(REPORT_PATH, "DiagnosisReport")
             .await;
         assert_json_subset(
             &patch,
-            &json!({"status": {"phase": "Running", "message": ENGINE_PENDING}}),
+            &json!({"status": {"phase": "Running", "message": AWAITING_WINDOWS}}),
             "patch",
         );
         send.send_response(ok_json(&serde_json::to_value(report).expect("json")));

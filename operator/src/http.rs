@@ -1,15 +1,19 @@
-//! HTTP endpoints: health, metrics, and the per-node target sets node-probes fetch.
+//! HTTP endpoints: health, metrics, the per-node target sets node-probes fetch and the
+//! windows they post.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use netdx_api::targets::TargetSet;
-use tracing::warn;
+use netdx_api::windows::WindowReport;
+use serde_json::json;
+use tracing::{debug, warn};
 
 use crate::auth::AuthError;
+use crate::ingest::MAX_BODY_BYTES;
 
 use crate::State;
 
@@ -21,6 +25,7 @@ pub fn router(state: State) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(diagnostics))
         .route("/v1/targets/{node}", get(targets))
+        .route("/v1/windows", post(windows))
         .with_state(state)
 }
 
@@ -56,38 +61,159 @@ async fn metrics(AxState(state): AxState<State>) -> impl IntoResponse {
     }
 }
 
+/// A refused request: status code, a stable reason (also the reject metric's label) and a
+/// message, served as `{"reason": ..., "error": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let body = json!({"reason": self.reason, "error": self.message});
+        (self.code, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let (code, reason) = match e {
+            AuthError::Missing => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            AuthError::Rejected(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AuthError::Review(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
+        };
+        ApiError {
+            code,
+            reason,
+            message: e.to_string(),
+        }
+    }
+}
+
 /// The target set for one node, for callers that prove to be a node-probe.
 async fn targets(
     AxState(state): AxState<State>,
     Path(node): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<TargetSet>, (StatusCode, String)> {
+) -> Result<Json<TargetSet>, ApiError> {
     if let Err(e) = state.probe_auth.check(&headers).await {
         warn!(%node, error = %e, "refused a targets request");
-        let code = match e {
-            AuthError::Missing => StatusCode::UNAUTHORIZED,
-            AuthError::Rejected(_) => StatusCode::FORBIDDEN,
-            AuthError::Review(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        return Err((code, e.to_string()));
+        return Err(e.into());
     }
     Ok(Json(state.targets.read().await.for_node(&node)))
+}
+
+/// Accepts one WindowReport or a JSON array of them from a node-probe.
+async fn windows(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let refused = |e: ApiError| {
+        warn!(reason = e.reason, error = %e.message, "refused a windows upload");
+        state.metrics.ingest_rejected(e.reason);
+        e
+    };
+    // Authenticate before reading the body: strangers must not make us buffer megabytes.
+    state
+        .probe_auth
+        .check(&headers)
+        .await
+        .map_err(|e| refused(e.into()))?;
+    let bytes = read_limited(&headers, body).await.map_err(refused)?;
+    let reports = parse_reports(&bytes).map_err(refused)?;
+    let posted = reports.len();
+    let expected = state.targets.read().await.nodes();
+    let errors = state.ingest.receive(reports, &expected, &state.metrics);
+    for e in &errors {
+        debug!(error = %e, "window report not taken");
+    }
+    Ok(Json(json!({
+        "accepted": posted - errors.len(),
+        "rejected": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    })))
+}
+
+fn oversized() -> ApiError {
+    ApiError {
+        code: StatusCode::PAYLOAD_TOO_LARGE,
+        reason: "oversized",
+        message: format!("body exceeds {MAX_BODY_BYTES} bytes"),
+    }
+}
+
+/// The body, refused early by its declared length and cut off at [`MAX_BODY_BYTES`] otherwise.
+async fn read_limited(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(oversized());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let too_long = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if too_long {
+                oversized()
+            } else {
+                ApiError {
+                    code: StatusCode::BAD_REQUEST,
+                    reason: "malformed",
+                    message: "reading the body failed".into(),
+                }
+            }
+        })
+}
+
+/// One report or an array of them; the first byte decides, so serde's error names the field.
+fn parse_reports(bytes: &[u8]) -> Result<Vec<WindowReport>, ApiError> {
+    let malformed = |e: serde_json::Error| ApiError {
+        code: StatusCode::BAD_REQUEST,
+        reason: "malformed",
+        message: format!("not a WindowReport or an array of them: {e}"),
+    };
+    let batch = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[');
+    if batch {
+        serde_json::from_slice(bytes).map_err(malformed)
+    } else {
+        serde_json::from_slice(bytes)
+            .map(|r| vec![r])
+            .map_err(malformed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use netdx_api::targets::PodRef;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::auth::{NODE_PROBE_USER, ProbeAuth};
     use crate::fixtures::{ApiServerVerifier, Scenario, timeout_after_1s};
-    use crate::targets::{CgroupLayout, resolve};
 
-    /// Serves the router on a loopback port and returns (status, body) for one GET.
-    async fn get(state: State, path: &str, token: Option<&str>) -> (u16, String) {
+    /// Serves the router on a loopback port and returns (status, body) for one request.
+    async fn request(
+        state: State,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -97,10 +223,18 @@ mod tests {
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}{headers}Connection: close\r\n\r\n{body}"
+        );
         conn.write_all(req.as_bytes()).await.expect("write");
         let mut raw = String::new();
-        conn.read_to_string(&mut raw).await.expect("read");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.read_to_string(&mut raw),
+        )
+        .await
+        .expect("response in time")
+        .expect("read");
         server.abort();
         let status = raw
             .split(' ')
@@ -112,6 +246,30 @@ mod tests {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         (status, body)
+    }
+
+    async fn get(state: State, path: &str, token: Option<&str>) -> (u16, String) {
+        request(state, "GET", path, token, "", "").await
+    }
+
+    /// POSTs JSON to /v1/windows.
+    async fn post_windows(state: State, token: Option<&str>, json: &str) -> (u16, String) {
+        let headers = format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            json.len()
+        );
+        request(state, "POST", "/v1/windows", token, &headers, json).await
+    }
+
+    /// A state that authenticates probes against the verifier and targets web-1/web-2 on
+    /// node-1/node-2.
+    async fn probe_state(client: kube::Client) -> State {
+        let state = State {
+            probe_auth: Arc::new(ProbeAuth::token_review(client, NODE_PROBE_USER)),
+            ..State::default()
+        };
+        crate::fixtures::watch_web_pods(&state.targets).await;
+        state
     }
 
     #[tokio::test]
@@ -136,21 +294,7 @@ mod tests {
     #[tokio::test]
     async fn targets_need_a_node_probe_token() {
         let (client, server) = ApiServerVerifier::client();
-        let state = State {
-            probe_auth: Arc::new(ProbeAuth::token_review(client, NODE_PROBE_USER)),
-            ..State::default()
-        };
-        let pods = serde_json::from_value::<Vec<k8s_openapi::api::core::v1::Pod>>(
-            crate::fixtures::web_pods()["items"].clone(),
-        )
-        .expect("pods");
-        state.targets.write().await.set(
-            PodRef {
-                namespace: "default".into(),
-                name: "web".into(),
-            },
-            resolve(&pods, &CgroupLayout::default()).per_node,
-        );
+        let state = probe_state(client).await;
         let mock = server.run(Scenario::TokenReviews);
         assert_eq!(get(state.clone(), "/v1/targets/node-1", None).await.0, 401);
         assert_eq!(
@@ -170,6 +314,68 @@ mod tests {
                 .0,
             200
         );
+        timeout_after_1s(mock).await;
+    }
+
+    #[tokio::test]
+    async fn windows_are_authenticated_validated_and_diagnosed() {
+        let (client, server) = ApiServerVerifier::client();
+        let state = probe_state(client).await;
+        let mock = server.run(Scenario::TokenReviews);
+        // The current window, so only the second node's report completes it (not the grace).
+        let start = crate::ingest::unix_ms() / 10_000 * 10_000;
+        let node1 = serde_json::to_string(&crate::ingest::tests::report("node-1", start, 40))
+            .expect("json");
+        let node2 = serde_json::to_string(&vec![crate::ingest::tests::report("node-2", start, 0)])
+            .expect("json");
+
+        let (code, body) = post_windows(state.clone(), None, &node1).await;
+        assert_eq!(code, 401, "{body}");
+        assert!(body.contains(r#""reason":"unauthenticated""#), "{body}");
+        let (code, _) = post_windows(state.clone(), Some("someone-else"), &node1).await;
+        assert_eq!(code, 403);
+        let (code, body) =
+            post_windows(state.clone(), Some("probe-token"), r#"{"node": "node-1"}"#).await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("missing field"), "{body}");
+        let huge = format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        let (code, body) = request(
+            state.clone(),
+            "POST",
+            "/v1/windows",
+            Some("probe-token"),
+            &huge,
+            "",
+        )
+        .await;
+        assert_eq!(code, 413, "{body}");
+
+        let (code, body) = post_windows(state.clone(), Some("probe-token"), &node1).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(r#""accepted":1"#), "{body}");
+        assert_eq!(state.metrics.windows_diagnosed.get(), 0, "node-2 missing");
+        let (code, body) = post_windows(state.clone(), Some("probe-token"), &node2).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(state.metrics.windows_diagnosed.get(), 1, "both nodes in");
+        let diagnosed = state.ingest.diagnosed_between(start, start + 10_000);
+        assert_eq!(diagnosed.len(), 1);
+        assert_eq!(
+            diagnosed[0].findings[0].finding.root_cause.as_str(),
+            "connection_refused"
+        );
+
+        let (_, metrics) = get(state, "/metrics", None).await;
+        for reason in ["unauthenticated", "forbidden", "malformed", "oversized"] {
+            assert!(
+                metrics.contains(&format!(
+                    "netdx_operator_ingest_rejects_total{{reason=\"{reason}\"}} 1"
+                )),
+                "{reason}: {metrics}"
+            );
+        }
         timeout_after_1s(mock).await;
     }
 }

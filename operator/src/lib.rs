@@ -7,12 +7,16 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod classifier;
 pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod crdgen;
+pub mod engine;
 pub mod error;
 pub mod http;
+pub mod incidents;
+pub mod ingest;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

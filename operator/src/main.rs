@@ -1,14 +1,18 @@
-//! netdx operator binary: leader election, controllers, and the HTTP server (health,
-//! readiness, metrics, targets).
+//! netdx operator binary: leader election, controllers, window ingest and diagnosis, and the
+//! HTTP server (health, readiness, metrics, targets, windows).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::Parser;
 use netdx_operator::State;
 use netdx_operator::auth::ProbeAuth;
+use netdx_operator::classifier::{ClassifierSlot, ModelReloader};
+use netdx_operator::ingest::Ingest;
 use netdx_operator::leader::LeaseLock;
 use netdx_operator::targets::{CgroupDriver, CgroupLayout};
 use tracing_subscriber::EnvFilter;
@@ -17,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(about = "netdx Kubernetes operator")]
 struct Args {
-    /// Address for /healthz, /readyz, /metrics and /v1/targets/{node}.
+    /// Address for /healthz, /readyz, /metrics, /v1/targets/{node} and /v1/windows.
     #[arg(long, env = "NETDX_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Where node-probes see the cgroup2 hierarchy.
@@ -45,6 +49,13 @@ struct Args {
         default_value = "netdx-node-probe"
     )]
     probe_service_account: String,
+    /// A retrained diagnosis model (e.g. mounted from a ConfigMap), re-read when it changes;
+    /// without it the embedded model (or the rule tree) is used.
+    #[arg(long, env = "NETDX_MODEL")]
+    model: Option<PathBuf>,
+    /// How long after a window ends the nodes that have not reported it are waited for.
+    #[arg(long, env = "NETDX_INGEST_GRACE_SECS", default_value_t = 5)]
+    ingest_grace_secs: u64,
 }
 
 #[tokio::main]
@@ -70,14 +81,51 @@ async fn main() -> anyhow::Result<()> {
         );
         ProbeAuth::disabled()
     };
+    let classifier = Arc::new(ClassifierSlot::default());
+    let (ingest, diagnosed) = Ingest::new(
+        classifier.clone(),
+        Duration::from_secs(args.ingest_grace_secs),
+    );
     let state = State {
         cgroups: CgroupLayout {
             root: args.cgroup_root,
             driver: args.cgroup_driver,
         },
         probe_auth: Arc::new(probe_auth),
+        ingest: Arc::new(ingest),
         ..State::default()
     };
+    tracing::info!(model = %classifier.version(), "built-in classifier");
+    if let Some(path) = args.model.clone() {
+        let regarding = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(args.identity.clone()),
+            namespace: Some(args.namespace.clone()),
+            ..Default::default()
+        };
+        let recorder = kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: netdx_operator::context::REPORTER.into(),
+                instance: Some(args.identity.clone()),
+            },
+        );
+        let mut reloader = ModelReloader::new(classifier.clone(), path, recorder, regarding);
+        // Load before serving so the first windows already use the retrained model.
+        reloader.check().await;
+        tokio::spawn(reloader.run());
+    }
+    // Windows whose missing nodes never report are closed by this timer, not by a POST.
+    let ticker = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let expected = ticker.targets.read().await.nodes();
+            ticker.ingest.close(&expected, &ticker.metrics);
+        }
+    });
 
     // Serve health first so the liveness probe passes while this replica waits as a standby.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -104,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    // Only the leader writes incident reports; a standby's ingest is not fed by the Service.
+    tokio::spawn(netdx_operator::incidents::run(
+        state.to_context(client.clone()),
+        diagnosed,
+    ));
     let result = tokio::select! {
         res = netdx_operator::controller::run(state.clone(), client) => {
             res.context("controllers (are the CRDs installed? kubectl apply -k manifests/base)")

@@ -25,6 +25,13 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+/// Why a posted window was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// unauthenticated, forbidden, auth_unavailable, malformed, oversized, invalid or late.
+    pub reason: &'static str,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn reconcile_histogram() -> Histogram {
@@ -40,6 +47,12 @@ pub struct Metrics {
     pub failures: Family<ErrorLabels, Counter>,
     /// Reconcile duration in seconds.
     pub duration: HistogramFamily,
+    /// Window reports accepted from node-probes.
+    pub windows_received: Counter,
+    /// Windows (all nodes joined) diagnosed.
+    pub windows_diagnosed: Counter,
+    /// Window uploads or reports refused, by reason.
+    pub ingest_rejects: Family<RejectLabels, Counter>,
     /// Everything above, for encoding.
     pub registry: Registry,
 }
@@ -65,7 +78,28 @@ impl Default for Metrics {
             "Reconcile duration",
             duration.clone(),
         );
+        let windows_received = Counter::default();
+        let windows_diagnosed = Counter::default();
+        let ingest_rejects = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "windows_received",
+            "Window reports accepted from node-probes",
+            windows_received.clone(),
+        );
+        registry.register(
+            "windows_diagnosed",
+            "Windows joined over nodes and diagnosed",
+            windows_diagnosed.clone(),
+        );
+        registry.register(
+            "ingest_rejects",
+            "Window uploads or reports refused, by reason",
+            ingest_rejects.clone(),
+        );
         Metrics {
+            windows_received,
+            windows_diagnosed,
+            ingest_rejects,
             reconciliations,
             failures,
             duration,
@@ -96,6 +130,13 @@ impl Metrics {
                 controller,
                 error: error.metric_label(),
             })
+            .inc();
+    }
+
+    /// Counts a refused window upload or report.
+    pub fn ingest_rejected(&self, reason: &'static str) {
+        self.ingest_rejects
+            .get_or_create(&RejectLabels { reason })
             .inc();
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -28,6 +29,8 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// How often to ask the engine again when it could not conclude.
 const ENGINE_RETRY: Duration = Duration::from_secs(30);
+/// How long after the collection ends a report waits for windows before it fails.
+const WINDOWS_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What the engine concluded about a span.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,29 +41,22 @@ pub struct Conclusion {
     pub model_version: String,
 }
 
-/// Turns the windows collected for a report into findings; the diagnosis crate implements it.
+/// Turns the windows collected for a report into findings ([`crate::engine::WindowEngine`];
+/// a trait so tests can plug in canned conclusions).
 pub trait DiagnosisEngine: Send + Sync {
-    /// Findings for `report` over `[start, end)`, or `None` while the engine cannot conclude.
-    fn diagnose(
-        &self,
-        report: &DiagnosisReport,
+    /// Findings for `report` over `[start, end)`, or `None` while no window of the span has
+    /// been diagnosed.
+    fn diagnose<'a>(
+        &'a self,
+        report: &'a DiagnosisReport,
         start: Timestamp,
         end: Timestamp,
-    ) -> Option<Conclusion>;
+    ) -> BoxFuture<'a, Option<Conclusion>>;
 }
 
-/// Stand-in until the diagnosis crate lands: never concludes, so reports stay Running and say why.
-pub struct PendingEngine;
-
-/// Message a report shows while [`PendingEngine`] is plugged in.
-pub const ENGINE_PENDING: &str =
-    "collection finished; waiting for the diagnosis engine (not yet available in this build)";
-
-impl DiagnosisEngine for PendingEngine {
-    fn diagnose(&self, _: &DiagnosisReport, _: Timestamp, _: Timestamp) -> Option<Conclusion> {
-        None
-    }
-}
+/// Message a report shows while no window of its span has been diagnosed.
+pub const AWAITING_WINDOWS: &str =
+    "collection finished; waiting for the node-probes' windows of this span";
 
 /// Entry point for the controller.
 #[instrument(skip(report, ctx), fields(namespace = report.namespace(), name = report.name_any()))]
@@ -171,8 +167,7 @@ async fn progress(report: &DiagnosisReport, ctx: &Context, now: Timestamp) -> Re
         debug!(left_s = left.as_secs_f64(), "still collecting");
         return Ok(Action::requeue(left.unsigned_abs()));
     }
-    // The seam: the diagnosis crate's engine plugs in through Context::engine.
-    let status = match ctx.engine.diagnose(report, start, end) {
+    let status = match ctx.engine.diagnose(report, start, end).await {
         Some(c) => DiagnosisReportStatus {
             phase: Some(DiagnosisPhase::Completed),
             message: Some(format!("{} findings", c.findings.len())),
@@ -181,8 +176,15 @@ async fn progress(report: &DiagnosisReport, ctx: &Context, now: Timestamp) -> Re
             window_end: Some(Time(end)),
             ..old.clone()
         },
+        None if now.duration_since(end).unsigned_abs() > WINDOWS_DEADLINE => {
+            let message = format!(
+                "no node-probe reported a window of this span within {}s",
+                WINDOWS_DEADLINE.as_secs()
+            );
+            return fail(report, ctx, "NoWindows", message).await;
+        }
         None => DiagnosisReportStatus {
-            message: Some(ENGINE_PENDING.to_string()),
+            message: Some(AWAITING_WINDOWS.to_string()),
             ..old.clone()
         },
     };
@@ -275,13 +277,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn running_report_waits_for_the_engine_seam() {
+    async fn running_report_waits_for_windows() {
         let (ctx, server) = crate::fixtures::context();
         let report = DiagnosisReport::test().running_since(crate::fixtures::now_secs() - 60);
         let mock = server.run(Scenario::ReportWaitsForEngine(report.clone()));
         let action = reconcile(Arc::new(report), ctx).await.expect("reconciler");
         timeout_after_1s(mock).await;
         assert_eq!(action, Action::requeue(ENGINE_RETRY));
+    }
+
+    #[tokio::test]
+    async fn running_report_completes_with_the_windows_findings() {
+        let (ctx, server) = crate::fixtures::context();
+        crate::fixtures::watch_web_pods(&ctx.targets).await;
+        // Both nodes' reports of the first window of the report's span; web-2 refuses web-1.
+        let start_ms = (crate::fixtures::now_secs() as u64 - 60) * 1000;
+        let expected = ctx.targets.read().await.nodes();
+        let rejected = ctx.ingest.receive(
+            vec![
+                crate::ingest::tests::report("node-1", start_ms, 40),
+                crate::ingest::tests::report("node-2", start_ms, 0),
+            ],
+            &expected,
+            &ctx.metrics,
+        );
+        assert!(rejected.is_empty());
+        let report = DiagnosisReport::test().running_since(crate::fixtures::now_secs() - 60);
+        let mock = server.run(Scenario::ReportCompletes(report.clone()));
+        let action = reconcile(Arc::new(report), ctx).await.expect("reconciler");
+        timeout_after_1s(mock).await;
+        assert_eq!(action, Action::await_change());
     }
 
     #[tokio::test]

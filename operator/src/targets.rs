@@ -184,6 +184,30 @@ impl Registry {
         }
     }
 
+    /// Nodes that run at least one watched pod: the node-probes a window waits for.
+    pub fn nodes(&self) -> BTreeSet<String> {
+        self.by_observation
+            .values()
+            .flat_map(|per_node| per_node.iter())
+            .filter(|(_, set)| set.pods.iter().any(|t| t.watched))
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
+    /// Each observation with the pods it selects (on any node).
+    pub fn observations(&self) -> Vec<(PodRef, BTreeSet<PodRef>)> {
+        self.by_observation
+            .iter()
+            .map(|(obs, per_node)| {
+                let pods = per_node
+                    .values()
+                    .flat_map(|s| s.pods.iter().map(|t| t.pod.clone()))
+                    .collect();
+                (obs.clone(), pods)
+            })
+            .collect()
+    }
+
     /// Number of observations with targets.
     pub fn len(&self) -> usize {
         self.by_observation.len()
@@ -314,6 +338,13 @@ mod tests {
             },
             b.per_node,
         );
+        assert_eq!(
+            reg.nodes().into_iter().collect::<Vec<_>>(),
+            vec!["n1", "n2"]
+        );
+        let obs = reg.observations();
+        assert_eq!(obs.len(), 2);
+        assert_eq!(obs[0].1.len(), 2, "obs-a selects a and b");
         let n2 = reg.for_node("n2");
         assert_eq!(n2.pods.len(), 2);
         assert!(n2.pods.iter().all(|t| t.watched == (t.pod.name == "b")));

@@ -217,6 +217,8 @@ fn diagnosis_report_schema() {
         "modelVersion",
         "windowStart",
         "windowEnd",
+        "lastSeen",
+        "windows",
     ] {
         prop(status, field);
     }

@@ -8,6 +8,17 @@ use crate::{
     localize::{Finding, Severity},
 };
 
+/// The root cause as the CRD names it (`path_loss` -> `PathLoss`).
+pub fn crd_root_cause(c: crate::classes::RootCause) -> String {
+    c.as_str()
+        .split('_')
+        .map(|w| {
+            let mut ch = w.chars();
+            ch.next().map(|first| first.to_ascii_uppercase().to_string() + ch.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
 /// The CRD's node-pair name ("nodeA--nodeB") for ours ("nodeA<->nodeB").
 fn crd_instance_name(kind: InstanceKind, name: &str) -> String {
     match kind {
@@ -27,7 +38,7 @@ pub fn crd_finding(f: &Finding) -> Option<crd::Finding> {
         InstanceKind::None => return None,
     };
     Some(crd::Finding {
-        root_cause: f.root_cause.as_str().to_string(),
+        root_cause: crd_root_cause(f.root_cause),
         instance: crd::Instance {
             kind,
             name: crd_instance_name(f.instance.kind, &f.instance.name),
@@ -81,7 +92,7 @@ mod tests {
         assert_eq!(c.instance.name, "node-0--node-2");
         assert_eq!(
             (c.severity, c.confidence, c.root_cause.as_str()),
-            (crd::Severity::Warning, 1.0, "path_loss")
+            (crd::Severity::Warning, 1.0, "PathLoss")
         );
         let none = Finding {
             instance: Instance {

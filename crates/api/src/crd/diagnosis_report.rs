@@ -147,9 +147,18 @@ pub struct DiagnosisReportStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_start: Option<Time>,
 
-    /// End of the diagnosed span (set when the report completes).
+    /// End of the diagnosed span (set when the report completes; for an incident, the end
+    /// of the latest window that showed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_end: Option<Time>,
+
+    /// Incidents: end of the latest window that showed the problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+
+    /// Incidents: how many windows showed the problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<u32>,
 }
 
 /// One diagnosed problem.

@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value = "tree-1")]
     model_version: String,
     /// Deepest split level.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 16)]
     max_depth: usize,
 }
 

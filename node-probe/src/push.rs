@@ -1,0 +1,322 @@
+//! Cluster mode: every closed window is POSTed to the operator's `/v1/windows` with the
+//! probe's ServiceAccount token. Windows that cannot be delivered wait in a bounded outbox and
+//! go out together once the operator answers again; when the outbox is full the oldest window
+//! is dropped (the newest say most about now) and counted.
+
+use std::{collections::VecDeque, path::PathBuf, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::Full;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use netdx_api::windows::WindowReport;
+use tracing::{debug, warn};
+
+use crate::ingest::Shared;
+
+/// Default number of windows kept while the operator is unreachable (10 min of 10 s windows).
+pub const DEFAULT_OUTBOX: usize = 60;
+/// How often new windows are looked for (windows close every few seconds at most).
+const POLL: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// One POST may not take longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a push did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The operator URL is not a plain-HTTP URL.
+    #[error("operator URL {0:?}: {1}")]
+    Url(String, &'static str),
+    /// The token file could not be read.
+    #[error("reading token {path}: {source}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The windows could not be serialised.
+    #[error("serialising windows: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// Connecting or sending failed, or took too long.
+    #[error("posting windows: {0}")]
+    Transport(String),
+    /// The operator answered with an error worth retrying (5xx, 401, 403, 429).
+    #[error("operator answered {0}")]
+    Retry(StatusCode),
+    /// The operator refused the windows themselves (400, 413): sending them again cannot help.
+    #[error("operator refused the windows: {0}")]
+    Refused(StatusCode),
+}
+
+/// Windows waiting to be sent, oldest first, at most `cap`.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: VecDeque<WindowReport>,
+    cap: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `cap` windows (at least one).
+    pub fn new(cap: usize) -> Self {
+        Outbox {
+            queue: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Queues a window; returns how many old windows were dropped to make room.
+    pub fn push(&mut self, w: WindowReport) -> u64 {
+        let mut dropped = 0;
+        while self.queue.len() >= self.cap {
+            self.queue.pop_front();
+            dropped += 1;
+        }
+        self.queue.push_back(w);
+        dropped
+    }
+
+    /// The queued windows, oldest first.
+    pub fn pending(&self) -> impl ExactSizeIterator<Item = &WindowReport> {
+        self.queue.iter()
+    }
+
+    /// Forgets the `n` oldest windows (delivered or refused).
+    pub fn remove_oldest(&mut self, n: usize) {
+        self.queue.drain(..n.min(self.queue.len()));
+    }
+
+    /// Number of queued windows.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// Delivers windows to the operator.
+pub struct Pusher {
+    client: Client<HttpConnector, Full<Bytes>>,
+    endpoint: Uri,
+    token_file: PathBuf,
+    /// Windows not delivered yet.
+    pub outbox: Outbox,
+}
+
+impl Pusher {
+    /// A pusher to the operator at `base` (e.g. `http://netdx-operator.netdx-system:8080`).
+    pub fn new(base: &str, token_file: PathBuf, outbox: usize) -> Result<Self, PushError> {
+        let url = |why| PushError::Url(base.to_string(), why);
+        if !base.starts_with("http://") {
+            // The in-cluster Service speaks plain HTTP; TLS would need a CA bundle to trust.
+            return Err(url("only http:// is supported"));
+        }
+        let endpoint: Uri = format!("{}/v1/windows", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|_| url("not a valid URL"))?;
+        Ok(Pusher {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            endpoint,
+            token_file,
+            outbox: Outbox::new(outbox),
+        })
+    }
+
+    /// Sends every queued window in one POST; on success or refusal they leave the outbox.
+    /// Returns how many were delivered.
+    pub async fn flush(&mut self) -> Result<usize, PushError> {
+        let n = self.outbox.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // Re-read every time: projected ServiceAccount tokens are rotated by the kubelet.
+        let token =
+            std::fs::read_to_string(&self.token_file).map_err(|source| PushError::Token {
+                path: self.token_file.clone(),
+                source,
+            })?;
+        let batch: Vec<&WindowReport> = self.outbox.pending().collect();
+        let body = serde_json::to_vec(&batch).map_err(PushError::Encode)?;
+        let req = Request::post(self.endpoint.clone())
+            .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| PushError::Transport(e.to_string()))?;
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| PushError::Transport("timed out".into()))?
+            .map_err(|e| PushError::Transport(e.to_string()))?;
+        let status = answer.status();
+        if status.is_success() {
+            self.outbox.remove_oldest(n);
+            Ok(n)
+        } else if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
+            self.outbox.remove_oldest(n);
+            Err(PushError::Refused(status))
+        } else {
+            Err(PushError::Retry(status))
+        }
+    }
+
+    /// Queues the windows the agent closed since the last call and delivers them, retrying
+    /// with a doubling backoff, forever.
+    pub async fn run(mut self, shared: Arc<Shared>) {
+        let mut next_seq = 0u64;
+        let mut backoff = POLL;
+        loop {
+            tokio::time::sleep(POLL).await;
+            let fresh: Vec<WindowReport> = shared
+                .windows
+                .lock()
+                .map(|ws| ws.iter().filter(|w| w.seq >= next_seq).cloned().collect())
+                .unwrap_or_default();
+            for w in fresh {
+                next_seq = w.seq + 1;
+                let dropped = self.outbox.push(w);
+                if dropped > 0 {
+                    warn!(dropped, "push outbox full; dropped the oldest windows");
+                    if let Ok(mut m) = shared.metrics.lock() {
+                        m.push_dropped(dropped);
+                    }
+                }
+            }
+            match self.flush().await {
+                Ok(0) => continue,
+                Ok(n) => {
+                    debug!(windows = n, "windows pushed");
+                    if let Ok(mut m) = shared.metrics.lock() {
+                        m.pushed(n as u64);
+                    }
+                    backoff = POLL;
+                }
+                Err(e) => {
+                    let refused = matches!(e, PushError::Refused(_));
+                    warn!(error = %e, queued = self.outbox.len(), "pushing windows");
+                    if let Ok(mut m) = shared.metrics.lock() {
+                        m.push_failed(refused);
+                    }
+                    if !refused {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use axum::{Router, extract::State, http::HeaderMap, routing::post};
+
+    use super::*;
+
+    fn window(seq: u64) -> WindowReport {
+        WindowReport {
+            node: "node-1".into(),
+            seq,
+            start_unix_ms: seq * 10_000,
+            end_unix_ms: (seq + 1) * 10_000,
+            edges: vec![],
+            pods: vec![],
+            node_drops: BTreeMap::new(),
+            health: Default::default(),
+        }
+    }
+
+    #[test]
+    fn outbox_is_bounded_and_drops_the_oldest() {
+        let mut o = Outbox::new(3);
+        assert_eq!((0..3).map(|s| o.push(window(s))).sum::<u64>(), 0);
+        assert_eq!(o.push(window(3)), 1, "full: one dropped");
+        assert_eq!(
+            o.pending().map(|w| w.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        o.remove_oldest(2);
+        assert_eq!(o.pending().map(|w| w.seq).collect::<Vec<_>>(), vec![3]);
+        o.remove_oldest(10);
+        assert!(o.is_empty());
+        assert_eq!(
+            Outbox::new(0).push(window(0)),
+            0,
+            "capacity is at least one"
+        );
+    }
+
+    #[test]
+    fn only_plain_http_urls() {
+        assert!(Pusher::new("https://op:8080", "/t".into(), 1).is_err());
+        assert!(Pusher::new("http://op:8080/", "/t".into(), 1).is_ok());
+    }
+
+    /// What the fake operator saw: (authorization header, windows in the body).
+    type Seen = Arc<Mutex<Vec<(String, usize)>>>;
+
+    #[tokio::test]
+    async fn failed_pushes_are_kept_and_retried_as_one_batch() {
+        let seen: Seen = Arc::default();
+        let answers = Arc::new(Mutex::new(vec![
+            axum::http::StatusCode::OK,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        ]));
+        let app = Router::new()
+            .route(
+                "/v1/windows",
+                post(
+                    |State((seen, answers)): State<(
+                        Seen,
+                        Arc<Mutex<Vec<axum::http::StatusCode>>>,
+                    )>,
+                     headers: HeaderMap,
+                     body: String| async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        let batch: Vec<WindowReport> =
+                            serde_json::from_str(&body).expect("a JSON array of windows");
+                        seen.lock().expect("lock").push((auth, batch.len()));
+                        answers.lock().expect("lock").pop().expect("an answer")
+                    },
+                ),
+            )
+            .with_state((seen.clone(), answers));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let token = std::env::temp_dir().join(format!("netdx-push-token-{}", std::process::id()));
+        std::fs::write(&token, "tok\n").expect("token");
+
+        let mut p = Pusher::new(&format!("http://{addr}"), token.clone(), 60).expect("pusher");
+        assert_eq!(p.flush().await.expect("nothing to send"), 0);
+        p.outbox.push(window(1));
+        assert!(matches!(
+            p.flush().await,
+            Err(PushError::Retry(StatusCode::SERVICE_UNAVAILABLE))
+        ));
+        assert_eq!(p.outbox.len(), 1, "kept for the retry");
+        p.outbox.push(window(2));
+        assert_eq!(p.flush().await.expect("delivered"), 2);
+        assert!(p.outbox.is_empty());
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![("Bearer tok".to_string(), 1), ("Bearer tok".to_string(), 2)]
+        );
+        server.abort();
+        std::fs::remove_file(&token).ok();
+    }
+}
