@@ -14,7 +14,9 @@ pub fn crd_root_cause(c: crate::classes::RootCause) -> String {
         .split('_')
         .map(|w| {
             let mut ch = w.chars();
-            ch.next().map(|first| first.to_ascii_uppercase().to_string() + ch.as_str()).unwrap_or_default()
+            ch.next()
+                .map(|first| first.to_ascii_uppercase().to_string() + ch.as_str())
+                .unwrap_or_default()
         })
         .collect()
 }
