@@ -149,7 +149,7 @@ fn drops_are_reported_with_reason_for_pods_and_nodes_only() {
     let ws = h.close_windows();
     assert!(
         ws.iter()
-            .all(|w| w.node_drops.get("netfilter_drop").is_none()),
+            .all(|w| !w.node_drops.contains_key("netfilter_drop")),
         "fabric drops leaked: {:?}",
         ws.iter().map(|w| &w.node_drops).collect::<Vec<_>>()
     );

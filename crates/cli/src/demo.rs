@@ -111,7 +111,7 @@ impl Session {
     }
 
     /// Waits one window, diagnoses it; findings come most confident first.
-    pub fn next(
+    pub fn diagnose_window(
         &mut self,
     ) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, Vec<Finding>)> {
         let reports = next_window(&self.agents, self.window)?;
@@ -211,7 +211,7 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             if stop.load(Ordering::Acquire) {
                 break 'outer;
             }
-            let (reports, findings) = session.next()?;
+            let (reports, findings) = session.diagnose_window()?;
             if let (Some(s), Some(p)) = (&scenario, phases.last_mut()) {
                 let want = target_instance(World::target(scope_of(s.fault)));
                 for f in &findings {

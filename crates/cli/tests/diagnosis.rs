@@ -30,7 +30,7 @@ fn injected_faults_are_diagnosed_with_class_and_instance() {
         "the trained model must load: {name}"
     );
     for _ in 0..4 {
-        s.next().unwrap();
+        s.diagnose_window().unwrap();
     }
     let faults = [
         (RootCause::PathDelay, "20ms", 20_000),
@@ -52,7 +52,7 @@ fn injected_faults_are_diagnosed_with_class_and_instance() {
         let mut seen = Vec::new();
         let mut found = false;
         for _ in 0..4 {
-            let (_, findings) = s.next().unwrap();
+            let (_, findings) = s.diagnose_window().unwrap();
             found |= findings
                 .iter()
                 .any(|f| f.root_cause == class && f.instance == want);
@@ -65,7 +65,7 @@ fn injected_faults_are_diagnosed_with_class_and_instance() {
         drop(guard);
         // Let the edges recover before the next fault.
         for _ in 0..2 {
-            s.next().unwrap();
+            s.diagnose_window().unwrap();
         }
         if !found {
             missed.push(format!("{class} @ {}: saw {seen:?}", want.name));
