@@ -134,6 +134,13 @@ pub struct WindowStore {
 
 /// The window start rounded to the nearest multiple of its length (probes close windows on
 /// the same wall-clock boundaries, up to clock skew).
+/// A report's window length in whole seconds (windows are 1 s..10 m by the CRD): a probe
+/// closes a window on its loop's tick, a few ms off the boundary, and reports of the same
+/// window from several nodes must still share one key.
+fn window_len(actual_ms: u64) -> u64 {
+    ((actual_ms + 500) / 1000).max(1) * 1000
+}
+
 fn align(start_ms: u64, len_ms: u64) -> u64 {
     (start_ms + len_ms / 2) / len_ms * len_ms
 }
@@ -157,7 +164,7 @@ impl WindowStore {
             // only make it "late" once the window closes without it.
             return Ok(());
         }
-        let len = report.end_unix_ms - report.start_unix_ms;
+        let len = window_len(report.end_unix_ms - report.start_unix_ms);
         let start = align(report.start_unix_ms, len);
         if self.closed_until.get(&len).is_some_and(|c| start <= *c) {
             return Err(IngestError::Late {
