@@ -288,7 +288,7 @@ fn new_report(obs: &NetworkObservation, key: &str, start_ms: u64) -> DiagnosisRe
 }
 
 /// Writes a report's status with server-side apply.
-async fn apply_status(
+pub(crate) async fn apply_status(
     api: &Api<DiagnosisReport>,
     report: &DiagnosisReport,
     status: DiagnosisReportStatus,

@@ -7,17 +7,16 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use netdx_api::crd::{
     DiagnosisPhase, DiagnosisReport, DiagnosisReportStatus, Finding, NetworkObservation,
 };
-use serde_json::json;
 use tracing::{debug, instrument, warn};
 
-use crate::{Context, Error, FIELD_MANAGER, Result};
+use crate::{Context, Error, Result};
 
 /// Controller name in metrics.
 pub const CONTROLLER: &str = "diagnosisreport";
@@ -229,7 +228,7 @@ async fn fail(
     Ok(Action::await_change())
 }
 
-/// Writes status with server-side apply.
+/// Writes status with server-side apply (the same write the incident writer makes).
 async fn apply_status(
     report: &DiagnosisReport,
     ctx: &Context,
@@ -237,18 +236,7 @@ async fn apply_status(
 ) -> Result<()> {
     let api: Api<DiagnosisReport> =
         Api::namespaced(ctx.client.clone(), &report.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": DiagnosisReport::api_version(&()),
-        "kind": DiagnosisReport::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &report.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
+    crate::incidents::apply_status(&api, report, status).await
 }
 
 #[cfg(test)]
