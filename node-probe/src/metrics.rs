@@ -139,6 +139,10 @@ impl Metrics {
     /// Folds a closed window into the metrics.
     pub fn observe(&mut self, w: &WindowReport) {
         self.windows.inc();
+        // Latency gauges describe the last window only: edges that went quiet must not keep
+        // reporting an old p99 (and their label sets must not pile up).
+        self.latency_p99.clear();
+        self.latency_p50.clear();
         for e in &w.edges {
             let (client, server, port) = (
                 e.key.client.to_string(),
@@ -240,5 +244,56 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netdx_api::windows::{EdgeKey, EdgeWindow, Endpoint, L4Stats, ProbeHealth, SideStats};
+
+    use super::*;
+
+    fn window(edges: Vec<EdgeWindow>) -> WindowReport {
+        WindowReport {
+            node: "n".into(),
+            seq: 0,
+            start_unix_ms: 0,
+            end_unix_ms: 1000,
+            edges,
+            pods: Vec::new(),
+            node_drops: Default::default(),
+            health: ProbeHealth::default(),
+        }
+    }
+
+    #[test]
+    fn latency_gauges_only_describe_the_last_window() {
+        let ep = |ip: &str| Endpoint {
+            pod: None,
+            ip: ip.into(),
+        };
+        let edge = EdgeWindow {
+            key: EdgeKey {
+                client: ep("10.0.0.1"),
+                server: ep("10.0.0.2"),
+                port: 80,
+                proto: "tcp".into(),
+            },
+            client: Some(SideStats {
+                exchanges: 5,
+                ..Default::default()
+            }),
+            server: None,
+            l4: L4Stats::default(),
+        };
+        let mut m = Metrics::default();
+        m.observe(&window(vec![edge]));
+        let gauge = "netdx_edge_latency_p99_seconds{client=\"10.0.0.1\"";
+        assert!(m.encode().contains(gauge));
+        m.observe(&window(Vec::new()));
+        let text = m.encode();
+        assert!(!text.contains(gauge), "stale gauge kept: {text}");
+        // Counters keep their totals.
+        assert!(text.contains("netdx_edge_exchanges_total{client=\"10.0.0.1\""));
     }
 }
