@@ -259,7 +259,10 @@ fn scores(rows: &[&LabeledRow], preds: &[Classification]) -> Evaluation {
         .filter(|(r, _)| !r.transitional)
         .map(|(r, p)| (r.fault, p.root_cause))
         .collect();
-    evaluate(&pairs)
+    // Same accounting as dataset::evaluate_rows: the report says how many onset rows were left out.
+    let mut e = evaluate(&pairs);
+    e.excluded_transitional = rows.iter().filter(|r| r.transitional).count();
+    e
 }
 
 /// Out-of-group predictions for every row: each group is predicted by a model that never
