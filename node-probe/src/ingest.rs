@@ -221,7 +221,10 @@ impl TargetSync {
             .iter()
             .flat_map(|w| w.cgroup_ids.iter().copied())
             .collect();
-        sync_set(&mut probe.targets, &mut self.installed, &wanted, "cgroup");
+        if sync_set(&mut probe.targets, &mut self.installed, &wanted, "cgroup") {
+            // Sockets of pods no longer watched stop being recorded at their next call.
+            probe.bump_targets_gen();
+        }
         let mut netns: HashSet<u32> = index.watched.iter().map(|w| w.netns).collect();
         netns.extend(self.node_netns);
         sync_set(&mut probe.netns, &mut self.installed_netns, &netns, "netns");
@@ -261,14 +264,16 @@ fn next_boundary(window: Duration) -> Instant {
 }
 
 /// Makes a kernel set-map hold exactly `wanted`, touching only the differences; entries that
-/// do not fit (map full) are logged and retried at the next sync.
+/// do not fit (map full) are logged and retried at the next sync. True when keys were removed.
 fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
     map: &mut aya::maps::HashMap<aya::maps::MapData, K, u8>,
     installed: &mut HashSet<K>,
     wanted: &HashSet<K>,
     what: &str,
-) {
+) -> bool {
+    let mut removed = false;
     for k in installed.difference(wanted) {
+        removed = true;
         if let Err(e) = map.remove(k) {
             warn!(key = ?k, what, error = %e, "removing from kernel map");
         }
@@ -285,6 +290,7 @@ fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
             Err(e) => warn!(key = ?k, what, error = %e, "adding to kernel map (full?)"),
         }
     }
+    removed
 }
 
 fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {

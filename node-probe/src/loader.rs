@@ -5,7 +5,7 @@ use std::collections::HashMap as StdHashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
         cgroup_skb::CgroupSkbLinkId,
@@ -24,7 +24,6 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("on_sock_send", "sock_send_length"),
     ("on_sock_recv", "sock_recv_length"),
     ("on_state_change", "inet_sock_set_state"),
-    ("on_destroy", "tcp_destroy_sock"),
     ("on_retransmit", "tcp_retransmit_skb"),
     ("on_reset_rx", "tcp_receive_reset"),
     ("on_reset_tx", "tcp_send_reset"),
@@ -32,10 +31,49 @@ const PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// cgroup_skb programs attached per watched pod (payload heads for protocol classifiers).
-const PAYLOAD_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+const PAYLOAD_PROGRAMS: &[(&str, CgroupSkbAttachType)] = &[
     ("on_egress", CgroupSkbAttachType::Egress),
     ("on_ingress", CgroupSkbAttachType::Ingress),
 ];
+
+/// The no-op baseline: the hot path's hook points with programs that return at once.
+const NOOP_PROGRAMS: &[(&str, &str)] = &[
+    ("noop_sock_send", "sock_send_length"),
+    ("noop_sock_recv", "sock_recv_length"),
+];
+
+/// cgroup_skb no-op programs attached per watched pod in the baseline.
+const NOOP_PAYLOAD_PROGRAMS: &[(&str, CgroupSkbAttachType)] = &[
+    ("noop_egress", CgroupSkbAttachType::Egress),
+    ("noop_ingress", CgroupSkbAttachType::Ingress),
+];
+
+/// Which programs to attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgramSet {
+    /// Everything netdx records.
+    #[default]
+    Full,
+    /// Programs that return at once on the hot path's hooks: the cost of the hooks alone,
+    /// for benchmarks. Records nothing.
+    Noop,
+}
+
+impl ProgramSet {
+    fn tracepoints(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ProgramSet::Full => PROGRAMS,
+            ProgramSet::Noop => NOOP_PROGRAMS,
+        }
+    }
+
+    fn payload(self) -> &'static [(&'static str, CgroupSkbAttachType)] {
+        match self {
+            ProgramSet::Full => PAYLOAD_PROGRAMS,
+            ProgramSet::Noop => NOOP_PAYLOAD_PROGRAMS,
+        }
+    }
+}
 
 /// Links of the payload programs on one pod's cgroup.
 #[derive(Debug)]
@@ -87,15 +125,15 @@ pub enum LoadError {
 pub struct ProbeConfig {
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub ring_bytes: u32,
-    /// Maximum tracked sockets.
-    pub max_sockets: u32,
+    /// Programs to attach.
+    pub programs: ProgramSet,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
             ring_bytes: 8 << 20,
-            max_sockets: 65536,
+            programs: ProgramSet::Full,
         }
     }
 }
@@ -112,6 +150,10 @@ pub struct LoadedProbe {
     pub events: RingBuf<MapData>,
     /// Kernel-side health counters.
     pub counters: PerCpuArray<MapData, u64>,
+    /// Generation of `targets`, bumped when pods are removed.
+    targets_gen: Array<MapData, u32>,
+    /// Which programs are attached.
+    programs: ProgramSet,
     /// `enum skb_drop_reason` names of this kernel, without the SKB_DROP_REASON_ prefix.
     pub drop_reasons: StdHashMap<u32, String>,
 }
@@ -121,7 +163,7 @@ pub struct LoadedProbe {
 /// depends on it (and its reads are skipped).
 pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
     let mut o = KernelOffsets::MISSING;
-    let fields: [(&mut u32, &str, &str); 15] = [
+    let fields: [(&mut u32, &str, &str); 19] = [
         (&mut o.sk_family, "sock", "__sk_common.skc_family"),
         (&mut o.sk_num, "sock", "__sk_common.skc_num"),
         (&mut o.sk_dport, "sock", "__sk_common.skc_dport"),
@@ -141,6 +183,10 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         (&mut o.skb_dev, "sk_buff", "dev"),
         (&mut o.dev_nd_net, "net_device", "nd_net"),
         (&mut o.net_ns_inum, "net", "ns.inum"),
+        (&mut o.sk_cookie, "sock", "__sk_common.skc_cookie"),
+        (&mut o.sk_cgroup, "sock", "sk_cgrp_data.cgroup"),
+        (&mut o.cgroup_kn, "cgroup", "kn"),
+        (&mut o.kn_id, "kernfs_node", "id"),
     ];
     for (slot, ty, path) in fields {
         match btf.field_offset(ty, path) {
@@ -174,9 +220,6 @@ impl LoadedProbe {
                 cfg.ring_bytes
             )));
         }
-        if cfg.max_sockets == 0 {
-            return Err(LoadError::Config("max sockets must be > 0".into()));
-        }
         raise_memlock();
         let btf = Btf::from_sys_fs()?;
         let offsets = resolve_offsets(&btf)?;
@@ -196,11 +239,9 @@ impl LoadedProbe {
             .btf(&aya_btf)
             .override_global("OFFSETS", &offsets, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
-            .map_max_entries("SOCKS", cfg.max_sockets)
-            .map_max_entries("HEADS", cfg.max_sockets)
             .load(OBJECT)
             .map_err(Box::new)?;
-        for &(program, tracepoint) in PROGRAMS {
+        for &(program, tracepoint) in cfg.programs.tracepoints() {
             let err = |action| {
                 move |source| LoadError::Program {
                     action,
@@ -217,7 +258,7 @@ impl LoadedProbe {
             prog.load(tracepoint, &aya_btf).map_err(err("loading"))?;
             prog.attach().map_err(err("attaching"))?;
         }
-        for (program, _) in PAYLOAD_PROGRAMS {
+        for &(program, _) in cfg.programs.payload() {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(program)
                 .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
@@ -239,8 +280,9 @@ impl LoadedProbe {
         let netns = take(&mut ebpf, "NETNS", HashMap::try_from)?;
         let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let counters = take(&mut ebpf, "COUNTERS", PerCpuArray::try_from)?;
+        let targets_gen = take(&mut ebpf, "TARGETS_GEN", Array::try_from)?;
         info!(
-            programs = PROGRAMS.len(),
+            programs = ?cfg.programs,
             ring_bytes = cfg.ring_bytes,
             "eBPF programs attached"
         );
@@ -250,6 +292,8 @@ impl LoadedProbe {
             netns,
             events,
             counters,
+            targets_gen,
+            programs: cfg.programs,
             drop_reasons,
         })
     }
@@ -262,7 +306,7 @@ impl LoadedProbe {
         };
         let dir = std::fs::File::open(cgroup_dir).map_err(|e| err(e.to_string()))?;
         let mut links = PodLinks(Vec::new());
-        for (program, attach_type) in PAYLOAD_PROGRAMS {
+        for &(program, attach_type) in self.programs.payload() {
             let prog: Result<&mut CgroupSkb, _> = match self.ebpf.program_mut(program) {
                 Some(p) => p
                     .try_into()
@@ -296,6 +340,14 @@ impl LoadedProbe {
             {
                 warn!(program, error = %e, "detaching payload capture");
             }
+        }
+    }
+
+    /// Makes every tracked socket re-check that its pod is still watched.
+    pub fn bump_targets_gen(&mut self) {
+        let next = self.targets_gen.get(&0, 0).unwrap_or(0).wrapping_add(1);
+        if let Err(e) = self.targets_gen.set(0, &next, 0) {
+            warn!(error = %e, "bumping the targets generation");
         }
     }
 

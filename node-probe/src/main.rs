@@ -6,7 +6,7 @@ use clap::Parser;
 use node_probe::{
     http::router,
     ingest::{Agent, AgentConfig},
-    loader::ProbeConfig,
+    loader::{ProbeConfig, ProgramSet},
     push::{DEFAULT_OUTBOX, Pusher},
 };
 use tracing_subscriber::EnvFilter;
@@ -30,9 +30,10 @@ struct Args {
     /// Ring buffer size in bytes (power of two).
     #[arg(long, default_value_t = 8 << 20)]
     ring_bytes: u32,
-    /// Maximum sockets tracked in the kernel.
-    #[arg(long, default_value_t = 65536)]
-    max_sockets: u32,
+    /// Programs to attach: `noop` attaches do-nothing programs on the hot path's hooks (the
+    /// benchmarks' baseline) and records nothing.
+    #[arg(long, value_enum, default_value_t = ProgramSet::Full)]
+    programs: ProgramSet,
     /// The node's network namespace: drops there are reported as node-level.
     #[arg(long, default_value = "/proc/1/ns/net")]
     node_netns: PathBuf,
@@ -64,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.node_netns = Some(args.node_netns.clone());
     cfg.probe = ProbeConfig {
         ring_bytes: args.ring_bytes,
-        max_sockets: args.max_sockets,
+        programs: args.programs,
     };
     // Check the URL before loading anything, so a typo fails fast.
     let pusher = args

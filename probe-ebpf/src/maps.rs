@@ -1,8 +1,11 @@
-//! Maps shared by all programs; every one is bounded.
+//! Maps shared by all programs; every one is bounded (socket storage by the sockets of the
+//! watched pods: the kernel frees an entry with its socket).
 
 use aya_ebpf::{
-    macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::SkStorage,
+    helpers::generated::bpf_sk_storage_get,
+    macros::{btf_map, map},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use netdx_common::{COUNTER_COUNT, Counter, HEAD_LEN, Heads};
 
@@ -16,6 +19,8 @@ pub struct SockState {
     pub cookie: u64,
     /// First byte of the open request.
     pub req_start: u64,
+    /// Last byte of the open request so far.
+    pub req_last: u64,
     /// First byte of the response to it.
     pub resp_first: u64,
     /// Last byte of the response so far.
@@ -26,6 +31,10 @@ pub struct SockState {
     pub req_bytes: u32,
     /// Bytes of the response so far.
     pub resp_bytes: u32,
+    /// `TARGETS_GEN` when the pod was last confirmed watched.
+    pub targets_gen: u32,
+    /// TRACK_* state.
+    pub tracked: u8,
     /// ROLE_CLIENT / ROLE_SERVER.
     pub role: u8,
     /// PHASE_*.
@@ -36,49 +45,22 @@ pub struct SockState {
     pub flags: u8,
     /// Address family.
     pub family: u8,
-    /// Set at the CLOSE transition; the entry stays until the socket is destroyed so that a
-    /// reset sent while closing (SO_LINGER 0) is still attributed.
+    /// Set at the CLOSE transition, so a close is reported once.
     pub closed: u8,
     /// Valid bytes of `req_head`.
     pub req_head_len: u8,
-    /// Padding.
-    pub _pad: u8,
-    /// First bytes of the open request (copied from HEADS when it opened).
+    /// First bytes of the open request (copied from `heads` when it opened).
     pub req_head: [u8; HEAD_LEN],
+    /// Latest message heads, written by the cgroup_skb programs.
+    pub heads: Heads,
 }
 
-impl SockState {
-    /// A freshly tracked socket with no exchange open.
-    #[inline(always)]
-    pub fn new(
-        cgroup_id: u64,
-        cookie: u64,
-        role: u8,
-        proto: u8,
-        family: u8,
-        connect_start: u64,
-    ) -> Self {
-        SockState {
-            cgroup_id,
-            cookie,
-            req_start: 0,
-            resp_first: 0,
-            resp_last: 0,
-            connect_start,
-            req_bytes: 0,
-            resp_bytes: 0,
-            role,
-            phase: PHASE_IDLE,
-            proto,
-            flags: 0,
-            family,
-            closed: 0,
-            req_head_len: 0,
-            _pad: 0,
-            req_head: [0; HEAD_LEN],
-        }
-    }
-}
+/// Storage exists but only the payload programs have written it (identity unknown).
+pub const TRACK_NONE: u8 = 0;
+/// A watched pod's TCP/UDP socket: exchanges are recorded.
+pub const TRACK_ON: u8 = 1;
+/// A watched pod's socket of another kind (unix, raw): ignored without further checks.
+pub const TRACK_IGNORED: u8 = 2;
 
 /// No exchange open.
 pub const PHASE_IDLE: u8 = 0;
@@ -91,18 +73,18 @@ pub const PHASE_RESPONSE: u8 = 2;
 #[map(name = "TARGETS")]
 pub static TARGETS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
+/// Bumped by the node-probe after it removes targets, so tracked sockets re-check their pod.
+#[map(name = "TARGETS_GEN")]
+pub static TARGETS_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Network namespaces (inode numbers) whose drops are recorded: watched pods' and the node's.
 #[map(name = "NETNS")]
 pub static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
-/// Exchange state per socket, keyed by the socket's kernel address.
-/// LRU so that sockets closed without a CLOSE transition (UDP) age out.
-#[map(name = "SOCKS")]
-pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);
-
-/// Message heads per socket cookie, from the cgroup_skb programs of watched pods.
-#[map(name = "HEADS")]
-pub static HEADS: LruHashMap<u64, Heads> = LruHashMap::with_max_entries(65536, 0);
+/// Exchange state per socket in socket-local storage: one pointer hop from the socket,
+/// freed by the kernel with it (no stale entries, no address reuse to guard against).
+#[btf_map]
+pub static SOCKS: SkStorage<SockState> = SkStorage::new();
 
 /// All records; the size is set by the loader (8 MiB by default).
 #[map(name = "EVENTS")]
@@ -119,4 +101,27 @@ pub fn count(c: Counter) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         unsafe { *p += 1 };
     }
+}
+
+/// The current targets generation.
+#[inline(always)]
+pub fn targets_gen() -> u32 {
+    TARGETS_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// The socket's storage; created zeroed when `create` is set. `sk` must be a pointer the
+/// verifier knows to be a socket (a typed tracepoint argument or a cgroup_skb `bpf_sock`).
+#[inline(always)]
+pub fn sock_state(sk: *mut core::ffi::c_void, create: bool) -> Option<&'static mut SockState> {
+    let map = core::ptr::from_ref(&SOCKS).cast_mut().cast();
+    let flags = if create {
+        u64::from(aya_ebpf::bindings::BPF_SK_STORAGE_GET_F_CREATE)
+    } else {
+        0
+    };
+    // SAFETY: the helper checks the socket (NULL and non-full sockets give NULL); the returned
+    // value lives as long as the socket, which outlives this program run.
+    let p = unsafe { bpf_sk_storage_get(map, sk, core::ptr::null_mut(), flags) };
+    // SAFETY: non-null storage of this map's value type.
+    (!p.is_null()).then(|| unsafe { &mut *p.cast::<SockState>() })
 }

@@ -7,7 +7,7 @@ use netdx_common::{
 
 use crate::{
     kernel::{offsets, read},
-    maps::{EVENTS, HEADS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, count},
+    maps::{EVENTS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, count},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -23,18 +23,17 @@ pub fn srtt_us(sk: *const u8, proto: u8) -> u32 {
 
 /// The latest message head of a socket in one direction (empty when not captured).
 #[inline(always)]
-pub fn message_head(cookie: u64, egress: bool) -> ([u8; HEAD_LEN], u8) {
-    // SAFETY: read-only use of a map value.
-    match unsafe { HEADS.get(&cookie) } {
-        Some(h) if egress => (h.egress, h.egress_len),
-        Some(h) => (h.ingress, h.ingress_len),
-        None => ([0; HEAD_LEN], 0),
+pub fn message_head(st: &SockState, egress: bool) -> ([u8; HEAD_LEN], u8) {
+    if egress {
+        (st.heads.egress, st.heads.egress_len)
+    } else {
+        (st.heads.ingress, st.heads.ingress_len)
     }
 }
 
 /// Closes the open exchange of `st` (if any) and writes it; resets the state to idle.
 #[inline(always)]
-pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
+pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flags: u8) {
     let phase = st.phase;
     if phase == PHASE_IDLE {
         return;
@@ -54,7 +53,7 @@ pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
     }
     // The response is the latest message against the request direction.
     let (resp_head, resp_head_len) = if phase == PHASE_RESPONSE {
-        message_head(st.cookie, st.role != ROLE_CLIENT)
+        message_head(st, st.role != ROLE_CLIENT)
     } else {
         ([0; HEAD_LEN], 0)
     };
@@ -65,7 +64,7 @@ pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
                 role: st.role,
                 flags,
                 proto: st.proto,
-                srtt_us: srtt_us(sk, st.proto),
+                srtt_us: srtt_us(sk as *const u8, st.proto),
                 cgroup_id: st.cgroup_id,
                 cookie: st.cookie,
                 start_ns: st.req_start,
@@ -75,7 +74,8 @@ pub fn flush_exchange(st: &mut SockState, sk: *const u8, extra_flags: u8) {
                 resp_bytes: st.resp_bytes,
                 req_head_len: st.req_head_len,
                 resp_head_len,
-                _pad: [0; 6],
+                _pad: [0; 2],
+                req_dur_ns: st.req_last.saturating_sub(st.req_start).min(u64::from(u32::MAX)) as u32,
                 req_head: st.req_head,
                 resp_head,
             });

@@ -79,7 +79,9 @@ pub struct Exchange {
     /// Valid bytes in `resp_head`.
     pub resp_head_len: u8,
     /// Padding, zero.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Delay from the first to the last request byte (upload time), saturating.
+    pub req_dur_ns: u32,
     /// First bytes of the request, for protocol classifiers.
     pub req_head: [u8; HEAD_LEN],
     /// First bytes of the response.
@@ -225,8 +227,8 @@ pub enum Counter {
     Exchanges = 1,
     /// Records lost because the ring buffer was full.
     RingbufFull = 2,
-    /// New sockets not tracked because the socket map insert failed.
-    SockMapInsertFailed = 3,
+    /// New sockets not tracked because their socket storage could not be created.
+    SockStorageFailed = 3,
     /// bpf_probe_read_kernel failures.
     ProbeReadFailed = 4,
     /// Connection events written.
@@ -235,10 +237,10 @@ pub enum Counter {
     DropEvents = 6,
     /// Sockets of watched pods seen for the first time.
     SocketsTracked = 7,
-    /// Connect-tracking map insert failures.
-    ConnectMapInsertFailed = 8,
-    /// Payload-head map insert failures.
-    HeadsMapInsertFailed = 9,
+    /// Connecting sockets not tracked because their socket storage could not be created.
+    ConnectStorageFailed = 8,
+    /// Packets whose message head was not kept because socket storage could not be created.
+    HeadsStorageFailed = 9,
     /// bpf_skb_load_bytes failures while capturing a message head.
     PayloadReadFailed = 10,
 }
@@ -252,13 +254,13 @@ impl Counter {
         Counter::SockEvents,
         Counter::Exchanges,
         Counter::RingbufFull,
-        Counter::SockMapInsertFailed,
+        Counter::SockStorageFailed,
         Counter::ProbeReadFailed,
         Counter::ConnEvents,
         Counter::DropEvents,
         Counter::SocketsTracked,
-        Counter::ConnectMapInsertFailed,
-        Counter::HeadsMapInsertFailed,
+        Counter::ConnectStorageFailed,
+        Counter::HeadsStorageFailed,
         Counter::PayloadReadFailed,
     ];
 
@@ -268,13 +270,13 @@ impl Counter {
             Counter::SockEvents => "sock_events",
             Counter::Exchanges => "exchanges",
             Counter::RingbufFull => "ringbuf_full",
-            Counter::SockMapInsertFailed => "sock_map_insert_failed",
+            Counter::SockStorageFailed => "sock_storage_failed",
             Counter::ProbeReadFailed => "probe_read_failed",
             Counter::ConnEvents => "conn_events",
             Counter::DropEvents => "drop_events",
             Counter::SocketsTracked => "sockets_tracked",
-            Counter::ConnectMapInsertFailed => "connect_map_insert_failed",
-            Counter::HeadsMapInsertFailed => "heads_map_insert_failed",
+            Counter::ConnectStorageFailed => "connect_storage_failed",
+            Counter::HeadsStorageFailed => "heads_storage_failed",
             Counter::PayloadReadFailed => "payload_read_failed",
         }
     }
@@ -320,6 +322,14 @@ pub struct KernelOffsets {
     pub dev_nd_net: u32,
     /// net.ns.inum (unsigned int).
     pub net_ns_inum: u32,
+    /// sock.__sk_common.skc_cookie (u64, 0 until first asked for).
+    pub sk_cookie: u32,
+    /// sock.sk_cgrp_data.cgroup (the socket's cgroup v2, pointer).
+    pub sk_cgroup: u32,
+    /// cgroup.kn (pointer).
+    pub cgroup_kn: u32,
+    /// kernfs_node.id (u64, the cgroup id).
+    pub kn_id: u32,
 }
 
 impl KernelOffsets {
@@ -340,6 +350,10 @@ impl KernelOffsets {
         skb_dev: OFFSET_MISSING,
         dev_nd_net: OFFSET_MISSING,
         net_ns_inum: OFFSET_MISSING,
+        sk_cookie: OFFSET_MISSING,
+        sk_cgroup: OFFSET_MISSING,
+        cgroup_kn: OFFSET_MISSING,
+        kn_id: OFFSET_MISSING,
     };
 }
 
@@ -364,7 +378,7 @@ mod tests {
         assert_eq!(size_of::<Heads>(), 40);
         assert_eq!(size_of::<ConnEvent>(), 88);
         assert_eq!(size_of::<DropEvent>(), 40);
-        assert_eq!(size_of::<KernelOffsets>(), 15 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
     }
 
     #[test]

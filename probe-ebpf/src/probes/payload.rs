@@ -1,16 +1,19 @@
 //! cgroup_skb on watched pods' cgroups: keeps the first bytes of each message per socket so
 //! userspace can name the protocol and read its error signal. Never drops a packet.
+//!
+//! Only the first payload packet after a change of direction is parsed; every other packet
+//! costs one socket-storage lookup.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::__sk_buff,
-    helpers::{bpf_get_socket_cookie, bpf_skb_load_bytes},
+    helpers::{bpf_sk_fullsock, bpf_skb_load_bytes},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use netdx_common::{Counter, HEAD_LEN, Heads};
+use netdx_common::{Counter, HEAD_LEN};
 
-use crate::maps::{HEADS, count};
+use crate::maps::{count, sock_state};
 
 const DIR_EGRESS: u8 = 1;
 const DIR_INGRESS: u8 = 2;
@@ -60,35 +63,33 @@ fn payload_offset(ctx: &SkBuffContext) -> Option<usize> {
 
 #[inline(always)]
 fn capture(ctx: &SkBuffContext, dir: u8) {
+    // SAFETY: the context pointer is valid for the program's run.
+    let sk = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: sk is the context's socket; the helper returns NULL for non-full sockets.
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return; // request or time-wait socket: no payload of interest
+    }
+    let Some(st) = sock_state(sk.cast(), true) else {
+        count(Counter::HeadsStorageFailed);
+        return;
+    };
+    let h = &mut st.heads;
+    if h.last_dir == dir {
+        return; // continuation of the same message
+    }
     let Some(off) = payload_offset(ctx) else {
         return;
     };
     let total = ctx.len() as usize;
     if off >= total {
-        return; // no payload (pure ACK, SYN, FIN)
+        return; // no payload (pure ACK, SYN, FIN): the direction has not changed
     }
     // In 1..=HEAD_LEN, written so the verifier can see it is never zero.
     let n = ((total - off - 1).min(HEAD_LEN - 1) & (HEAD_LEN - 1)) + 1;
-    // SAFETY: the skb pointer is the program's context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let h = match HEADS.get_ptr_mut(&cookie) {
-        Some(h) => h,
-        None => {
-            if HEADS.insert(&cookie, &Heads::default(), 0).is_err() {
-                count(Counter::HeadsMapInsertFailed);
-                return;
-            }
-            match HEADS.get_ptr_mut(&cookie) {
-                Some(h) => h,
-                None => return,
-            }
-        }
-    };
-    // SAFETY: map value pointer valid for the program's run.
-    let h = unsafe { &mut *h };
-    if h.last_dir == dir {
-        return; // continuation of the same message
-    }
     h.last_dir = dir;
     let mut buf = [0u8; HEAD_LEN];
     // SAFETY: buf has HEAD_LEN bytes and n <= HEAD_LEN.

@@ -1,7 +1,9 @@
 //! sock_send_length / sock_recv_length: the hot path.
 //!
 //! Both fire after every socket send/receive (write, send*, read, recv*, splice) with the
-//! socket and the byte count. A change of direction on a socket closes one exchange.
+//! socket and the byte count. A change of direction on a socket closes one exchange. A
+//! tracked socket costs one socket-storage lookup and one clock read per call; sockets of
+//! other pods cost the cgroup check only.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
@@ -12,7 +14,10 @@ use netdx_common::{ConnEventKind, Counter, EXF_EOF, ROLE_CLIENT, ROLE_SERVER};
 
 use crate::{
     kernel::{offsets, read},
-    maps::{PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SOCKS, SockState, TARGETS, count},
+    maps::{
+        PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, TARGETS, TRACK_IGNORED, TRACK_ON,
+        count, sock_state, targets_gen,
+    },
     records::{conn_event, flush_exchange, message_head},
 };
 
@@ -33,7 +38,7 @@ pub fn on_sock_recv(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
-    let sk: *const u8 = ctx.arg(0);
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
     if ret <= 0 {
         if ret == 0 && !is_send {
@@ -41,28 +46,25 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
         }
         return;
     }
-    // SAFETY: helper without arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if TARGETS.get_ptr(&cgroup_id).is_none() {
+    let st = match sock_state(sk, false) {
+        Some(st) if st.tracked == TRACK_ON => {
+            if st.targets_gen != targets_gen() && !still_watched(st) {
+                return;
+            }
+            st
+        }
+        Some(st) if st.tracked == TRACK_IGNORED => return,
+        _ => match track(sk, is_send) {
+            Some(st) => st,
+            None => return,
+        },
+    };
+    if st.closed != 0 {
         return;
     }
     count(Counter::SockEvents);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let key = sk as u64;
-    let st = match SOCKS.get_ptr_mut(&key) {
-        // SAFETY: map value pointer valid for the program's run.
-        Some(p) if unsafe { (*p).closed } == 0 && !stale_udp(sk, unsafe { &*p }) => unsafe {
-            &mut *p
-        },
-        // Unknown, a closed socket whose address was reused before it was destroyed, or a
-        // UDP socket (no close event to clean up after) whose address was reused.
-        _ => match track(sk, cgroup_id, is_send, now) {
-            // SAFETY: as above.
-            Some(p) => unsafe { &mut *p },
-            None => return,
-        },
-    };
     let request_dir = (st.role == ROLE_CLIENT) == is_send;
     let bytes = ret as u32;
     if request_dir {
@@ -74,10 +76,11 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
             st.req_start = now;
             st.req_bytes = 0;
             // The request's first packet has already passed the cgroup_skb hook.
-            let (head, len) = message_head(st.cookie, st.role == ROLE_CLIENT);
+            let (head, len) = message_head(st, st.role == ROLE_CLIENT);
             st.req_head = head;
             st.req_head_len = len;
         }
+        st.req_last = now;
         st.req_bytes = st.req_bytes.wrapping_add(bytes);
     } else {
         if st.phase == PHASE_IDLE {
@@ -99,33 +102,47 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     }
 }
 
-/// UDP sockets have no close tracepoint: their entry outlives them until LRU eviction, so a
-/// new socket at the same address must be told apart by its cookie (only UDP pays for it).
-#[inline(always)]
-fn stale_udp(sk: *const u8, st: &SockState) -> bool {
-    // SAFETY: sk is the tracepoint's typed socket pointer.
-    st.proto == IPPROTO_UDP && unsafe { bpf_get_socket_cookie(sk as *mut _) } != st.cookie
+/// Targets were removed since this socket last checked: is its pod still watched?
+#[inline(never)]
+fn still_watched(st: &mut SockState) -> bool {
+    if TARGETS.get_ptr(&st.cgroup_id).is_some() {
+        st.targets_gen = targets_gen();
+        true
+    } else {
+        // Forget the socket; if its pod is watched again, the next call tracks it afresh.
+        st.tracked = crate::maps::TRACK_NONE;
+        false
+    }
 }
 
 /// End of stream on a tracked socket closes its open exchange.
 #[inline(always)]
-fn on_eof(sk: *const u8) {
-    let key = sk as u64;
-    if let Some(p) = SOCKS.get_ptr_mut(&key) {
-        // SAFETY: map value pointer valid for the program's run.
-        flush_exchange(unsafe { &mut *p }, sk, EXF_EOF);
+fn on_eof(sk: *mut core::ffi::c_void) {
+    if let Some(st) = sock_state(sk, false)
+        && st.tracked == TRACK_ON
+    {
+        flush_exchange(st, sk, EXF_EOF);
     }
 }
 
 /// First sight of a socket of a watched pod: read its identity once and start tracking.
 #[inline(never)]
-fn track(sk: *const u8, cgroup_id: u64, is_send: bool, now: u64) -> Option<*mut SockState> {
+fn track(sk: *mut core::ffi::c_void, is_send: bool) -> Option<&'static mut SockState> {
+    // SAFETY: helper without arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    TARGETS.get_ptr(&cgroup_id)?;
     let o = offsets();
-    let proto = read::<u16>(sk, o.sk_protocol)? as u8;
+    let base = sk as *const u8;
+    let proto = read::<u16>(base, o.sk_protocol)? as u8;
+    let Some(st) = sock_state(sk, true) else {
+        count(Counter::SockStorageFailed);
+        return None;
+    };
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        st.tracked = TRACK_IGNORED;
         return None;
     }
-    let family = read::<u16>(sk, o.sk_family)? as u8;
+    let family = read::<u16>(base, o.sk_family)? as u8;
     // Sockets that connected while watched were tracked at SYN_SENT; other TCP sockets were
     // accepted. UDP has no handshake: the first direction decides.
     let role = if proto == IPPROTO_TCP || !is_send {
@@ -134,14 +151,43 @@ fn track(sk: *const u8, cgroup_id: u64, is_send: bool, now: u64) -> Option<*mut 
         ROLE_CLIENT
     };
     // SAFETY: sk is the tracepoint's typed struct sock pointer.
-    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
-    let st = SockState::new(cgroup_id, cookie, role, proto, family, 0);
-    let key = sk as u64;
-    if SOCKS.insert(&key, &st, 0).is_err() {
-        count(Counter::SockMapInsertFailed);
-        return None;
-    }
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    start(st, cgroup_id, cookie, role, proto, family, 0);
     count(Counter::SocketsTracked);
-    conn_event(ConnEventKind::Open, &st, sk, now, 0, 0, 0);
-    SOCKS.get_ptr_mut(&key)
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    conn_event(ConnEventKind::Open, st, base, now, 0, 0, 0);
+    Some(st)
+}
+
+/// (Re)starts tracking in a socket's storage; the message heads the payload programs may
+/// already have written are kept.
+#[inline(always)]
+pub fn start(
+    st: &mut SockState,
+    cgroup_id: u64,
+    cookie: u64,
+    role: u8,
+    proto: u8,
+    family: u8,
+    connect_start: u64,
+) {
+    st.cgroup_id = cgroup_id;
+    st.cookie = cookie;
+    st.req_start = 0;
+    st.req_last = 0;
+    st.resp_first = 0;
+    st.resp_last = 0;
+    st.connect_start = connect_start;
+    st.req_bytes = 0;
+    st.resp_bytes = 0;
+    st.targets_gen = targets_gen();
+    st.role = role;
+    st.phase = PHASE_IDLE;
+    st.proto = proto;
+    st.flags = 0;
+    st.family = family;
+    st.closed = 0;
+    st.req_head_len = 0;
+    st.tracked = TRACK_ON;
 }

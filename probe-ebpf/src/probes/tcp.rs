@@ -11,7 +11,8 @@ use netdx_common::{
 
 use crate::{
     kernel::{offsets, read},
-    maps::{SOCKS, SockState, TARGETS, count},
+    maps::{SockState, TARGETS, TRACK_ON, count, sock_state},
+    probes::socket::start,
     records::{conn_event, flush_exchange},
 };
 
@@ -19,17 +20,15 @@ const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 
-/// Looks up the state of a tracked socket.
+/// The state of a tracked socket.
 #[inline(always)]
-fn tracked(sk: *const u8) -> Option<&'static mut SockState> {
-    let key = sk as u64;
-    // SAFETY: map value pointer valid for the program's run.
-    SOCKS.get_ptr_mut(&key).map(|p| unsafe { &mut *p })
+fn tracked(sk: *mut core::ffi::c_void) -> Option<&'static mut SockState> {
+    sock_state(sk, false).filter(|st| st.tracked == TRACK_ON)
 }
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const u8 = ctx.arg(0);
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     if new == TCP_SYN_SENT {
@@ -46,7 +45,7 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
         let dur = now.saturating_sub(st.connect_start);
         st.connect_start = 0;
         if new == TCP_ESTABLISHED {
-            conn_event(ConnEventKind::ConnectOk, st, sk, now, dur, 0, new as u8);
+            conn_event(ConnEventKind::ConnectOk, st, sk.cast(), now, dur, 0, new as u8);
         } else {
             let flags = CF_CONNECTING
                 | if st.flags & EXF_RESET != 0 {
@@ -57,7 +56,7 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
             conn_event(
                 ConnEventKind::ConnectFail,
                 st,
-                sk,
+                sk.cast(),
                 now,
                 dur,
                 flags,
@@ -69,7 +68,7 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
     }
     if new == TCP_CLOSE && st.closed == 0 {
         flush_exchange(st, sk, EXF_CLOSED);
-        conn_event(ConnEventKind::Close, st, sk, now, 0, 0, old as u8);
+        conn_event(ConnEventKind::Close, st, sk.cast(), now, 0, 0, old as u8);
         st.closed = 1;
     }
     0
@@ -77,37 +76,26 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
 
 /// connect() runs in the caller's context, so the cgroup filter applies here.
 #[inline(always)]
-fn on_connect_start(sk: *const u8) {
+fn on_connect_start(sk: *mut core::ffi::c_void) {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if TARGETS.get_ptr(&cgroup_id).is_none() {
         return;
     }
-    let o = offsets();
-    let family = read::<u16>(sk, o.sk_family).unwrap_or(0) as u8;
-    // SAFETY: helpers; sk is the tracepoint's typed socket pointer.
-    let (now, cookie) = unsafe { (bpf_ktime_get_ns(), bpf_get_socket_cookie(sk as *mut _)) };
-    let st = SockState::new(cgroup_id, cookie, ROLE_CLIENT, 6, family, now);
-    let key = sk as u64;
-    if SOCKS.insert(&key, &st, 0).is_err() {
-        count(Counter::ConnectMapInsertFailed);
+    let family = read::<u16>(sk.cast(), offsets().sk_family).unwrap_or(0) as u8;
+    let Some(st) = sock_state(sk, true) else {
+        count(Counter::ConnectStorageFailed);
         return;
-    }
+    };
+    // SAFETY: helpers; sk is the tracepoint's typed socket pointer.
+    let (now, cookie) = unsafe { (bpf_ktime_get_ns(), bpf_get_socket_cookie(sk)) };
+    start(st, cgroup_id, cookie, ROLE_CLIENT, 6, family, now);
     count(Counter::SocketsTracked);
-}
-
-#[btf_tracepoint(function = "tcp_destroy_sock")]
-pub fn on_destroy(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const u8 = ctx.arg(0);
-    let key = sk as u64;
-    // Most sockets are not tracked: a failed remove is the common, expected case.
-    let _ = SOCKS.remove(&key);
-    0
 }
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn on_retransmit(ctx: BtfTracePointContext) -> i32 {
-    let sk: *const u8 = ctx.arg(0);
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
     if let Some(st) = tracked(sk) {
         let flags = if st.connect_start != 0 {
             CF_CONNECTING
@@ -116,7 +104,7 @@ pub fn on_retransmit(ctx: BtfTracePointContext) -> i32 {
         };
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        conn_event(ConnEventKind::Retransmit, st, sk, now, 0, flags, 0);
+        conn_event(ConnEventKind::Retransmit, st, sk.cast(), now, 0, flags, 0);
     }
     0
 }
@@ -134,7 +122,7 @@ pub fn on_reset_tx(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn on_reset(sk: *const u8, kind: ConnEventKind) {
+fn on_reset(sk: *mut core::ffi::c_void, kind: ConnEventKind) {
     // tcp_send_reset has no socket when answering a segment for an unknown connection.
     if sk.is_null() {
         return;
@@ -148,6 +136,6 @@ fn on_reset(sk: *const u8, kind: ConnEventKind) {
         };
         // SAFETY: helper without arguments.
         let now = unsafe { bpf_ktime_get_ns() };
-        conn_event(kind, st, sk, now, 0, flags, 0);
+        conn_event(kind, st, sk.cast(), now, 0, flags, 0);
     }
 }
