@@ -36,24 +36,42 @@ pub fn on_ingress(ctx: SkBuffContext) -> i32 {
     PASS
 }
 
-/// Offset of the L4 payload, or None for packets without one we understand.
+/// Offset of the L4 payload, or None for packets without one we understand. Headers are read
+/// directly from the packet's linear part, where the kernel keeps them.
 #[inline(always)]
 fn payload_offset(ctx: &SkBuffContext) -> Option<usize> {
+    let start = ctx.data();
+    let end = ctx.data_end();
     // SAFETY: the context pointer is valid for the program's run.
     let skb = ctx.as_ptr() as *const __sk_buff;
     let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
     let (l4, l4proto) = match proto {
         ETH_P_IP => {
-            let vihl: u8 = ctx.load(0).ok()?;
-            (usize::from(vihl & 0x0f) * 4, ctx.load::<u8>(9).ok()?)
+            if start + 20 > end {
+                return None;
+            }
+            // SAFETY: 20 bytes of packet checked above.
+            let (vihl, p) = unsafe { (*(start as *const u8), *((start + 9) as *const u8)) };
+            (usize::from(vihl & 0x0f) * 4, p)
         }
         // Extension headers are not followed: such packets are skipped.
-        ETH_P_IPV6 => (40, ctx.load::<u8>(6).ok()?),
+        ETH_P_IPV6 => {
+            if start + 40 > end {
+                return None;
+            }
+            // SAFETY: 40 bytes of packet checked above.
+            (40, unsafe { *((start + 6) as *const u8) })
+        }
         _ => return None,
     };
     match l4proto {
         IPPROTO_TCP => {
-            let doff: u8 = ctx.load(l4 + 12).ok()?;
+            let tcp = start + l4;
+            if tcp + 13 > end {
+                return None;
+            }
+            // SAFETY: 13 bytes of TCP header checked above.
+            let doff = unsafe { *((tcp + 12) as *const u8) };
             Some(l4 + usize::from(doff >> 4) * 4)
         }
         IPPROTO_UDP => Some(l4 + 8),
