@@ -51,9 +51,11 @@ struct SideAcc {
     resp_bytes: u64,
     latency: Option<DDSketch>,
     ttfb: Option<DDSketch>,
+    wait: Option<DDSketch>,
     srtt_sum: u64,
     srtt_n: u64,
     srtt_max: u32,
+    srtt_min: u32,
     l7_errors: u64,
     protocols: BTreeMap<String, u64>,
 }
@@ -79,6 +81,9 @@ impl SideAcc {
             self.ttfb
                 .get_or_insert_with(sketch)
                 .add(ex.ttfb_ns as f64 / 1e6);
+            self.wait
+                .get_or_insert_with(sketch)
+                .add(ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)) as f64 / 1e6);
         }
         if ex.flags & EXF_RESET != 0 {
             self.with_reset += 1;
@@ -101,6 +106,10 @@ impl SideAcc {
             self.srtt_sum += u64::from(ex.srtt_us);
             self.srtt_n += 1;
             self.srtt_max = self.srtt_max.max(ex.srtt_us);
+            self.srtt_min = match self.srtt_min {
+                0 => ex.srtt_us,
+                m => m.min(ex.srtt_us),
+            };
         }
     }
 
@@ -113,12 +122,14 @@ impl SideAcc {
             resp_bytes: self.resp_bytes,
             latency: self.latency.map(Latency::from_sketch).unwrap_or_default(),
             ttfb: self.ttfb.map(Latency::from_sketch).unwrap_or_default(),
+            wait: self.wait.map(Latency::from_sketch).unwrap_or_default(),
             srtt_us_mean: if self.srtt_n > 0 {
                 self.srtt_sum as f64 / self.srtt_n as f64
             } else {
                 0.0
             },
             srtt_us_max: self.srtt_max,
+            srtt_us_min: self.srtt_min,
             l7_errors: self.l7_errors,
             protocols: self.protocols,
         }

@@ -77,3 +77,55 @@ fn latency_matches_server_processing_time_and_gap_tracks_path_delay() {
         "gap grew by {growth} ms, injected {injected_ms}"
     );
 }
+
+#[test]
+fn wait_excludes_the_time_a_slow_request_takes_to_arrive() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
+    let processing_ms = 20.0;
+    let (server, _) = servers::echo(
+        &h.tb,
+        "backend",
+        7000,
+        &servers::EchoServer {
+            delay_us: 20_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // 64 KiB requests over 8 Mbit/s from the client's node: ~65 ms to arrive.
+    let _bw = faults::bandwidth(
+        &h.tb.nodes[0].netns,
+        "up0",
+        &netdx_testbed::topology::node_subnet(1),
+        8_000,
+    )
+    .unwrap();
+    h.close_windows();
+    let c = workloads::EchoClient {
+        connections: 1,
+        requests: 15,
+        req_size: 64 << 10,
+        ..Default::default()
+    };
+    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    let ws = h.close_windows();
+    let e = edge(&ws, "app", "backend", 7000);
+    let s = e
+        .iter()
+        .find_map(|e| e.server.as_ref())
+        .expect("server side");
+    eprintln!(
+        "server ttfb p50 {:.2} ms, wait p50 {:.2} ms",
+        s.ttfb.p50_ms, s.wait.p50_ms
+    );
+    assert!(
+        s.ttfb.p50_ms > processing_ms + 30.0,
+        "ttfb includes the upload: {}",
+        s.ttfb.p50_ms
+    );
+    assert!(
+        (s.wait.p50_ms - processing_ms).abs() <= processing_ms * 0.15 + 0.5,
+        "wait is the processing time: {}",
+        s.wait.p50_ms
+    );
+}

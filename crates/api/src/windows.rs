@@ -117,10 +117,17 @@ pub struct SideStats {
     pub latency: Latency,
     /// First request byte to first response byte.
     pub ttfb: Latency,
+    /// Last request byte to first response byte: the time the other side took to answer once
+    /// the whole request had passed this socket (on the server side, processing time).
+    #[serde(default)]
+    pub wait: Latency,
     /// Mean smoothed RTT of the sockets at exchange end, microseconds.
     pub srtt_us_mean: f64,
     /// Largest srtt seen, microseconds.
     pub srtt_us_max: u32,
+    /// Smallest srtt seen, microseconds (0 when none was seen).
+    #[serde(default)]
+    pub srtt_us_min: u32,
     /// Exchanges whose response carried the protocol's error signal (HTTP 5xx, RESP -ERR,
     /// PostgreSQL ErrorResponse, DNS rcode != 0, ...).
     pub l7_errors: u64,

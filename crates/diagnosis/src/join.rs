@@ -200,12 +200,17 @@ fn merge_side(acc: Option<SideStats>, s: &SideStats) -> SideStats {
         resp_bytes: a.resp_bytes + s.resp_bytes,
         latency: merge_latency(&a.latency, &s.latency),
         ttfb: merge_latency(&a.ttfb, &s.ttfb),
+        wait: merge_latency(&a.wait, &s.wait),
         srtt_us_mean: if total > 0.0 {
             (a.srtt_us_mean * weight(&a) + s.srtt_us_mean * weight(s)) / total
         } else {
             a.srtt_us_mean.max(s.srtt_us_mean)
         },
         srtt_us_max: a.srtt_us_max.max(s.srtt_us_max),
+        srtt_us_min: match (a.srtt_us_min, s.srtt_us_min) {
+            (0, m) | (m, 0) => m,
+            (x, y) => x.min(y),
+        },
         l7_errors: a.l7_errors + s.l7_errors,
         protocols: {
             let mut p = a.protocols.clone();
