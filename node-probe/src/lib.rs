@@ -1,6 +1,7 @@
 //! netdx node-probe: loads the eBPF programs, turns their records into per-window
 //! summaries of edges and pods, and serves them.
 pub mod btf;
+pub mod histogram;
 pub mod http;
 pub mod ingest;
 pub mod loader;

@@ -28,6 +28,17 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in discriminant order (`p as usize` indexes it).
+    pub const ALL: [Protocol; 7] = [
+        Protocol::Http,
+        Protocol::Redis,
+        Protocol::Postgres,
+        Protocol::Mysql,
+        Protocol::Memcached,
+        Protocol::Dns,
+        Protocol::Unknown,
+    ];
+
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -215,6 +226,28 @@ fn dns(req: &[u8], resp: &[u8]) -> Option<L7> {
 /// Classifies one exchange from the first bytes of its request and response.
 /// `udp` selects the datagram classifiers.
 pub fn classify(udp: bool, req: &[u8], resp: &[u8]) -> L7 {
+    classify_with_hint(None, udp, req, resp)
+}
+
+/// The parser of one protocol.
+fn parse_as(p: Protocol, req: &[u8], resp: &[u8]) -> Option<L7> {
+    match p {
+        Protocol::Http => http(req, resp),
+        Protocol::Redis => redis(req, resp),
+        Protocol::Postgres => postgres(req, resp),
+        Protocol::Mysql => mysql(req, resp),
+        Protocol::Memcached => memcached(req, resp),
+        Protocol::Dns => dns(req, resp),
+        Protocol::Unknown => None,
+    }
+}
+
+/// [`classify`], trying first the protocol the connection spoke last time: a connection
+/// rarely changes protocol, so the other parsers seldom run.
+pub fn classify_with_hint(hint: Option<Protocol>, udp: bool, req: &[u8], resp: &[u8]) -> L7 {
+    if let Some(l7) = hint.and_then(|p| parse_as(p, req, resp)) {
+        return l7;
+    }
     let found = if udp {
         dns(req, resp)
     } else {

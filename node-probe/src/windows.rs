@@ -6,6 +6,13 @@ use std::{
     sync::Arc,
 };
 
+use crate::{
+    histogram::LogHistogram,
+    pods::PodIndex,
+    podstats::PodSampler,
+    protocols::{Protocol, classify_with_hint},
+    records::Record,
+};
 use netdx_api::{
     targets::PodRef,
     windows::{
@@ -17,9 +24,9 @@ use netdx_common::{
     CF_CONNECTING, CF_RESET_SEEN, ConnEvent, ConnEventKind, DropEvent, EXF_NO_RESPONSE, EXF_RESET,
     Exchange, ROLE_CLIENT,
 };
-use sketches_ddsketch::{Config, DDSketch};
 
-use crate::{pods::PodIndex, podstats::PodSampler, protocols::classify, records::Record};
+/// Fast hashing for the per-record lookups (socket cookies are not attacker-chosen).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
@@ -28,7 +35,8 @@ const AF_INET6: u8 = 10;
 /// What userspace knows about one socket (by cookie).
 #[derive(Clone, Debug)]
 struct Conn {
-    edge: EdgeKey,
+    /// Index into the aggregator's edge table.
+    edge: usize,
     is_client: bool,
     /// Window sequence in which the socket closed; purged one window later so late
     /// events (a reset sent after close) still find it.
@@ -37,6 +45,8 @@ struct Conn {
     udp: bool,
     /// Last window with activity.
     last_seq: u64,
+    /// Protocol of the last classified exchange.
+    protocol: Option<Protocol>,
 }
 
 /// Idle windows after which a UDP socket is forgotten.
@@ -49,15 +59,15 @@ struct SideAcc {
     with_reset: u64,
     req_bytes: u64,
     resp_bytes: u64,
-    latency: Option<DDSketch>,
-    ttfb: Option<DDSketch>,
-    wait: Option<DDSketch>,
+    latency: LogHistogram,
+    ttfb: LogHistogram,
+    wait: LogHistogram,
     srtt_sum: u64,
     srtt_n: u64,
     srtt_max: u32,
     srtt_min: u32,
     l7_errors: u64,
-    protocols: BTreeMap<String, u64>,
+    protocols: [u64; Protocol::ALL.len()],
 }
 
 /// The valid part of a captured message head (the length comes from the kernel: clamp it).
@@ -65,32 +75,33 @@ fn head(b: &[u8; netdx_common::HEAD_LEN], n: u8) -> &[u8] {
     &b[..usize::from(n).min(b.len())]
 }
 
-fn sketch() -> DDSketch {
-    DDSketch::new(Config::defaults())
+/// Latency summary of a histogram of nanoseconds, in milliseconds (default when empty).
+fn latency_ms(h: &LogHistogram) -> Latency {
+    if h.count() == 0 {
+        return Latency::default();
+    }
+    Latency::from_sketch(h.to_sketch(1e6))
 }
 
 impl SideAcc {
-    fn add(&mut self, ex: &Exchange) {
+    /// Adds an exchange; returns its protocol.
+    fn add(&mut self, ex: &Exchange, hint: Option<Protocol>) -> Protocol {
         if ex.flags & EXF_NO_RESPONSE != 0 {
             self.no_response += 1;
         } else {
             self.exchanges += 1;
-            self.latency
-                .get_or_insert_with(sketch)
-                .add(ex.ttlb_ns as f64 / 1e6);
-            self.ttfb
-                .get_or_insert_with(sketch)
-                .add(ex.ttfb_ns as f64 / 1e6);
+            self.latency.record(ex.ttlb_ns);
+            self.ttfb.record(ex.ttfb_ns);
             self.wait
-                .get_or_insert_with(sketch)
-                .add(ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)) as f64 / 1e6);
+                .record(ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)));
         }
         if ex.flags & EXF_RESET != 0 {
             self.with_reset += 1;
         }
         self.req_bytes += u64::from(ex.req_bytes);
         self.resp_bytes += u64::from(ex.resp_bytes);
-        let l7 = classify(
+        let l7 = classify_with_hint(
+            hint,
             ex.proto == 17,
             head(&ex.req_head, ex.req_head_len),
             head(&ex.resp_head, ex.resp_head_len),
@@ -98,10 +109,7 @@ impl SideAcc {
         if l7.error {
             self.l7_errors += 1;
         }
-        *self
-            .protocols
-            .entry(l7.protocol.name().to_string())
-            .or_default() += 1;
+        self.protocols[l7.protocol as usize] += 1;
         if ex.srtt_us > 0 {
             self.srtt_sum += u64::from(ex.srtt_us);
             self.srtt_n += 1;
@@ -111,6 +119,7 @@ impl SideAcc {
                 m => m.min(ex.srtt_us),
             };
         }
+        l7.protocol
     }
 
     fn finish(self) -> SideStats {
@@ -120,9 +129,9 @@ impl SideAcc {
             with_reset: self.with_reset,
             req_bytes: self.req_bytes,
             resp_bytes: self.resp_bytes,
-            latency: self.latency.map(Latency::from_sketch).unwrap_or_default(),
-            ttfb: self.ttfb.map(Latency::from_sketch).unwrap_or_default(),
-            wait: self.wait.map(Latency::from_sketch).unwrap_or_default(),
+            latency: latency_ms(&self.latency),
+            ttfb: latency_ms(&self.ttfb),
+            wait: latency_ms(&self.wait),
             srtt_us_mean: if self.srtt_n > 0 {
                 self.srtt_sum as f64 / self.srtt_n as f64
             } else {
@@ -131,7 +140,12 @@ impl SideAcc {
             srtt_us_max: self.srtt_max,
             srtt_us_min: self.srtt_min,
             l7_errors: self.l7_errors,
-            protocols: self.protocols,
+            protocols: Protocol::ALL
+                .iter()
+                .zip(self.protocols)
+                .filter(|(_, n)| *n > 0)
+                .map(|(p, n)| (p.name().to_string(), n))
+                .collect(),
         }
     }
 }
@@ -144,13 +158,25 @@ struct EdgeAcc {
     connect_ms_sum: f64,
 }
 
+/// The accumulator of edge `id` in this window, created on first use.
+fn acc_mut(accs: &mut Vec<Option<EdgeAcc>>, id: usize) -> &mut EdgeAcc {
+    if accs.len() <= id {
+        accs.resize_with(id + 1, || None);
+    }
+    accs[id].get_or_insert_with(EdgeAcc::default)
+}
+
 /// Turns records into windows. Not thread-safe by itself; the ingest loop owns it.
 pub struct Aggregator {
     node: String,
     index: Arc<PodIndex>,
     drop_reasons: Arc<HashMap<u32, String>>,
-    conns: HashMap<u64, Conn>,
-    edges: HashMap<EdgeKey, EdgeAcc>,
+    conns: FastMap<u64, Conn>,
+    /// Edge table: sockets point into it by index; compacted at each window close.
+    edge_keys: Vec<EdgeKey>,
+    edge_ids: HashMap<EdgeKey, usize>,
+    /// This window's accumulators, by edge index (None: no activity yet).
+    accs: Vec<Option<EdgeAcc>>,
     pod_drops: HashMap<PodRef, BTreeMap<String, u64>>,
     pod_sockets: HashMap<PodRef, u64>,
     node_drops: BTreeMap<String, u64>,
@@ -189,8 +215,10 @@ impl Aggregator {
             node: node.into(),
             index,
             drop_reasons,
-            conns: HashMap::new(),
-            edges: HashMap::new(),
+            conns: FastMap::default(),
+            edge_keys: Vec::new(),
+            edge_ids: HashMap::new(),
+            accs: Vec::new(),
             pod_drops: HashMap::new(),
             pod_sockets: HashMap::new(),
             node_drops: BTreeMap::new(),
@@ -235,13 +263,16 @@ impl Aggregator {
         };
         conn.last_seq = self.seq;
         let is_client = conn.is_client;
-        let acc = self.edges.entry(conn.edge.clone()).or_default();
+        let acc = acc_mut(&mut self.accs, conn.edge);
         let side = if is_client {
             &mut acc.client
         } else {
             &mut acc.server
         };
-        side.get_or_insert_with(SideAcc::default).add(ex);
+        let p = side
+            .get_or_insert_with(SideAcc::default)
+            .add(ex, conn.protocol);
+        conn.protocol = (p != Protocol::Unknown).then_some(p);
     }
 
     fn conn_for(&mut self, ev: &ConnEvent) -> Conn {
@@ -272,12 +303,22 @@ impl Aggregator {
                 proto,
             }
         };
+        let edge = match self.edge_ids.get(&edge) {
+            Some(&id) => id,
+            None => {
+                let id = self.edge_keys.len();
+                self.edge_ids.insert(edge.clone(), id);
+                self.edge_keys.push(edge);
+                id
+            }
+        };
         let conn = Conn {
             edge,
             is_client,
             closed_in: None,
             udp: ev.proto == 17,
             last_seq: self.seq,
+            protocol: None,
         };
         // The first event of any socket (Open, or ConnectOk/Fail for ones seen connecting).
         if let Some(pod) = self.index.pod_of_cgroup(ev.cgroup_id) {
@@ -294,7 +335,7 @@ impl Aggregator {
         };
         let conn = self.conn_for(ev);
         let seq = self.seq;
-        let acc = self.edges.entry(conn.edge.clone()).or_default();
+        let acc = acc_mut(&mut self.accs, conn.edge);
         let l4 = &mut acc.l4;
         let ms = ev.duration_ns as f64 / 1e6;
         match kind {
@@ -351,6 +392,28 @@ impl Aggregator {
         }
     }
 
+    /// Keeps only the edges live sockets point to, renumbered.
+    fn compact_edges(&mut self) {
+        let mut remap: Vec<Option<usize>> = vec![None; self.edge_keys.len()];
+        let mut keys = Vec::new();
+        for c in self.conns.values_mut() {
+            let Some(slot) = remap.get_mut(c.edge) else {
+                continue;
+            };
+            c.edge = *slot.get_or_insert_with(|| {
+                keys.push(self.edge_keys[c.edge].clone());
+                keys.len() - 1
+            });
+        }
+        self.edge_ids = keys
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, k)| (k, i))
+            .collect();
+        self.edge_keys = keys;
+    }
+
     fn add_drop(&mut self, d: &DropEvent) {
         let reason = self
             .drop_reasons
@@ -377,8 +440,10 @@ impl Aggregator {
         sampler: &mut PodSampler,
     ) -> WindowReport {
         let end = unix_ms();
-        let edges = std::mem::take(&mut self.edges)
+        let edges = std::mem::take(&mut self.accs)
             .into_iter()
+            .enumerate()
+            .filter_map(|(id, acc)| Some((self.edge_keys.get(id)?.clone(), acc?)))
             .map(|(key, acc)| {
                 let mut l4 = acc.l4;
                 if l4.connects_ok > 0 {
@@ -418,6 +483,7 @@ impl Aggregator {
             c.closed_in.is_none_or(|s| s + 1 > seq)
                 && !(c.udp && c.last_seq + UDP_IDLE_WINDOWS < seq)
         });
+        self.compact_edges();
         self.health.kernel = kernel;
         let report = WindowReport {
             node: self.node.clone(),

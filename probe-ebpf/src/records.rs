@@ -75,7 +75,10 @@ pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flag
                 req_head_len: st.req_head_len,
                 resp_head_len,
                 _pad: [0; 2],
-                req_dur_ns: st.req_last.saturating_sub(st.req_start).min(u64::from(u32::MAX)) as u32,
+                req_dur_ns: st
+                    .req_last
+                    .saturating_sub(st.req_start)
+                    .min(u64::from(u32::MAX)) as u32,
                 req_head: st.req_head,
                 resp_head,
             });

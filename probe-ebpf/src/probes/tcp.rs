@@ -45,7 +45,15 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
         let dur = now.saturating_sub(st.connect_start);
         st.connect_start = 0;
         if new == TCP_ESTABLISHED {
-            conn_event(ConnEventKind::ConnectOk, st, sk.cast(), now, dur, 0, new as u8);
+            conn_event(
+                ConnEventKind::ConnectOk,
+                st,
+                sk.cast(),
+                now,
+                dur,
+                0,
+                new as u8,
+            );
         } else {
             let flags = CF_CONNECTING
                 | if st.flags & EXF_RESET != 0 {
