@@ -39,8 +39,19 @@ impl Default for Timeline {
             window: Duration::from_secs(2),
             warmup: 1,
             healthy: 3,
-            faulty: 4,
+            faulty: 6,
         }
+    }
+}
+
+/// Measured set-up and tear-down time of a scenario (cluster, servers, probes), seconds.
+const SCENARIO_OVERHEAD_SECS: f64 = 4.0;
+
+impl Timeline {
+    /// Expected wall time of one scenario.
+    pub fn scenario_secs(&self) -> f64 {
+        f64::from(self.warmup + self.healthy + self.faulty) * self.window.as_secs_f64()
+            + SCENARIO_OVERHEAD_SECS
     }
 }
 
@@ -133,6 +144,16 @@ pub fn run(out: &Path, filter: Option<&str>, t: &Timeline) -> anyhow::Result<()>
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.id.contains(f)))
         .collect();
+    let todo = scenarios
+        .iter()
+        .filter(|s| !out.join(format!("{}.jsonl", s.id)).exists())
+        .count();
+    eprintln!(
+        "{} scenarios ({todo} to run), about {:.0} min at {:.0} s each",
+        scenarios.len(),
+        todo as f64 * t.scenario_secs() / 60.0,
+        t.scenario_secs()
+    );
     let pb = ProgressBar::new(scenarios.len() as u64);
     pb.set_style(
         ProgressStyle::with_template(

@@ -90,39 +90,62 @@ pub struct Scenario {
     pub load: f64,
 }
 
-/// A class, its two intensities (label, knob) and the workloads that can show it.
-type CatalogEntry = (RootCause, [(&'static str, u32); 2], &'static [Workload]);
+/// A class, its intensities (label, knob) and the workloads that can show it.
+type CatalogEntry = (
+    RootCause,
+    &'static [(&'static str, u32)],
+    &'static [Workload],
+);
 
 /// Classes, intensities (label, knob) and the workloads they apply to. Classes whose signal a
-/// workload cannot show are left out for it (documented in the model card).
+/// workload cannot show are left out for it (documented in the model card): l7_errors on ndxe
+/// (an unknown protocol has no error signal, so its windows would be healthy-looking rows
+/// labelled l7_errors), server_app_slow on nginx (no delay knob).
+///
+/// Every intensity must bite on every workload listed: a fault that changes nothing is a
+/// healthy window with a fault label. Connection limits stay below the 4 concurrent connections
+/// each workload keeps to s1 (2 clients x 2), conntrack limits below the 8 it forwards through
+/// node-2. The classes the tree confused most (delay, jitter, bandwidth) get a third intensity.
 fn catalog() -> Vec<CatalogEntry> {
     use RootCause::*;
     use Workload::*;
     const ALL: &[Workload] = &[Ndxe, Redis, Http];
     vec![
-        (PathLoss, [("3pct", 3), ("10pct", 10)], ALL),
-        (PathDelay, [("5ms", 5_000), ("20ms", 20_000)], ALL),
-        (JitterReorder, [("8ms", 8_000), ("25ms", 25_000)], ALL),
-        (BandwidthLimit, [("2mbit", 2_000), ("500kbit", 500)], ALL),
-        (MtuBlackhole, [("1200B", 1200), ("600B", 600)], ALL),
-        (SynDroppedFirewall, [("50pct", 50), ("100pct", 100)], ALL),
-        (ConnectionRefused, [("50pct", 50), ("100pct", 100)], ALL),
+        (PathLoss, &[("3pct", 3), ("10pct", 10)], ALL),
+        (
+            PathDelay,
+            &[("5ms", 5_000), ("20ms", 20_000), ("10ms", 10_000)],
+            ALL,
+        ),
+        (
+            JitterReorder,
+            &[("8ms", 8_000), ("25ms", 25_000), ("15ms", 15_000)],
+            ALL,
+        ),
+        (
+            BandwidthLimit,
+            &[("2mbit", 2_000), ("500kbit", 500), ("1mbit", 1_000)],
+            ALL,
+        ),
+        (MtuBlackhole, &[("1200B", 1200), ("600B", 600)], ALL),
+        (SynDroppedFirewall, &[("50pct", 50), ("100pct", 100)], ALL),
+        (ConnectionRefused, &[("50pct", 50), ("100pct", 100)], ALL),
         (
             ServerAppSlow,
-            [("5ms", 5_000), ("30ms", 30_000)],
+            &[("5ms", 5_000), ("30ms", 30_000)],
             &[Ndxe, Redis],
         ),
-        (ServerCpuThrottled, [("2pct", 2_000), ("1pct", 1_000)], ALL),
+        (ServerCpuThrottled, &[("2pct", 2_000), ("1pct", 1_000)], ALL),
         (
             ListenBacklogOverflow,
-            [("50ms", 50), ("200ms", 200)],
+            &[("50ms", 50), ("200ms", 200)],
             &[Ndxe],
         ),
-        (ReceiverZeroWindow, [("all", 1), ("all2", 1)], &[Ndxe]),
-        (ServerReset, [("every5", 5), ("every1", 1)], &[Ndxe]),
-        (L7Errors, [("10pct", 10), ("50pct", 50)], &[Redis, Http]),
-        (ConnLimitExhausted, [("limit3", 3), ("limit1", 1)], ALL),
-        (ConntrackFull, [("max4", 4), ("max0", 0)], ALL),
+        (ReceiverZeroWindow, &[("all", 1), ("all2", 1)], &[Ndxe]),
+        (ServerReset, &[("every5", 5), ("every1", 1)], &[Ndxe]),
+        (L7Errors, &[("10pct", 10), ("50pct", 50)], &[Redis, Http]),
+        (ConnLimitExhausted, &[("limit3", 3), ("limit1", 1)], ALL),
+        (ConntrackFull, &[("max2", 2), ("max0", 0)], ALL),
     ]
 }
 
@@ -156,7 +179,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
         for w in workloads {
             for (i, (label, param)) in intensities.iter().enumerate() {
                 // Alternate load levels so faults are not tied to one rate.
-                let load = if i == 0 { 1.0 } else { 1.5 };
+                let load = [1.0, 1.5, 0.75][i % 3];
                 out.push(Scenario {
                     id: format!("{}-{}-{label}", w.name(), class.as_str()),
                     workload: *w,
@@ -186,12 +209,15 @@ pub struct World {
 }
 
 /// The client -> server pairs that carry traffic.
-pub const EDGES: [(&str, &str); 5] = [
+/// c1->s3 crosses the node-0/node-2 link too, so link faults degrade two edges (more rows,
+/// a real vote) and a node-2 fault four.
+pub const EDGES: [(&str, &str); 6] = [
     ("c1", "s1"),
     ("c2", "s1"),
     ("c1", "s2"),
     ("c2", "s2"),
     ("c2", "s3"),
+    ("c1", "s3"),
 ];
 
 fn start_server(
@@ -378,10 +404,24 @@ impl World {
                 let addr = self.addr("s1");
                 let w = self.workload;
                 let share = f64::from(p) / 100.0;
+                let script = l7_script(p)?;
                 for client in ["c1", "c2"] {
+                    let script = script.clone();
                     self.spawn_loop(move |tb| match w {
                         Workload::Http => {
-                            let _ = drive_once(tb, w, client, addr, share, "/status/500");
+                            // A steady mix (p% of requests answered 500) in every window, not
+                            // bursts that some windows miss (they were labelled l7_errors with
+                            // no error in them).
+                            let url = format!("http://{addr}/");
+                            let _ = tb.run(
+                                client,
+                                "timeout",
+                                &[
+                                    "30", "wrk", "-t", "1", "-c", "1", "-d", "1s", "-s", &script,
+                                    &url,
+                                ],
+                            );
+                            std::thread::sleep(Duration::from_millis(500));
                         }
                         _ => {
                             let n = (200.0 * share).max(1.0) as u64;
@@ -400,6 +440,19 @@ impl World {
             }
         })
     }
+}
+
+/// A wrk script sending `percent`% of requests to nginx's erroring location, the rest to `/`.
+fn l7_script(percent: u32) -> netdx_testbed::Result<String> {
+    let path = std::env::temp_dir().join(format!("netdx-l7-{percent}.lua"));
+    let body = format!(
+        "math.randomseed({percent})\nrequest = function()\n  if math.random(100) <= {percent} then\n    return wrk.format(nil, \"/status/500\")\n  end\n  return wrk.format(nil, \"/\")\nend\n"
+    );
+    std::fs::write(&path, body).map_err(|e| netdx_testbed::Error::Io {
+        what: "writing the wrk error-mix script".into(),
+        source: e,
+    })?;
+    Ok(path.display().to_string())
 }
 
 /// One bounded client run (~1 s) on an edge.
@@ -440,7 +493,9 @@ fn drive_once(
         }
         Workload::Http => {
             // wrk has no rate limit: short runs with pauses keep the load moderate.
-            let _ = workloads::wrk(tb, client, &format!("http://{addr}{path}"), 1, 1);
+            // Two connections per client, like the other workloads (4 concurrent to s1), so
+            // connection limits below 4 bite.
+            let _ = workloads::wrk(tb, client, &format!("http://{addr}{path}"), 2, 1);
             std::thread::sleep(Duration::from_millis((1500.0 / load.max(0.1)) as u64));
             Ok(())
         }

@@ -11,7 +11,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classifier, RootCause};
-use crate::features::{FEATURE_SCHEMA_VERSION, FeatureVector, feature_names};
+use crate::features::{
+    FEATURE_COUNT, FEATURE_SCHEMA_VERSION, Feature, FeatureVector, derive, feature_names,
+};
 use crate::{Error, Result};
 
 /// Format name in a dataset file's header line.
@@ -109,13 +111,19 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
             format!("format {:?}, expected {DATASET_FORMAT:?}", header.format),
         ));
     }
-    if header.feature_schema_version != FEATURE_SCHEMA_VERSION {
+    let names = feature_names();
+    // Files recorded with schema 2 (before wait and srtt min were captured) are upgraded on
+    // read: its columns are a prefix of schema 3's, see [`upgrade_v2`].
+    let legacy = header.feature_schema_version == LEGACY_SCHEMA_VERSION
+        && header.features.len() < names.len()
+        && names.starts_with(&header.features);
+    if header.feature_schema_version != FEATURE_SCHEMA_VERSION && !legacy {
         return Err(Error::SchemaMismatch {
             found: header.feature_schema_version,
             expected: FEATURE_SCHEMA_VERSION,
         });
     }
-    if header.features != feature_names() {
+    if !legacy && header.features != names {
         return Err(err(
             0,
             "feature names differ from this build's schema".into(),
@@ -127,11 +135,49 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
         if l.trim().is_empty() {
             continue;
         }
-        let row: LabeledRow = serde_json::from_str(&l).map_err(|e| err(i, e.to_string()))?;
+        let mut row: LabeledRow = serde_json::from_str(&l).map_err(|e| err(i, e.to_string()))?;
+        if legacy {
+            if row.features.len() != header.features.len() {
+                return Err(err(i, "row length differs from its header".into()));
+            }
+            upgrade_v2(&mut row.features);
+        }
         row.vector().map_err(|e| err(i, e.to_string()))?;
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The feature schema whose files [`read_jsonl`] still accepts, upgraded.
+pub const LEGACY_SCHEMA_VERSION: u32 = 2;
+
+/// Extends a schema-2 feature row to the current schema. The signals schema 2 did not record
+/// (wait, srtt min) read "not measured" (0, ratios 1); columns computable from schema-2 columns
+/// are computed (connect failure share, exchanges per successful connect assuming the dataset's
+/// 2 s windows, the derived combinations). Ratios of the computable columns to their baseline
+/// cannot be recovered and read 1.
+pub fn upgrade_v2(values: &mut Vec<f64>) {
+    let mut v = FeatureVector::default();
+    for (i, x) in values.iter().enumerate().take(FEATURE_COUNT) {
+        v.0[i] = *x;
+    }
+    for (_, ratio, _) in crate::features::tracked_ratios() {
+        if ratio.index() >= values.len() {
+            v.set(ratio, 1.0);
+        }
+    }
+    let fail = (v[Feature::ConnectRefusedRatio]
+        + v[Feature::ConnectTimeoutRatio]
+        + v[Feature::ConnectOtherRatio])
+        .min(1.0);
+    v.set(Feature::ConnectFailRatio, fail);
+    let ok_rate = v[Feature::ConnectRate] * (1.0 - fail);
+    v.set(
+        Feature::ExchangesPerOkConnect,
+        v[Feature::ExchangeRate] / ok_rate.max(0.5),
+    );
+    derive(&mut v);
+    *values = v.as_slice().to_vec();
 }
 
 /// Writes a dataset file.
@@ -532,5 +578,42 @@ mod tests {
         assert_eq!(e.excluded_transitional, 1);
         let loss = e.per_class.iter().find(|m| m.class == C::PathLoss).unwrap();
         assert_eq!((loss.recall, loss.support), (1.0, 2));
+    }
+
+    #[test]
+    fn schema_2_files_are_upgraded() {
+        let names = feature_names();
+        let old = LEGACY_SCHEMA_VERSION;
+        let n_old = Feature::ConnectMsMaxRatio.index() + 1;
+        let mut vals = vec![0.0; n_old];
+        vals[Feature::ExchangeRate.index()] = 100.0;
+        vals[Feature::ConnectRate.index()] = 10.0;
+        vals[Feature::ConnectRefusedRatio.index()] = 0.5;
+        vals[Feature::ExchangeRateRatio.index()] = 1.0;
+        vals[Feature::ClientP99Ratio.index()] = 1.0;
+        vals[Feature::RespBytesRateRatio.index()] = 1.0;
+        let header = format!(
+            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":{old},\"features\":{}}}",
+            serde_json::to_string(&names[..n_old]).unwrap()
+        );
+        let row = serde_json::json!({
+            "scenarioId": "s", "workload": "w", "intensity": "none", "fault": "healthy",
+            "target": "", "window": 0, "transitional": false, "features": vals,
+        });
+        let text = format!("{header}\n{row}\n");
+        let rows = read_jsonl(text.as_bytes()).unwrap();
+        let v = rows[0].vector().unwrap();
+        assert_eq!(rows[0].features.len(), FEATURE_COUNT);
+        assert_eq!(v[Feature::ConnectFailRatio], 0.5);
+        assert_eq!(v[Feature::ExchangesPerOkConnect], 20.0);
+        assert_eq!(v[Feature::ServerWaitRatio], 1.0);
+        assert_eq!(v[Feature::ServerWaitP99Ms], 0.0);
+        assert_eq!(v[Feature::ExchangeSurvival], 2.0);
+        // Another old version is still refused.
+        let other = text.replacen(&format!(":{old},"), ":1,", 1);
+        assert!(matches!(
+            read_jsonl(other.as_bytes()),
+            Err(Error::SchemaMismatch { found: 1, .. })
+        ));
     }
 }

@@ -17,7 +17,7 @@ use crate::join::{EdgeId, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 2;
+pub const FEATURE_SCHEMA_VERSION: u32 = 3;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,20 @@ features! {
     P99GapRatio = "p99_gap_ratio": "p99_gap_ms / its healthy baseline",
     SrttMeanRatio = "srtt_mean_ratio": "srtt_mean_ms / its healthy baseline",
     ConnectMsMaxRatio = "connect_ms_max_ratio": "connect_ms_max / its healthy baseline",
+    ServerWaitP99Ms = "server_wait_p99_ms": "server-side p99 of last request byte to first response byte, ms: pure processing time (0 without server view or when not recorded)",
+    WaitGapMs = "wait_gap_ms": "client wait p99 minus server wait p99, ms, floored at 0: network time after the request was sent, upload excluded (0 without both waits)",
+    SrttMinMs = "srtt_min_ms": "smallest smoothed RTT seen, ms (0 when not recorded)",
+    SrttRangeShare = "srtt_range_share": "(srtt max - srtt min) / srtt mean: RTT spread, high for jitter, low for a constant delay (0 when srtt min was not recorded)",
+    ConnectFailRatio = "connect_fail_ratio": "failed connection attempts (refused + timeout + other) / attempts (0 without attempts)",
+    ExchangesPerOkConnect = "exchanges_per_ok_connect": "completed exchanges / successful connects (exchanges when nothing connected): how much work established connections still carry",
+    NodeDropsQdisc = "node_drops_qdisc": "node-level drops with reason qdisc_drop (a rate limiter's queue overflowing), per second",
+    ServerWaitRatio = "server_wait_ratio": "server_wait_p99_ms / its healthy baseline: the server itself got slower",
+    WaitGapRatio = "wait_gap_ratio": "wait_gap_ms / its healthy baseline: the path got slower",
+    SrttMinRatio = "srtt_min_ratio": "srtt_min_ms / its healthy baseline: every packet is delayed (constant delay), not only some (jitter, queueing)",
+    SrttRangeRatio = "srtt_range_ratio": "srtt_range_share / its healthy baseline",
+    ExchangesPerOkConnectRatio = "exchanges_per_ok_connect_ratio": "exchanges_per_ok_connect / its healthy baseline: above 1 when new connects fail while established ones keep working",
+    ExchangeSurvival = "exchange_survival": "exchange_rate_ratio / max(1 - connect_fail_ratio, 0.05): about 1 when exchanges fall with the share of failed connects (refused), well above 1 when established connections keep working (connection limit), near 0 when everything stops",
+    LatencyPerThroughput = "latency_per_throughput": "client_p99_ratio / max(resp_bytes_rate_ratio, 0.01), at most 10000: latency rising while throughput is held at a ceiling (bandwidth limit) scores high",
 }
 
 /// Number of features (columns).
@@ -192,7 +206,7 @@ impl FeatureVector {
 
 /// A tracked feature, the ratio feature it feeds and the floor added to both sides of the
 /// ratio (its unit's noise level), so a near-zero baseline cannot blow the ratio up.
-const TRACKED: [(Feature, Feature, f64); 9] = [
+const TRACKED: [(Feature, Feature, f64); 14] = [
     (Feature::ExchangeRate, Feature::ExchangeRateRatio, 0.1),
     (Feature::RespBytesRate, Feature::RespBytesRateRatio, 100.0),
     (Feature::ClientP50Ms, Feature::ClientP50Ratio, 0.5),
@@ -202,10 +216,24 @@ const TRACKED: [(Feature, Feature, f64); 9] = [
     (Feature::P99GapMs, Feature::P99GapRatio, 0.5),
     (Feature::SrttMeanMs, Feature::SrttMeanRatio, 0.05),
     (Feature::ConnectMsMax, Feature::ConnectMsMaxRatio, 0.5),
+    (Feature::ServerWaitP99Ms, Feature::ServerWaitRatio, 0.05),
+    (Feature::WaitGapMs, Feature::WaitGapRatio, 0.2),
+    (Feature::SrttMinMs, Feature::SrttMinRatio, 0.05),
+    (Feature::SrttRangeShare, Feature::SrttRangeRatio, 0.1),
+    (
+        Feature::ExchangesPerOkConnect,
+        Feature::ExchangesPerOkConnectRatio,
+        1.0,
+    ),
 ];
 
 fn tracked() -> impl Iterator<Item = (Feature, Feature, f64)> {
     TRACKED.into_iter()
+}
+
+/// The tracked features: (raw feature, its ratio feature, floor).
+pub fn tracked_ratios() -> impl Iterator<Item = (Feature, Feature, f64)> {
+    tracked()
 }
 
 /// Smoothing factor of the baseline EWMA: about the last 10 healthy windows weigh in.
@@ -237,6 +265,13 @@ fn measured(f: Feature, v: &FeatureVector) -> bool {
         Feature::P99GapMs => client && server,
         Feature::SrttMeanMs => v[Feature::SrttMeanMs] > 0.0,
         Feature::ConnectMsMax => v[Feature::ConnectRate] > 0.0,
+        // The new signals read as 0 in windows recorded before they existed: not measured.
+        Feature::ServerWaitP99Ms => server && v[Feature::ServerWaitP99Ms] > 0.0,
+        Feature::WaitGapMs => client && server && v[Feature::ServerWaitP99Ms] > 0.0,
+        Feature::SrttMinMs | Feature::SrttRangeShare => v[Feature::SrttMinMs] > 0.0,
+        Feature::ExchangesPerOkConnect => {
+            v[Feature::ExchangeRate] > 0.0 || v[Feature::ConnectRate] > 0.0
+        }
         _ => true,
     }
 }
@@ -420,6 +455,34 @@ pub fn edge_features(
         },
     );
 
+    let srtt_min = views
+        .iter()
+        .map(|s| s.srtt_us_min)
+        .filter(|m| *m > 0)
+        .min()
+        .unwrap_or(0) as f64
+        / 1000.0;
+    v.set(Feature::SrttMinMs, srtt_min);
+    if srtt_min > 0.0 && srtt_mean > 0.0 {
+        v.set(
+            Feature::SrttRangeShare,
+            ((srtt_max - srtt_min) / srtt_mean).max(0.0),
+        );
+    }
+
+    // Wait excludes request upload: on the server it is processing time alone.
+    let server_wait = server.map_or(0.0, |s| s.wait.p99_ms);
+    v.set(Feature::ServerWaitP99Ms, server_wait);
+    if let (Some(c), true) = (client, server_wait > 0.0) {
+        v.set(Feature::WaitGapMs, (c.wait.p99_ms - server_wait).max(0.0));
+    }
+    let failed = (l4.connect_refused + l4.connect_timeout + l4.connect_failed_other) as f64;
+    v.set(Feature::ConnectFailRatio, div(failed, attempts));
+    v.set(
+        Feature::ExchangesPerOkConnect,
+        exchanges / (l4.connects_ok as f64).max(1.0),
+    );
+
     let drops = |pod: &Option<PodRef>| {
         pod.as_ref()
             .and_then(|p| window.pods.get(p))
@@ -477,6 +540,10 @@ pub fn edge_features(
     v.set(
         Feature::NodeDropsNetfilter,
         rate(node_drops(Some(DROP_REASONS[0]))),
+    );
+    v.set(
+        Feature::NodeDropsQdisc,
+        rate(node_drops(Some(DROP_REASONS[4]))),
     );
 
     let no_pod = PodView::default();
@@ -539,6 +606,21 @@ fn apply_baseline(v: &mut FeatureVector, baseline: Option<&Baseline>) {
         };
         v.set(ratio, r);
     }
+    derive(v);
+}
+
+/// Features computed from other columns only (so they can be recomputed for stored rows):
+/// combinations a single axis-aligned split cannot express.
+pub fn derive(v: &mut FeatureVector) {
+    let ok_share = (1.0 - v[Feature::ConnectFailRatio]).max(0.05);
+    v.set(
+        Feature::ExchangeSurvival,
+        v[Feature::ExchangeRateRatio] / ok_share,
+    );
+    v.set(
+        Feature::LatencyPerThroughput,
+        (v[Feature::ClientP99Ratio] / v[Feature::RespBytesRateRatio].max(0.01)).min(10_000.0),
+    );
 }
 
 #[cfg(test)]
@@ -806,6 +888,203 @@ mod tests {
         b.update(&v);
         let got = b.value(Feature::ExchangeRate).unwrap();
         assert!((got - (10.0 + BASELINE_ALPHA * 10.0)).abs() < 1e-9, "{got}");
+    }
+
+    /// `two_node_window` with the wait and srtt-min signals the probe records since schema 3.
+    fn window_with_waits(
+        server_wait_ms: f64,
+        client_wait_ms: f64,
+        srtt_min_us: u32,
+    ) -> JoinedWindow {
+        let mut w = two_node_window();
+        let e = &mut w.edges[0];
+        let c = e.client.as_mut().unwrap();
+        c.wait = latency(&[client_wait_ms; 100]);
+        c.srtt_us_min = srtt_min_us;
+        let s = e.server.as_mut().unwrap();
+        s.wait = latency(&[server_wait_ms; 100]);
+        s.srtt_us_min = srtt_min_us.saturating_add(200);
+        w
+    }
+
+    #[test]
+    fn wait_features_split_server_time_from_path_time() {
+        let w = window_with_waits(2.0, 3.0, 900);
+        let healthy = edge_features(&w, &w.edges[0], None);
+        assert!(approx(healthy[Feature::ServerWaitP99Ms], 2.0));
+        assert!(
+            // Each quantile is within 1% (DDSketch): the difference of two within ~5%.
+            (healthy[Feature::WaitGapMs] - 1.0).abs() < 0.05,
+            "{}",
+            healthy[Feature::WaitGapMs]
+        );
+        let mut b = Baseline::default();
+        for _ in 0..3 {
+            b.update(&healthy);
+        }
+        // The server got slower: its own wait rises, the gap stays.
+        let slow = window_with_waits(12.0, 13.0, 900);
+        let v = edge_features(&slow, &slow.edges[0], Some(&b));
+        assert!(
+            v[Feature::ServerWaitRatio] > 5.0,
+            "{}",
+            v[Feature::ServerWaitRatio]
+        );
+        assert!(
+            (v[Feature::WaitGapRatio] - 1.0).abs() < 0.1,
+            "{}",
+            v[Feature::WaitGapRatio]
+        );
+        // The path got slower: the gap rises, the server's wait stays.
+        let path = window_with_waits(2.0, 23.0, 900);
+        let v = edge_features(&path, &path.edges[0], Some(&b));
+        assert!(approx(v[Feature::ServerWaitRatio], 1.0));
+        assert!(
+            v[Feature::WaitGapRatio] > 10.0,
+            "{}",
+            v[Feature::WaitGapRatio]
+        );
+    }
+
+    #[test]
+    fn missing_new_signals_read_as_not_measured() {
+        // Windows recorded before wait and srtt min existed: zeros, and ratios "as usual".
+        let w = two_node_window();
+        let v = edge_features(&w, &w.edges[0], None);
+        assert_eq!(v[Feature::ServerWaitP99Ms], 0.0);
+        assert_eq!(v[Feature::WaitGapMs], 0.0);
+        assert_eq!(v[Feature::SrttMinMs], 0.0);
+        assert_eq!(v[Feature::SrttRangeShare], 0.0);
+        let mut b = Baseline::default();
+        for _ in 0..3 {
+            b.update(&v);
+        }
+        let v = edge_features(&w, &w.edges[0], Some(&b));
+        for f in [
+            Feature::ServerWaitRatio,
+            Feature::WaitGapRatio,
+            Feature::SrttMinRatio,
+            Feature::SrttRangeRatio,
+        ] {
+            assert_eq!(v[f], 1.0, "{f}");
+        }
+        // A baseline learnt without the signal does not turn a later measurement into a ratio.
+        let new = window_with_waits(2.0, 3.0, 900);
+        let v = edge_features(&new, &new.edges[0], Some(&b));
+        assert_eq!(v[Feature::ServerWaitRatio], 1.0);
+    }
+
+    #[test]
+    fn srtt_spread_tells_jitter_from_constant_delay() {
+        // srtt mean 1.5 ms, max 8 ms (two_node_window); min 0.9 ms.
+        let w = window_with_waits(2.0, 3.0, 900);
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(
+            approx(v[Feature::SrttMinMs], 0.9),
+            "{}",
+            v[Feature::SrttMinMs]
+        );
+        assert!(approx(v[Feature::SrttRangeShare], (8.0 - 0.9) / 1.5));
+        let mut b = Baseline::default();
+        for _ in 0..3 {
+            b.update(&v);
+        }
+        // Constant delay: every sample moves, min with it.
+        let mut d = window_with_waits(2.0, 3.0, 20_900);
+        let e = &mut d.edges[0];
+        for s in [e.client.as_mut().unwrap(), e.server.as_mut().unwrap()] {
+            s.srtt_us_mean += 20_000.0;
+            s.srtt_us_max += 20_000;
+        }
+        let v = edge_features(&d, &d.edges[0], Some(&b));
+        assert!(
+            v[Feature::SrttMinRatio] > 10.0,
+            "{}",
+            v[Feature::SrttMinRatio]
+        );
+        assert!(
+            v[Feature::SrttRangeRatio] < 0.5,
+            "{}",
+            v[Feature::SrttRangeRatio]
+        );
+        // Jitter: min stays, the range widens.
+        let mut j = window_with_waits(2.0, 3.0, 900);
+        let e = &mut j.edges[0];
+        for s in [e.client.as_mut().unwrap(), e.server.as_mut().unwrap()] {
+            s.srtt_us_max += 40_000;
+        }
+        let v = edge_features(&j, &j.edges[0], Some(&b));
+        assert!(
+            v[Feature::SrttMinRatio] < 1.2,
+            "{}",
+            v[Feature::SrttMinRatio]
+        );
+        assert!(
+            v[Feature::SrttRangeRatio] > 3.0,
+            "{}",
+            v[Feature::SrttRangeRatio]
+        );
+    }
+
+    #[test]
+    fn connect_failures_against_surviving_exchanges() {
+        // two_node_window: 10 attempts, 6 ok, 4 failed; 200 exchanges.
+        let w = two_node_window();
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(approx(v[Feature::ConnectFailRatio], 0.4));
+        assert!(approx(v[Feature::ExchangesPerOkConnect], 200.0 / 6.0));
+        // Without a baseline exchange_rate_ratio is 1: survival = 1 / ok share.
+        assert!(approx(v[Feature::ExchangeSurvival], 1.0 / 0.6));
+
+        let mut v = FeatureVector::default();
+        // Refused: exchanges fall with the connects.
+        v.set(Feature::ConnectFailRatio, 0.5);
+        v.set(Feature::ExchangeRateRatio, 0.5);
+        derive(&mut v);
+        assert!(approx(v[Feature::ExchangeSurvival], 1.0));
+        // Connection limit: established connections keep the exchanges going.
+        v.set(Feature::ConnectFailRatio, 0.9);
+        v.set(Feature::ExchangeRateRatio, 1.0);
+        derive(&mut v);
+        assert!(approx(v[Feature::ExchangeSurvival], 10.0));
+        // Everything refused and nothing completes.
+        v.set(Feature::ConnectFailRatio, 1.0);
+        v.set(Feature::ExchangeRateRatio, 0.0);
+        derive(&mut v);
+        assert_eq!(v[Feature::ExchangeSurvival], 0.0);
+    }
+
+    #[test]
+    fn latency_per_throughput_flags_a_ceiling() {
+        let mut v = FeatureVector::default();
+        v.set(Feature::ClientP99Ratio, 20.0);
+        v.set(Feature::RespBytesRateRatio, 0.1);
+        derive(&mut v);
+        assert!(approx(v[Feature::LatencyPerThroughput], 200.0));
+        v.set(Feature::RespBytesRateRatio, 0.0);
+        derive(&mut v);
+        assert!(
+            approx(v[Feature::LatencyPerThroughput], 2000.0),
+            "floored denominator"
+        );
+        v.set(Feature::ClientP99Ratio, 1e9);
+        derive(&mut v);
+        assert_eq!(v[Feature::LatencyPerThroughput], 10_000.0);
+    }
+
+    #[test]
+    fn node_qdisc_drops_have_a_column() {
+        let mut w = two_node_window();
+        w.node_drops
+            .entry("n1".into())
+            .or_default()
+            .insert("qdisc_drop".into(), 40);
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(
+            approx(v[Feature::NodeDropsQdisc], 4.0),
+            "{}",
+            v[Feature::NodeDropsQdisc]
+        );
     }
 
     #[test]

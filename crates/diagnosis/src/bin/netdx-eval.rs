@@ -35,6 +35,9 @@ struct Args {
     /// Deepest split level.
     #[arg(long, default_value_t = 16)]
     max_depth: usize,
+    /// Fewest (class-balanced) training weight in a leaf; see TrainParams.
+    #[arg(long)]
+    min_weight_leaf: Option<f32>,
 }
 
 fn inputs(args: &Args) -> std::io::Result<Vec<PathBuf>> {
@@ -204,6 +207,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
     let params = TrainParams {
         max_depth: Some(args.max_depth),
+        min_weight_leaf: args
+            .min_weight_leaf
+            .unwrap_or(TrainParams::default().min_weight_leaf),
         ..TrainParams::default()
     };
     let (card, model, heldout) = model_card(&rows, &params, &args.model_version)?;
