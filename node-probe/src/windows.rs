@@ -349,7 +349,9 @@ impl Aggregator {
                 l4.connect_ms_max = l4.connect_ms_max.max(ms);
                 if ev.err == ECONNREFUSED || ev.flags & CF_RESET_SEEN != 0 {
                     l4.connect_refused += 1;
-                } else if ev.err == ETIMEDOUT || ev.total_retrans > 0 {
+                } else if ev.err == ETIMEDOUT || ev.err == 0 || ev.total_retrans > 0 {
+                    // err 0: the application gave up (its own connect timeout, often shorter
+                    // than the first SYN retransmit) before any answer came: no answer.
                     l4.connect_timeout += 1;
                 } else {
                     l4.connect_failed_other += 1;

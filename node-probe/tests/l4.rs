@@ -122,6 +122,28 @@ fn dropped_syns_give_connect_timeouts() {
 }
 
 #[test]
+fn connects_abandoned_before_any_syn_retransmit_count_as_timeouts() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
+    let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
+    let backend_ns = h.tb.pod("backend").unwrap().netns.clone();
+    h.close_windows();
+    let _fw = faults::drop_syn(&backend_ns, 7000, 100).unwrap();
+    // The application's own connect timeout (300 ms) fires before the first SYN retransmit.
+    let c = workloads::EchoClient {
+        connections: 3,
+        requests: 3,
+        connect_timeout_ms: 300,
+        ..Default::default()
+    };
+    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    let s = l4(&h, "app", "backend", 7000);
+    eprintln!("{s:?}");
+    assert_eq!(s.connect_timeout, 3, "{s:?}");
+    assert_eq!(s.syn_retrans, 0, "{s:?}");
+    assert_eq!(s.connect_refused + s.connect_failed_other, 0, "{s:?}");
+}
+
+#[test]
 fn server_abort_gives_resets_on_both_sides() {
     let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
     let (server, _) = servers::echo(

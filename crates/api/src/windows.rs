@@ -143,7 +143,8 @@ pub struct L4Stats {
     pub connects_ok: u64,
     /// Active opens answered with a reset (ECONNREFUSED).
     pub connect_refused: u64,
-    /// Active opens that timed out (no answer to the SYN).
+    /// Active opens that timed out or were abandoned by the application with no answer to
+    /// the SYN.
     pub connect_timeout: u64,
     /// Active opens abandoned or failed otherwise.
     pub connect_failed_other: u64,
