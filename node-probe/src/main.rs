@@ -8,6 +8,7 @@ use node_probe::{
     ingest::{Agent, AgentConfig},
     loader::{ProbeConfig, ProgramSet},
     push::{DEFAULT_OUTBOX, Pusher},
+    targets_client::{DEFAULT_CACHE, TargetsClient},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -18,9 +19,14 @@ struct Args {
     /// Node name this probe stands for.
     #[arg(long, env = "NODE_NAME")]
     node: String,
-    /// JSON target set (pods to watch); re-read when it changes.
-    #[arg(long, env = "NETDX_TARGETS")]
-    targets: PathBuf,
+    /// JSON target set (pods to watch); re-read when it changes. With --targets-url it is
+    /// where the fetched set is cached (default /var/run/netdx/targets.json).
+    #[arg(long, env = "NETDX_TARGETS", required_unless_present = "targets_url")]
+    targets: Option<PathBuf>,
+    /// Cluster mode: fetch the target set from this operator (http://host:port) every few
+    /// seconds instead of reading a file someone else writes.
+    #[arg(long, env = "NETDX_TARGETS_URL")]
+    targets_url: Option<String>,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:9464")]
     listen: SocketAddr,
@@ -40,7 +46,7 @@ struct Args {
     /// Cluster mode: POST every closed window to this operator (http://host:port).
     #[arg(long, env = "NETDX_PUSH_TO")]
     push_to: Option<String>,
-    /// ServiceAccount token presented to the operator.
+    /// ServiceAccount token presented to the operator (windows and targets).
     #[arg(
         long,
         env = "NETDX_TOKEN_FILE",
@@ -60,7 +66,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let mut cfg = AgentConfig::new(&args.node, &args.targets);
+    let targets_file = args
+        .targets
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
+    let mut cfg = AgentConfig::new(&args.node, &targets_file);
     cfg.window = Duration::from_secs(args.window_secs);
     cfg.node_netns = Some(args.node_netns.clone());
     cfg.probe = ProbeConfig {
@@ -73,7 +83,36 @@ async fn main() -> anyhow::Result<()> {
         .as_deref()
         .map(|url| Pusher::new(url, args.token_file.clone(), args.push_buffer))
         .transpose()?;
+    let mut fetcher = args
+        .targets_url
+        .as_deref()
+        .map(|url| {
+            TargetsClient::new(
+                url,
+                &args.node,
+                args.token_file.clone(),
+                targets_file.clone(),
+            )
+        })
+        .transpose()?;
+    // One fetch before the agent starts, so it begins with the operator's set; if the operator
+    // is not there yet, a set cached by an earlier run (or an empty one) stands in.
+    let mut first_failure = None;
+    if let Some(f) = fetcher.as_mut()
+        && let Err(e) = f.sync_once().await
+    {
+        tracing::warn!(error = %e, cache = %f.cache().display(), "first target fetch failed; starting from the cached set");
+        first_failure = Some(e.metric_label());
+        f.ensure_cache().context("writing the targets cache")?;
+    }
     let agent = Agent::start(cfg).context("starting the probe")?;
+    if let Some(f) = fetcher {
+        tracing::info!(from = ?args.targets_url, cache = %f.cache().display(), "fetching targets from the operator");
+        if let (Some(reason), Ok(mut m)) = (first_failure, agent.shared.metrics.lock()) {
+            m.targets_fetch_failed(reason);
+        }
+        tokio::spawn(f.run(agent.shared.clone()));
+    }
     if let Some(p) = pusher {
         tracing::info!(to = ?args.push_to, "pushing windows to the operator");
         tokio::spawn(p.run(agent.shared.clone()));

@@ -65,6 +65,8 @@ pub struct Metrics {
     pushed: Counter,
     push_dropped: Counter,
     push_failures: Family<NameLabels, Counter>,
+    targets_fetched: Counter,
+    targets_fetch_failures: Family<NameLabels, Counter>,
     last_pipeline: HashMap<String, u64>,
 }
 
@@ -82,6 +84,8 @@ impl Default for Metrics {
             pushed: Counter::default(),
             push_dropped: Counter::default(),
             push_failures: Family::default(),
+            targets_fetched: Counter::default(),
+            targets_fetch_failures: Family::default(),
             last_pipeline: HashMap::new(),
             registry: Registry::default(),
         };
@@ -130,6 +134,16 @@ impl Default for Metrics {
             "probe_push_failures",
             "Failed pushes to the operator (retried, or refused and dropped)",
             m.push_failures.clone(),
+        );
+        registry.register(
+            "probe_targets_fetches",
+            "Target sets fetched from the operator",
+            m.targets_fetched.clone(),
+        );
+        registry.register(
+            "probe_targets_fetch_failures",
+            "Failed target fetches, by reason (the last good set stays in use)",
+            m.targets_fetch_failures.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -235,6 +249,20 @@ impl Metrics {
         let name = if refused { "refused" } else { "retried" };
         self.push_failures
             .get_or_create(&NameLabels { name: name.into() })
+            .inc();
+    }
+
+    /// Counts a target set fetched from the operator.
+    pub fn targets_fetched(&mut self) {
+        self.targets_fetched.inc();
+    }
+
+    /// Counts a failed target fetch under its reason.
+    pub fn targets_fetch_failed(&mut self, reason: &str) {
+        self.targets_fetch_failures
+            .get_or_create(&NameLabels {
+                name: reason.into(),
+            })
             .inc();
     }
 

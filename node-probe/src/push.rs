@@ -7,13 +7,11 @@ use std::{collections::VecDeque, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::Full;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use netdx_api::windows::WindowReport;
 use tracing::{debug, warn};
 
 use crate::ingest::Shared;
+use crate::operator_client::{ChannelError, OperatorClient};
 
 /// Default number of windows kept while the operator is unreachable (10 min of 10 s windows).
 pub const DEFAULT_OUTBOX: usize = 60;
@@ -21,30 +19,16 @@ pub const DEFAULT_OUTBOX: usize = 60;
 const POLL: Duration = Duration::from_secs(1);
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// One POST may not take longer than this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a push did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// The operator URL is not a plain-HTTP URL.
-    #[error("operator URL {0:?}: {1}")]
-    Url(String, &'static str),
-    /// The token file could not be read.
-    #[error("reading token {path}: {source}")]
-    Token {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The URL, the token or the connection failed.
+    #[error("posting windows: {0}")]
+    Channel(#[from] ChannelError),
     /// The windows could not be serialised.
     #[error("serialising windows: {0}")]
     Encode(#[source] serde_json::Error),
-    /// Connecting or sending failed, or took too long.
-    #[error("posting windows: {0}")]
-    Transport(String),
     /// The operator answered with an error worth retrying (5xx, 401, 403, 429).
     #[error("operator answered {0}")]
     Retry(StatusCode),
@@ -103,9 +87,8 @@ impl Outbox {
 
 /// Delivers windows to the operator.
 pub struct Pusher {
-    client: Client<HttpConnector, Full<Bytes>>,
+    operator: OperatorClient,
     endpoint: Uri,
-    token_file: PathBuf,
     /// Windows not delivered yet.
     pub outbox: Outbox,
 }
@@ -113,18 +96,10 @@ pub struct Pusher {
 impl Pusher {
     /// A pusher to the operator at `base` (e.g. `http://netdx-operator.netdx-system:8080`).
     pub fn new(base: &str, token_file: PathBuf, outbox: usize) -> Result<Self, PushError> {
-        let url = |why| PushError::Url(base.to_string(), why);
-        if !base.starts_with("http://") {
-            // The in-cluster Service speaks plain HTTP; TLS would need a CA bundle to trust.
-            return Err(url("only http:// is supported"));
-        }
-        let endpoint: Uri = format!("{}/v1/windows", base.trim_end_matches('/'))
-            .parse()
-            .map_err(|_| url("not a valid URL"))?;
+        let operator = OperatorClient::new(base, token_file)?;
         Ok(Pusher {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            endpoint,
-            token_file,
+            endpoint: operator.endpoint("/v1/windows")?,
+            operator,
             outbox: Outbox::new(outbox),
         })
     }
@@ -136,24 +111,11 @@ impl Pusher {
         if n == 0 {
             return Ok(0);
         }
-        // Re-read every time: projected ServiceAccount tokens are rotated by the kubelet.
-        let token =
-            std::fs::read_to_string(&self.token_file).map_err(|source| PushError::Token {
-                path: self.token_file.clone(),
-                source,
-            })?;
         let batch: Vec<&WindowReport> = self.outbox.pending().collect();
         let body = serde_json::to_vec(&batch).map_err(PushError::Encode)?;
-        let req = Request::post(self.endpoint.clone())
-            .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| PushError::Transport(e.to_string()))?;
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(req))
-            .await
-            .map_err(|_| PushError::Transport("timed out".into()))?
-            .map_err(|e| PushError::Transport(e.to_string()))?;
-        let status = answer.status();
+        let req =
+            Request::post(self.endpoint.clone()).header(header::CONTENT_TYPE, "application/json");
+        let (status, _) = self.operator.send(req, Bytes::from(body)).await?;
         if status.is_success() {
             self.outbox.remove_oldest(n);
             Ok(n)
@@ -252,12 +214,6 @@ mod tests {
             0,
             "capacity is at least one"
         );
-    }
-
-    #[test]
-    fn only_plain_http_urls() {
-        assert!(Pusher::new("https://op:8080", "/t".into(), 1).is_err());
-        assert!(Pusher::new("http://op:8080/", "/t".into(), 1).is_ok());
     }
 
     /// What the fake operator saw: (authorization header, windows in the body).

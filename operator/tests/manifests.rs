@@ -282,6 +282,74 @@ fn node_probe_has_only_the_capabilities_it_needs() {
 }
 
 #[test]
+fn node_probe_fetches_its_targets_from_the_operator_service() {
+    let ds: DaemonSet = one("DaemonSet", "netdx-node-probe");
+    let pod = ds.spec.template.spec.expect("pod spec");
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["node-probe"], "no targets-sync sidecar");
+    let probe = &pod.containers[0];
+    let args: BTreeMap<&str, &str> = probe
+        .args
+        .iter()
+        .flatten()
+        .filter_map(|a| a.strip_prefix("--")?.split_once('='))
+        .collect();
+    let svc: Service = one("Service", "netdx-operator");
+    let spec = svc.spec.expect("service spec");
+    let port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .expect("operator http port")
+        .port;
+    let operator = format!("http://netdx-operator.netdx-system.svc:{port}");
+    assert_eq!(args.get("targets-url"), Some(&operator.as_str()));
+    assert_eq!(
+        args.get("push-to"),
+        Some(&operator.as_str()),
+        "windows go to the same operator"
+    );
+    // The cache file lives on the one writable mount (the root filesystem is read-only).
+    let cache = args.get("targets").expect("--targets names the cache");
+    let writable: Vec<&str> = probe
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| !m.read_only.unwrap_or(false))
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(writable.len(), 1, "one writable mount: {writable:?}");
+    assert!(
+        cache.starts_with(&format!("{}/", writable[0])),
+        "{cache} on {writable:?}"
+    );
+    let cache_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            probe
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == v.name && m.mount_path == writable[0])
+        })
+        .expect("cache volume");
+    assert!(cache_volume.empty_dir.is_some(), "cache on an emptyDir");
+    let env: BTreeSet<&str> = probe
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(
+        env.contains("NODE_NAME"),
+        "the node whose targets are fetched"
+    );
+}
+
+#[test]
 fn operator_rbac_is_least_privilege() {
     let role: ClusterRole = one("ClusterRole", "netdx-operator");
     let mut grants = BTreeSet::new();
