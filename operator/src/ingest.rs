@@ -17,6 +17,7 @@ use tracing::{debug, info_span, warn};
 
 use crate::classifier::ClassifierSlot;
 use crate::metrics::Metrics;
+use crate::services::{ServiceIndex, ServiceWatch, route_through_services};
 
 /// Largest request body accepted on /v1/windows (a busy node's window is well under 1 MiB; a
 /// batch of buffered windows can be tens of them).
@@ -181,13 +182,15 @@ impl WindowStore {
     }
 
     /// Diagnoses, oldest first, the windows that every `expected` node reported or whose
-    /// grace period is over at `now_ms`.
+    /// grace period is over at `now_ms`; `services` gives the Service VIPs (asked only when a
+    /// window is ready).
     pub fn close_ready(
         &mut self,
         expected: &BTreeSet<String>,
         now_ms: u64,
         grace: Duration,
         classifier: &dyn Classifier,
+        services: &dyn Fn() -> ServiceIndex,
     ) -> Vec<Arc<DiagnosedWindow>> {
         let grace_ms = grace.as_millis() as u64;
         let overflow = self.open.len().saturating_sub(MAX_OPEN_WINDOWS);
@@ -203,6 +206,7 @@ impl WindowStore {
             .map(|(_, (k, _))| *k)
             .collect();
         let mut out = Vec::new();
+        let mut index = None;
         for key in ready {
             let Some(w) = self.open.remove(&key) else {
                 continue;
@@ -210,7 +214,8 @@ impl WindowStore {
             let (len, start) = key;
             let c = self.closed_until.entry(len).or_insert(start);
             *c = (*c).max(start);
-            out.push(self.diagnose(start, w, classifier));
+            let index = index.get_or_insert_with(services);
+            out.push(self.diagnose(start, w, classifier, index));
         }
         out
     }
@@ -220,20 +225,30 @@ impl WindowStore {
         start_ms: u64,
         w: OpenWindow,
         classifier: &dyn Classifier,
+        services: &ServiceIndex,
     ) -> Arc<DiagnosedWindow> {
         let _span = info_span!("window", start_ms, nodes = w.reports.len()).entered();
         let nodes: Vec<String> = w.reports.keys().cloned().collect();
-        let reports: Vec<WindowReport> = w.reports.into_values().collect();
-        let joined = join(&reports);
-        let findings = diagnose(&joined, &mut self.baselines, classifier);
-        // The localizer names edges by their display form; map those back to the pods.
+        let mut reports: Vec<WindowReport> = w.reports.into_values().collect();
+        // Client edges to Service VIPs must meet their backends' server views in the join.
+        let routing = route_through_services(&mut reports, services);
+        let mut joined = join(&reports);
+        routing.place(&mut joined);
+        let mut findings = diagnose(&joined, &mut self.baselines, classifier);
+        for f in &mut findings {
+            routing.name_services(f);
+        }
+        // The localizer names edges by their display form; map those back to the pods (for a
+        // Service edge, its backends too).
         let edge_pods: BTreeMap<String, Vec<PodRef>> = joined
             .edges
             .iter()
             .map(|e| {
+                let id = e.id();
                 let pods = [&e.key.client.pod, &e.key.server.pod]
                     .into_iter()
                     .flatten()
+                    .chain(routing.backend_pods(&id))
                     .cloned()
                     .collect();
                 (e.key.to_string(), pods)
@@ -306,6 +321,8 @@ pub struct Ingest {
     classifier: Arc<ClassifierSlot>,
     grace: Duration,
     incidents: mpsc::Sender<Arc<DiagnosedWindow>>,
+    /// Services and EndpointSlices to join client edges to VIPs; none outside a cluster.
+    services: Option<ServiceWatch>,
 }
 
 impl Default for Ingest {
@@ -328,8 +345,15 @@ impl Ingest {
             classifier,
             grace,
             incidents: tx,
+            services: None,
         };
         (ingest, rx)
+    }
+
+    /// Resolves Service VIPs through `services` when joining windows.
+    pub fn with_services(mut self, services: ServiceWatch) -> Self {
+        self.services = Some(services);
+        self
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, WindowStore> {
@@ -366,9 +390,19 @@ impl Ingest {
     /// Diagnoses the windows that are complete now and hands them to the incident writer.
     pub fn close(&self, expected: &BTreeSet<String>, metrics: &Metrics) {
         let classifier = self.classifier.current();
-        let done = self
-            .store()
-            .close_ready(expected, unix_ms(), self.grace, classifier.as_ref());
+        let services = || {
+            self.services
+                .as_ref()
+                .map(ServiceWatch::index)
+                .unwrap_or_default()
+        };
+        let done = self.store().close_ready(
+            expected,
+            unix_ms(),
+            self.grace,
+            classifier.as_ref(),
+            &services,
+        );
         for w in done {
             metrics.windows_diagnosed.inc();
             if let Err(mpsc::error::TrySendError::Full(w)) = self.incidents.try_send(w) {
@@ -390,6 +424,7 @@ impl Ingest {
 pub(crate) mod tests {
     use super::*;
     use netdx_api::windows::{EdgeKey, EdgeWindow, Endpoint, L4Stats, SideStats};
+    use netdx_diagnosis::classes::InstanceKind;
     use netdx_diagnosis::rules::RuleTree;
 
     fn pod(name: &str) -> PodRef {
@@ -444,6 +479,99 @@ pub(crate) mod tests {
         ["node-1".to_string(), "node-2".to_string()].into()
     }
 
+    /// No Services known (outside a cluster).
+    fn no_vips() -> ServiceIndex {
+        ServiceIndex::default()
+    }
+
+    /// [`report`], but node-1's client calls web-1 -> Service `default/web` (10.96.0.10:80),
+    /// and `node` (a server node) reports the server view of `server` (name, IP).
+    fn via_vip(node: &str, server: (&str, &str), start_ms: u64) -> WindowReport {
+        let mut r = report(node, start_ms, 40);
+        let key = &mut r.edges[0].key;
+        if node == "node-1" {
+            key.server = Endpoint {
+                pod: None,
+                ip: "10.96.0.10".into(),
+            };
+            key.port = 80;
+        } else {
+            key.server = Endpoint {
+                pod: Some(pod(server.0)),
+                ip: server.1.into(),
+            };
+            // The server's node does not know the remote client's pod.
+            key.client.pod = None;
+        }
+        r
+    }
+
+    #[test]
+    fn a_client_edge_to_a_service_vip_joins_its_backend() {
+        let rules = RuleTree::new();
+        let web2 = ("web-2", "10.0.2.7");
+        let feed = |s: &mut WindowStore| {
+            s.add(via_vip("node-1", web2, 3_000_000)).expect("added");
+            s.add(via_vip("node-2", web2, 3_000_000)).expect("added");
+        };
+        let index = crate::services::tests::index(&[("web-2", "10.0.2.7", true)]);
+
+        // Without the Service: the client's edge and the server's never meet.
+        let mut apart = WindowStore::default();
+        feed(&mut apart);
+        let done = apart.close_ready(&nodes(), 3_010_000, DEFAULT_GRACE, &rules, &no_vips);
+        assert_eq!(done[0].edges.len(), 2, "two half edges");
+
+        let mut s = WindowStore::default();
+        feed(&mut s);
+        let done = s.close_ready(&nodes(), 3_010_000, DEFAULT_GRACE, &rules, &|| {
+            index.clone()
+        });
+        let w = &done[0];
+        assert_eq!(w.edges.len(), 1, "client and server views joined");
+        assert_eq!(w.edges[0].client, Some(pod("web-1")));
+        assert_eq!(w.edges[0].server, Some(pod("web-2")));
+        let f = &w.findings.first().expect("a finding").finding;
+        assert_eq!(f.root_cause.as_str(), "connection_refused");
+        assert_eq!(
+            (f.instance.kind, f.instance.name.as_str()),
+            (InstanceKind::Pod, "default/web-2"),
+            "the finding names the backend pod"
+        );
+    }
+
+    #[test]
+    fn a_service_with_several_backends_is_judged_as_a_unit() {
+        let rules = RuleTree::new();
+        let index = crate::services::tests::index(&[
+            ("web-2", "10.0.2.7", true),
+            ("web-3", "10.0.3.9", true),
+        ]);
+        let mut s = WindowStore::default();
+        s.add(via_vip("node-1", ("", ""), 4_000_000))
+            .expect("added");
+        s.add(via_vip("node-2", ("web-2", "10.0.2.7"), 4_000_000))
+            .expect("added");
+        s.add(via_vip("node-3", ("web-3", "10.0.3.9"), 4_000_000))
+            .expect("added");
+        let three: BTreeSet<String> = ["node-1", "node-2", "node-3"].map(String::from).into();
+        let done = s.close_ready(&three, 4_010_000, DEFAULT_GRACE, &rules, &|| index.clone());
+        let w = &done[0];
+        assert_eq!(w.edges.len(), 1, "both backends' views on the Service edge");
+        let f = w.findings.first().expect("a finding");
+        assert_eq!(f.finding.root_cause.as_str(), "connection_refused");
+        assert_eq!(
+            (f.finding.instance.kind, f.finding.instance.name.as_str()),
+            (InstanceKind::Service, "default/web")
+        );
+        assert!(
+            f.involves(&[pod("web-3")].into()),
+            "the backends are involved"
+        );
+        let crd = crate::engine::merge([f]);
+        assert_eq!(crd[0].instance.kind, netdx_api::crd::InstanceKind::Service);
+    }
+
     #[test]
     fn windows_close_when_every_node_reported() {
         let mut s = WindowStore::default();
@@ -451,12 +579,12 @@ pub(crate) mod tests {
         // Node 2's clock runs 300 ms late: same window after alignment.
         s.add(report("node-1", 1_000_000, 0)).expect("added");
         assert!(
-            s.close_ready(&nodes(), 1_010_100, DEFAULT_GRACE, &rules)
+            s.close_ready(&nodes(), 1_010_100, DEFAULT_GRACE, &rules, &no_vips)
                 .is_empty(),
             "node-2 missing, grace not over"
         );
         s.add(report("node-2", 1_000_300, 0)).expect("added");
-        let done = s.close_ready(&nodes(), 1_010_400, DEFAULT_GRACE, &rules);
+        let done = s.close_ready(&nodes(), 1_010_400, DEFAULT_GRACE, &rules, &no_vips);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].start_ms, 1_000_000);
         assert_eq!(done[0].nodes, vec!["node-1", "node-2"]);
@@ -476,10 +604,10 @@ pub(crate) mod tests {
         let rules = RuleTree::new();
         s.add(report("node-1", 2_000_000, 40)).expect("added");
         assert!(
-            s.close_ready(&nodes(), 2_014_000, DEFAULT_GRACE, &rules)
+            s.close_ready(&nodes(), 2_014_000, DEFAULT_GRACE, &rules, &no_vips)
                 .is_empty()
         );
-        let done = s.close_ready(&nodes(), 2_015_000, DEFAULT_GRACE, &rules);
+        let done = s.close_ready(&nodes(), 2_015_000, DEFAULT_GRACE, &rules, &no_vips);
         assert_eq!(done.len(), 1, "grace over");
         let f = done[0].findings.first().expect("a finding");
         assert_eq!(f.finding.root_cause.as_str(), "connection_refused");
@@ -511,7 +639,7 @@ pub(crate) mod tests {
         for i in 0..(MAX_OPEN_WINDOWS as u64 + 3) {
             s.add(report("node-1", 10_000 * i, 0)).expect("added");
         }
-        let done = s.close_ready(&nodes(), 0, DEFAULT_GRACE, &rules);
+        let done = s.close_ready(&nodes(), 0, DEFAULT_GRACE, &rules, &no_vips);
         assert_eq!(done.len(), 3, "oldest diagnosed early");
         assert_eq!(s.open.len(), MAX_OPEN_WINDOWS);
     }

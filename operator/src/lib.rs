@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod report;
+pub mod services;
 pub mod targets;
 
 pub use context::{Context, State};

@@ -14,6 +14,7 @@ use netdx_operator::auth::ProbeAuth;
 use netdx_operator::classifier::{ClassifierSlot, ModelReloader};
 use netdx_operator::ingest::Ingest;
 use netdx_operator::leader::LeaseLock;
+use netdx_operator::services::ServiceWatch;
 use netdx_operator::targets::{CgroupDriver, CgroupLayout};
 use tracing_subscriber::EnvFilter;
 
@@ -82,10 +83,13 @@ async fn main() -> anyhow::Result<()> {
         ProbeAuth::disabled()
     };
     let classifier = Arc::new(ClassifierSlot::default());
+    // Service and EndpointSlice caches, so client edges to a ClusterIP join their backends.
+    let (services, watch_services) = ServiceWatch::new(client.clone());
     let (ingest, diagnosed) = Ingest::new(
         classifier.clone(),
         Duration::from_secs(args.ingest_grace_secs),
     );
+    let ingest = ingest.with_services(services);
     let state = State {
         cgroups: CgroupLayout {
             root: args.cgroup_root,
@@ -152,6 +156,9 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    // Only the leader joins windows (a standby's ingest is not fed by the Service), so only
+    // it keeps the Service caches.
+    tokio::spawn(watch_services);
     // Only the leader writes incident reports; a standby's ingest is not fed by the Service.
     tokio::spawn(netdx_operator::incidents::run(
         state.to_context(client.clone()),

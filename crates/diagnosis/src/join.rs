@@ -14,8 +14,8 @@ use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, Sketch,
 ///
 /// Addresses, not pods, because both ends always know both addresses while a peer's pod is
 /// only known when that node's target index resolves it. (A client that connects to a
-/// Service VIP sees the VIP, so its view joins the server's only after VIP resolution; not done
-/// here.)
+/// Service VIP sees the VIP, so its view joins the server's only after VIP resolution, which
+/// the operator does on the reports before joining: operator/src/services.rs.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EdgeId {
     /// Client IP.
