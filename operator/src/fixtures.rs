@@ -299,6 +299,8 @@ pub enum Scenario {
     ObservingPods(NetworkObservation),
     /// Pods listed, status already right: no patch.
     ObservingPodsUnchanged,
+    /// Pods listed; node-2's probe is silent: status applied with Degraded=True.
+    ProbeSilent(NetworkObservation),
     /// Bad spec: Warning event, then status with Ready=False.
     InvalidSpec(NetworkObservation),
     /// Deletion: event, then the finalizer is removed.
@@ -609,11 +611,30 @@ impl ApiServerVerifier {
                 Scenario::ObservingPods(obs) => {
                     self.handle_pod_list()
                         .await
-                        .handle_observing_status_patch(obs)
+                        .handle_observing_status_patch(
+                            obs,
+                            json!({"type": "Degraded", "status": "False", "reason": "AsExpected"}),
+                        )
                         .await;
                 }
                 Scenario::ObservingPodsUnchanged => {
                     self.handle_pod_list().await;
+                }
+                Scenario::ProbeSilent(obs) => {
+                    // Degraded flips to True, so its transition time moves to now.
+                    let last = Timestamp::from_second(now_secs() - 50).expect("valid");
+                    let message = format!(
+                        "probe on node-2 sent no window for more than 3 windows (30s; last at {last})"
+                    );
+                    self.handle_pod_list()
+                        .await
+                        .handle_observing_status_patch(
+                            obs,
+                            json!({"type": "Degraded", "status": "True", "reason": "ProbesNotReporting",
+                                   "message": message, "lastTransitionTime": frozen_time_json(),
+                                   "observedGeneration": 1}),
+                        )
+                        .await;
                 }
                 Scenario::InvalidSpec(obs) => {
                     self.handle_event_create("InvalidWindow", "Warning")
@@ -896,7 +917,12 @@ impl ApiServerVerifier {
         (patch, send)
     }
 
-    async fn handle_observing_status_patch(mut self, obs: NetworkObservation) -> Self {
+    /// Status applied with Ready and ProbesScheduled True and the given Degraded condition.
+    async fn handle_observing_status_patch(
+        mut self,
+        obs: NetworkObservation,
+        degraded: Value,
+    ) -> Self {
         let (patch, send) = self
             .expect_status_apply(OBS_PATH, "NetworkObservation")
             .await;
@@ -910,7 +936,7 @@ impl ApiServerVerifier {
                 "conditions": [
                     {"type": "Ready", "status": "True", "reason": "Observing", "lastTransitionTime": now, "observedGeneration": 1},
                     {"type": "ProbesScheduled", "status": "True", "reason": "TargetsAssigned"},
-                    {"type": "Degraded", "status": "False", "reason": "AsExpected"}
+                    degraded
                 ]
             }}),
             "patch",

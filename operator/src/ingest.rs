@@ -17,6 +17,7 @@ use tracing::{debug, info_span, warn};
 
 use crate::classifier::ClassifierSlot;
 use crate::metrics::Metrics;
+use crate::probe_health::{ProbeBook, ProbeProblem};
 use crate::services::{ServiceIndex, ServiceWatch, route_through_services};
 
 /// Largest request body accepted on /v1/windows (a busy node's window is well under 1 MiB; a
@@ -146,20 +147,26 @@ fn align(start_ms: u64, len_ms: u64) -> u64 {
     (start_ms + len_ms / 2) / len_ms * len_ms
 }
 
+/// Refuses a report that is not internally consistent.
+fn validate(report: &WindowReport) -> Result<(), IngestError> {
+    let invalid = |reason| IngestError::Invalid {
+        node: report.node.clone(),
+        seq: report.seq,
+        reason,
+    };
+    if report.node.is_empty() {
+        return Err(invalid("node is empty"));
+    }
+    if report.end_unix_ms <= report.start_unix_ms {
+        return Err(invalid("window ends before it starts"));
+    }
+    Ok(())
+}
+
 impl WindowStore {
     /// Files a report under its window; a node reporting a window twice replaces its report.
     pub fn add(&mut self, report: WindowReport) -> Result<(), IngestError> {
-        let invalid = |reason| IngestError::Invalid {
-            node: report.node.clone(),
-            seq: report.seq,
-            reason,
-        };
-        if report.node.is_empty() {
-            return Err(invalid("node is empty"));
-        }
-        if report.end_unix_ms <= report.start_unix_ms {
-            return Err(invalid("window ends before it starts"));
-        }
+        validate(&report)?;
         if report.edges.is_empty() && report.pods.is_empty() && report.node_drops.is_empty() {
             // A probe on a node without watched pods: nothing to join, and filing it would
             // only make it "late" once the window closes without it.
@@ -323,6 +330,8 @@ pub struct Ingest {
     incidents: mpsc::Sender<Arc<DiagnosedWindow>>,
     /// Services and EndpointSlices to join client edges to VIPs; none outside a cluster.
     services: Option<ServiceWatch>,
+    /// When each node's probe last pushed and what its latest window lost.
+    probes: Mutex<ProbeBook>,
 }
 
 impl Default for Ingest {
@@ -346,6 +355,7 @@ impl Ingest {
             grace,
             incidents: tx,
             services: None,
+            probes: Mutex::default(),
         };
         (ingest, rx)
     }
@@ -369,9 +379,15 @@ impl Ingest {
         metrics: &Metrics,
     ) -> Vec<IngestError> {
         let mut errors = Vec::new();
+        let now = unix_ms();
         {
             let mut store = self.store();
             for r in reports {
+                // A report that is taken (or only late) proves the probe alive; its health
+                // counters go into the book before the store takes the report.
+                if validate(&r).is_ok() {
+                    self.note_push(&r, now);
+                }
                 match store.add(r) {
                     Ok(()) => {
                         metrics.windows_received.inc();
@@ -417,6 +433,29 @@ impl Ingest {
     /// Diagnosed windows that overlap `[start_ms, end_ms)`.
     pub fn diagnosed_between(&self, start_ms: u64, end_ms: u64) -> Vec<Arc<DiagnosedWindow>> {
         self.store().diagnosed_between(start_ms, end_ms)
+    }
+
+    fn probes(&self) -> std::sync::MutexGuard<'_, ProbeBook> {
+        // A poisoned book only means a panic elsewhere; its records are still usable.
+        self.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that a probe's window `report` arrived at `now_ms` (Unix ms).
+    pub fn note_push(&self, report: &WindowReport, now_ms: u64) {
+        self.probes().record(report, now_ms);
+    }
+
+    /// What is wrong with the probes on `nodes` at `now_ms`: silent for more than
+    /// [`crate::probe_health::STALE_WINDOWS`] windows (`window` until a probe reported its
+    /// own), or losing data in its latest window.
+    pub fn probe_problems(
+        &self,
+        nodes: &BTreeSet<String>,
+        now_ms: u64,
+        window: Duration,
+    ) -> Vec<ProbeProblem> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.probes().check(nodes, now_ms, window_ms)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod incidents;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;
+pub mod probe_health;
 pub mod reconcile;
 pub mod report;
 pub mod services;

@@ -1,6 +1,7 @@
 //! NetworkObservation reconcile: validate the spec, resolve selectors to pods and nodes,
 //! hand out per-node target sets, and report it all in status conditions.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
 use crate::conditions::{self, DEGRADED, PROBES_SCHEDULED, READY, reason};
+use crate::probe_health::{ProbeProblem, STALE_WINDOWS};
 use crate::targets::{self, Resolution};
 use crate::{Context, Error, FIELD_MANAGER, Result};
 
@@ -26,6 +28,18 @@ pub const OBSERVATION_FINALIZER: &str = "netdx.io/observation-cleanup";
 pub const CONTROLLER: &str = "networkobservation";
 /// Re-check pods this often even without watch events (catches missed events).
 const RESYNC: Duration = Duration::from_secs(300);
+/// Never re-check probe health more often than this (each reconcile lists pods).
+const MIN_HEALTH_RECHECK: Duration = Duration::from_secs(30);
+
+/// How soon an observation with scheduled probes is reconciled again: Degraded follows probe
+/// health, which changes without any watch event, so it is looked at about once per
+/// [`STALE_WINDOWS`] + 1 windows.
+fn health_recheck(window: Duration) -> Duration {
+    let windows = u32::try_from(STALE_WINDOWS + 1).unwrap_or(u32::MAX);
+    window
+        .saturating_mul(windows)
+        .clamp(MIN_HEALTH_RECHECK, RESYNC)
+}
 
 /// Entry point for the controller: wraps the real work in the finalizer protocol.
 #[instrument(skip(obs, ctx), fields(namespace = obs.namespace(), name = obs.name_any()))]
@@ -178,9 +192,15 @@ pub async fn apply(obs: &NetworkObservation, ctx: Arc<Context>) -> Result<Action
         .await
         .set(key(obs), resolution.per_node.clone());
 
+    let nodes: BTreeSet<String> = resolution.per_node.keys().cloned().collect();
+    let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
+    let probes = ctx.ingest.probe_problems(&nodes, now_ms, plan.window);
+    if !probes.is_empty() {
+        debug!(problems = ?probes, "probe health");
+    }
     let status = next_status(
         obs,
-        observed_conditions(&resolution, generation, now),
+        observed_conditions(&resolution, &probes, generation, now),
         resolution.watched.len(),
         resolution.per_node.len(),
     );
@@ -190,7 +210,11 @@ pub async fn apply(obs: &NetworkObservation, ctx: Arc<Context>) -> Result<Action
         "observation resolved"
     );
     apply_status(obs, &ctx, status).await?;
-    Ok(Action::requeue(RESYNC))
+    if nodes.is_empty() {
+        Ok(Action::requeue(RESYNC))
+    } else {
+        Ok(Action::requeue(health_recheck(plan.window)))
+    }
 }
 
 /// Withdraws the observation's targets so probes stop watching its pods.
@@ -281,9 +305,11 @@ async fn apply_status(
     Ok(())
 }
 
-/// Conditions for a valid spec, from what the pods resolved to.
+/// Conditions for a valid spec, from what the pods resolved to and how their nodes' probes
+/// are doing.
 fn observed_conditions(
     r: &Resolution,
+    probes: &[ProbeProblem],
     generation: Option<i64>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
@@ -328,29 +354,52 @@ fn observed_conditions(
             ),
         )
     };
-    let degraded = if r.unscheduled.is_empty() {
-        conditions::new(DEGRADED, false, reason::AS_EXPECTED, "", generation, now)
-    } else {
+    let degraded = match degradation(r, probes) {
+        None => conditions::new(DEGRADED, false, reason::AS_EXPECTED, "", generation, now),
+        Some((why, message)) => conditions::new(DEGRADED, true, why, message, generation, now),
+    };
+    vec![ready, scheduled, degraded]
+}
+
+/// At most this many problems are spelled out in the Degraded message.
+const MAX_LISTED: usize = 5;
+
+/// Why the observation is Degraded, if it is: the reason of the worst problem (a silent probe
+/// loses whole windows, a lossy one parts of them, an unscheduled pod only itself) and every
+/// problem in the message.
+fn degradation(r: &Resolution, probes: &[ProbeProblem]) -> Option<(&'static str, String)> {
+    let mut lines: Vec<String> = probes.iter().map(ProbeProblem::describe).collect();
+    if !r.unscheduled.is_empty() {
         let names: Vec<String> = r
             .unscheduled
             .iter()
-            .take(5)
+            .take(MAX_LISTED)
             .map(ToString::to_string)
             .collect();
-        conditions::new(
-            DEGRADED,
-            true,
-            reason::PODS_UNSCHEDULED,
-            format!(
-                "{} matching pods have no node yet: {}",
-                r.unscheduled.len(),
-                names.join(", ")
-            ),
-            generation,
-            now,
-        )
+        lines.push(format!(
+            "{} matching pods have no node yet: {}",
+            r.unscheduled.len(),
+            names.join(", ")
+        ));
+    }
+    let why = if probes
+        .iter()
+        .any(|p| matches!(p, ProbeProblem::Silent { .. }))
+    {
+        reason::PROBES_NOT_REPORTING
+    } else if !probes.is_empty() {
+        reason::PROBE_DATA_LOSS
+    } else if !r.unscheduled.is_empty() {
+        reason::PODS_UNSCHEDULED
+    } else {
+        return None;
     };
-    vec![ready, scheduled, degraded]
+    let more = lines.len().saturating_sub(MAX_LISTED);
+    lines.truncate(MAX_LISTED);
+    if more > 0 {
+        lines.push(format!("and {more} more"));
+    }
+    Some((why, lines.join("; ")))
 }
 
 #[cfg(test)]
@@ -396,10 +445,79 @@ mod tests {
             .await
             .expect("reconciler");
         timeout_after_1s(mock).await;
-        assert_eq!(action, Action::requeue(RESYNC));
+        assert_eq!(
+            action,
+            Action::requeue(Duration::from_secs(40)),
+            "probe health re-checked every 4 windows of 10 s"
+        );
         let n1 = ctx.targets.read().await.for_node("node-1");
         assert_eq!(n1.pods.len(), 2);
         assert_eq!(n1.pods.iter().filter(|t| t.watched).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_probe_makes_the_observation_degraded() {
+        let (ctx, server) = crate::fixtures::context();
+        let now_ms = crate::fixtures::now_secs() as u64 * 1000;
+        // node-1's probe pushed a second ago; node-2's last 10 s window came 5 windows ago.
+        let start = now_ms - 60_000;
+        ctx.ingest.note_push(
+            &crate::ingest::tests::report("node-1", start, 0),
+            now_ms - 1_000,
+        );
+        ctx.ingest.note_push(
+            &crate::ingest::tests::report("node-2", start, 0),
+            now_ms - 50_000,
+        );
+        let obs = NetworkObservation::test()
+            .finalized()
+            .with_status(ApiServerVerifier::observing_status());
+        let mock = server.run(Scenario::ProbeSilent(obs.clone()));
+        reconcile(Arc::new(obs), ctx).await.expect("reconciler");
+        timeout_after_1s(mock).await;
+    }
+
+    #[test]
+    fn degraded_names_the_worst_problem_and_lists_them_all() {
+        let mut r = Resolution::default();
+        assert_eq!(degradation(&r, &[]), None);
+        r.unscheduled = vec![PodRef {
+            namespace: "default".into(),
+            name: "web-3".into(),
+        }];
+        let lossy = ProbeProblem::Lossy {
+            node: "node-1".into(),
+            losses: [("ringbuf_full".to_string(), 4)].into(),
+        };
+        let silent = ProbeProblem::Silent {
+            node: "node-2".into(),
+            window_ms: 10_000,
+            last_push_ms: None,
+        };
+        assert_eq!(
+            degradation(&r, &[]).map(|d| d.0),
+            Some(reason::PODS_UNSCHEDULED)
+        );
+        assert_eq!(
+            degradation(&r, std::slice::from_ref(&lossy)).map(|d| d.0),
+            Some(reason::PROBE_DATA_LOSS)
+        );
+        let (why, message) = degradation(&r, &[lossy, silent]).expect("degraded");
+        assert_eq!(why, reason::PROBES_NOT_REPORTING);
+        assert_eq!(
+            message,
+            "probe on node-1 lost data in its latest window (ringbuf_full=4); \
+             probe on node-2 sent no window for more than 3 windows (30s; none since the operator started); \
+             1 matching pods have no node yet: default/web-3"
+        );
+        let many: Vec<ProbeProblem> = (0..7)
+            .map(|i| ProbeProblem::Lossy {
+                node: format!("node-{i}"),
+                losses: [("ringbuf_full".to_string(), 1)].into(),
+            })
+            .collect();
+        let (_, message) = degradation(&Resolution::default(), &many).expect("degraded");
+        assert!(message.ends_with("; and 2 more"), "{message}");
     }
 
     #[tokio::test]

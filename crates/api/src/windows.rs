@@ -219,6 +219,33 @@ pub struct ProbeHealth {
     pub exchanges_unattributed: u64,
 }
 
+impl ProbeHealth {
+    /// Whether the kernel counter `name` counts records or map entries the probe had to give
+    /// up (ring buffer full, a map full), which leaves its windows incomplete.
+    pub fn is_loss_counter(name: &str) -> bool {
+        name == "ringbuf_full" || name.ends_with("_map_insert_failed")
+    }
+
+    /// What the loss counters grew by since `earlier`, the same probe's previous report
+    /// (counters are cumulative since the probe started; without `earlier`, since then).
+    /// A counter lower than before means the probe restarted, so all of it is new. Only
+    /// counters that grew are listed.
+    pub fn losses_since(&self, earlier: Option<&ProbeHealth>) -> BTreeMap<String, u64> {
+        self.kernel
+            .iter()
+            .filter(|(name, _)| Self::is_loss_counter(name))
+            .filter_map(|(name, &now)| {
+                let before = earlier.and_then(|e| e.kernel.get(name)).copied();
+                let grown = match before {
+                    Some(b) if b <= now => now - b,
+                    _ => now,
+                };
+                (grown > 0).then(|| (name.clone(), grown))
+            })
+            .collect()
+    }
+}
+
 /// Everything one node-probe reports for one window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -239,4 +266,50 @@ pub struct WindowReport {
     pub node_drops: BTreeMap<String, u64>,
     /// Pipeline health at window end.
     pub health: ProbeHealth,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(counters: &[(&str, u64)]) -> ProbeHealth {
+        ProbeHealth {
+            kernel: counters.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn losses_are_the_growth_of_loss_counters() {
+        let before = health(&[
+            ("ringbuf_full", 10),
+            ("sock_map_insert_failed", 2),
+            ("exchanges", 500),
+        ]);
+        let now = health(&[
+            ("ringbuf_full", 15),
+            ("sock_map_insert_failed", 2),
+            ("heads_map_insert_failed", 1),
+            ("exchanges", 900),
+        ]);
+        assert_eq!(
+            now.losses_since(Some(&before)),
+            BTreeMap::from([
+                ("heads_map_insert_failed".to_string(), 1),
+                ("ringbuf_full".to_string(), 5)
+            ]),
+            "only loss counters that grew"
+        );
+        assert_eq!(now.losses_since(Some(&now)), BTreeMap::new());
+        // The probe restarted: its counters start again from zero.
+        let restarted = health(&[("ringbuf_full", 3)]);
+        assert_eq!(
+            restarted.losses_since(Some(&now)),
+            BTreeMap::from([("ringbuf_full".to_string(), 3)])
+        );
+        assert_eq!(
+            restarted.losses_since(None),
+            BTreeMap::from([("ringbuf_full".to_string(), 3)])
+        );
+    }
 }
