@@ -82,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
         .push_to
         .as_deref()
         .map(|url| Pusher::new(url, args.token_file.clone(), args.push_buffer))
-        .transpose()?;
+        .transpose()
+        .context("--push-to")?;
     let mut fetcher = args
         .targets_url
         .as_deref()
@@ -94,7 +95,8 @@ async fn main() -> anyhow::Result<()> {
                 targets_file.clone(),
             )
         })
-        .transpose()?;
+        .transpose()
+        .context("--targets-url")?;
     // One fetch before the agent starts, so it begins with the operator's set; if the operator
     // is not there yet, a set cached by an earlier run (or an empty one) stands in.
     let mut first_failure = None;

@@ -32,7 +32,7 @@ pub enum ChannelError {
         source: std::io::Error,
     },
     /// Connecting, sending or reading the answer failed, or took too long.
-    #[error("{0}")]
+    #[error("operator unreachable: {0}")]
     Transport(String),
 }
 
@@ -92,7 +92,7 @@ impl OperatorClient {
         req: http::request::Builder,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ChannelError> {
-        let transport = |e: &dyn std::fmt::Display| ChannelError::Transport(e.to_string());
+        let transport = |e: &dyn std::error::Error| ChannelError::Transport(with_causes(e));
         let req: Request<Full<Bytes>> = req
             .header(header::AUTHORIZATION, self.authorization()?)
             .body(Full::new(body))
@@ -103,7 +103,7 @@ impl OperatorClient {
             let body = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| transport(&e))?
+                .map_err(|e| transport(&*e))?
                 .to_bytes();
             Ok((status, body))
         };
@@ -111,6 +111,19 @@ impl OperatorClient {
             .await
             .map_err(|_| ChannelError::Transport("timed out".into()))?
     }
+}
+
+/// The error and its causes on one line: hyper's own message ("client error (Connect)") says
+/// little without them.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     /// The URL, the token or the connection failed.
-    #[error("posting windows: {0}")]
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     /// The windows could not be serialised.
     #[error("serialising windows: {0}")]

@@ -27,7 +27,7 @@ const WARN_EVERY: u64 = 12;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The URL, the token or the connection failed.
-    #[error("fetching targets: {0}")]
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     /// The operator answered with an error status.
     #[error("operator answered {0}")]
@@ -329,6 +329,11 @@ mod tests {
         assert!(
             matches!(e, FetchError::Channel(ChannelError::Transport(_))),
             "{e}"
+        );
+        assert_eq!(e.metric_label(), "transport");
+        assert!(
+            e.to_string().contains("Connection refused"),
+            "the cause is spelled out: {e}"
         );
         assert_eq!(read(&cache), set(&["web-1", "web-2"]), "previous set kept");
 
