@@ -28,7 +28,7 @@ pub mod reason {
     pub const PODS_UNSCHEDULED: &str = "PodsUnscheduled";
     /// A probe on a node with watched pods has not pushed a window for several windows.
     pub const PROBES_NOT_REPORTING: &str = "ProbesNotReporting";
-    /// A probe's latest window lost records or map entries (ring buffer or a map full).
+    /// A probe's latest window lost records or socket state (ring buffer full, storage failed).
     pub const PROBE_DATA_LOSS: &str = "ProbeDataLoss";
     /// Nothing limits the observation.
     pub const AS_EXPECTED: &str = "AsExpected";

@@ -1,5 +1,5 @@
 //! Probe health as the operator sees it: when each node's probe last pushed a window, and
-//! whether its latest window lost records or map entries. A NetworkObservation is Degraded
+//! whether its latest window lost records or socket state. A NetworkObservation is Degraded
 //! while a probe on one of its nodes is silent or losing data, because its windows (and so its
 //! findings) are then missing or incomplete.
 
@@ -21,7 +21,7 @@ pub struct ProbeRecord {
     pub last_push_ms: Option<u64>,
     /// Length of its latest window, ms.
     pub window_ms: Option<u64>,
-    /// Records or map entries lost in its latest window, by kernel counter.
+    /// Records or socket state lost in its latest window, by kernel counter.
     pub losses: BTreeMap<String, u64>,
     /// Sequence number of its latest window.
     last_seq: Option<u64>,
@@ -41,7 +41,7 @@ pub enum ProbeProblem {
         /// When its last window arrived, Unix ms (none since the operator started).
         last_push_ms: Option<u64>,
     },
-    /// Its latest window lost records or map entries.
+    /// Its latest window lost records or socket state.
     Lossy {
         /// The node.
         node: String,

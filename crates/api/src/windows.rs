@@ -220,10 +220,13 @@ pub struct ProbeHealth {
 }
 
 impl ProbeHealth {
-    /// Whether the kernel counter `name` counts records or map entries the probe had to give
-    /// up (ring buffer full, a map full), which leaves its windows incomplete.
+    /// Whether the kernel counter `name` counts records or socket state the probe had to give
+    /// up (ring buffer full, socket storage not created), which leaves its windows incomplete.
+    /// `*_map_insert_failed` are the names probes used before socket storage replaced maps.
     pub fn is_loss_counter(name: &str) -> bool {
-        name == "ringbuf_full" || name.ends_with("_map_insert_failed")
+        name == "ringbuf_full"
+            || name.ends_with("_storage_failed")
+            || name.ends_with("_map_insert_failed")
     }
 
     /// What the loss counters grew by since `earlier`, the same probe's previous report
@@ -283,22 +286,24 @@ mod tests {
     fn losses_are_the_growth_of_loss_counters() {
         let before = health(&[
             ("ringbuf_full", 10),
-            ("sock_map_insert_failed", 2),
+            ("sock_storage_failed", 2),
             ("exchanges", 500),
         ]);
         let now = health(&[
             ("ringbuf_full", 15),
-            ("sock_map_insert_failed", 2),
-            ("heads_map_insert_failed", 1),
+            ("sock_storage_failed", 2),
+            ("heads_storage_failed", 1),
+            ("connect_map_insert_failed", 4),
             ("exchanges", 900),
         ]);
         assert_eq!(
             now.losses_since(Some(&before)),
             BTreeMap::from([
-                ("heads_map_insert_failed".to_string(), 1),
+                ("connect_map_insert_failed".to_string(), 4),
+                ("heads_storage_failed".to_string(), 1),
                 ("ringbuf_full".to_string(), 5)
             ]),
-            "only loss counters that grew"
+            "only loss counters that grew (older probes' names too)"
         );
         assert_eq!(now.losses_since(Some(&now)), BTreeMap::new());
         // The probe restarted: its counters start again from zero.
