@@ -1,0 +1,125 @@
+//! The three conditions a workload runs under: nothing attached, the netdx node-probes, or
+//! bpftrace counting the same information.
+
+use crate::{
+    Result,
+    bpftrace::Bpftrace,
+    probe::{self, ProbeProcess, Programs},
+    world::World,
+};
+
+/// What is attached while a workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    /// No probe.
+    None,
+    /// One node-probe per node with watched pods.
+    Netdx,
+    /// bpftrace with the equivalent counting script.
+    Bpftrace,
+}
+
+impl Condition {
+    /// Every condition, in the order of the first round.
+    pub const ALL: [Condition; 3] = [Condition::None, Condition::Netdx, Condition::Bpftrace];
+
+    /// Name used in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::None => "none",
+            Condition::Netdx => "netdx",
+            Condition::Bpftrace => "bpftrace",
+        }
+    }
+
+    /// The conditions of round `round`, rotated so each one runs first, second and last
+    /// equally often (drift over a round does not favour one).
+    pub fn order(round: usize) -> [Condition; 3] {
+        let mut o = Self::ALL;
+        o.rotate_left(round % Self::ALL.len());
+        o
+    }
+}
+
+/// Window length of the node-probes during the impact runs (the probe's default).
+pub const WINDOW_SECS: u64 = 10;
+
+/// A condition in force; dropping it detaches whatever was attached.
+pub enum Active {
+    /// Nothing attached.
+    None,
+    /// The node-probes.
+    Netdx(Vec<ProbeProcess>),
+    /// bpftrace.
+    Bpftrace(Bpftrace),
+}
+
+impl Active {
+    /// Attaches what `c` needs and waits until it is ready.
+    pub fn start(c: Condition, world: &World) -> Result<Self> {
+        Ok(match c {
+            Condition::None => Active::None,
+            Condition::Netdx => {
+                Active::Netdx(probe::start_all(&world.tb, WINDOW_SECS, Programs::Real)?)
+            }
+            Condition::Bpftrace => Active::Bpftrace(Bpftrace::start(&world.watched_cgroup_ids()?)?),
+        })
+    }
+
+    /// CPU time of the attached tool's processes so far, ns (0 with nothing attached).
+    pub fn tool_cpu_ns(&self) -> Result<u64> {
+        match self {
+            Active::None => Ok(0),
+            Active::Netdx(ps) => ps.iter().map(|p| p.cpu_ns()).sum(),
+            Active::Bpftrace(b) => b.cpu_ns(),
+        }
+    }
+
+    /// Exchanges the node-probes' kernel programs have written so far (None without them).
+    pub fn exchanges(&mut self) -> Result<Option<u64>> {
+        match self {
+            Active::Netdx(ps) => {
+                let snaps = ps
+                    .iter_mut()
+                    .map(|p| p.counters())
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Some(probe::sum_counter(&snaps, "exchanges")))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// How the condition was set up, for the results.
+    pub fn command(&self) -> String {
+        match self {
+            Active::None => String::new(),
+            Active::Netdx(ps) => ps
+                .iter()
+                .map(|p| p.command.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+            Active::Bpftrace(b) => b.command.clone(),
+        }
+    }
+
+    /// Detaches (SIGTERM to the probes, SIGINT to bpftrace).
+    pub fn stop(self) {
+        if let Active::Bpftrace(b) = self {
+            b.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_condition_takes_each_position_once_per_three_rounds() {
+        for pos in 0..3 {
+            let mut at: Vec<Condition> = (0..3).map(|r| Condition::order(r)[pos]).collect();
+            at.sort();
+            assert_eq!(at, Condition::ALL.to_vec());
+        }
+    }
+}

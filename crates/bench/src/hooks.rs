@@ -1,0 +1,213 @@
+//! Kernel cost of each hook: with eBPF run statistics on, a fixed redis workload runs under
+//! the real programs and under no-op programs on the same hook points; each program's
+//! run_time_ns / run_cnt is its cost per event. The probe's CPU per exchange (its process plus
+//! its programs) comes from the same run.
+
+use std::collections::BTreeMap;
+
+use aya::sys::{Stats, enable_stats};
+use netdx_testbed::workloads::redis_benchmark;
+
+use crate::{
+    Error, Result,
+    impact::{redis_cmd, redis_rate},
+    probe::{self, ProbeProcess, Programs},
+    progress::Progress,
+    report::Results,
+    world::{CLIENT, World},
+};
+
+/// redis-benchmark clients of the fixed workload.
+const CLIENTS: u32 = 50;
+
+/// Workload name in the results.
+pub const WORKLOAD: &str = "redis_np_fixed";
+
+/// Per-program (run_time_ns, run_cnt), counters and CPU of a set of probes at one instant.
+struct Snapshot {
+    programs: BTreeMap<String, (u64, u64)>,
+    cpu_ns: u64,
+    exchanges: u64,
+    sock_events: u64,
+}
+
+fn snapshot(probes: &mut [ProbeProcess]) -> Result<Snapshot> {
+    let mut programs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let (mut cpu_ns, mut exchanges, mut sock_events) = (0, 0, 0);
+    for p in probes.iter_mut() {
+        for (name, (t, n)) in p.program_stats()? {
+            let e = programs.entry(name).or_default();
+            e.0 += t;
+            e.1 += n;
+        }
+        cpu_ns += p.cpu_ns()?;
+        let c = p.counters()?;
+        exchanges += c.get("exchanges").copied().unwrap_or(0);
+        sock_events += c.get("sock_events").copied().unwrap_or(0);
+    }
+    Ok(Snapshot {
+        programs,
+        cpu_ns,
+        exchanges,
+        sock_events,
+    })
+}
+
+/// Number of progress steps [`run`] takes.
+pub const STEPS: u64 = 2;
+
+/// Measures the real programs, then the no-op ones when this node-probe has them.
+pub fn run(
+    world: &World,
+    requests: u64,
+    results: &mut Results,
+    progress: &mut Progress,
+) -> Result<()> {
+    let bin = probe::binary()?;
+    for programs in [Programs::Real, Programs::Noop] {
+        let cond = match programs {
+            Programs::Real => "netdx",
+            Programs::Noop => "noop",
+        };
+        progress.step(&format!("hooks: {cond} programs with bpf stats"));
+        if programs == Programs::Noop && !probe::has_noop(&bin) {
+            results.note(
+                "hooks: the no-op baseline is unavailable: this node-probe has no `--programs noop` \
+                 flag yet, so hook costs are not compared with empty programs",
+            );
+            progress.done();
+            continue;
+        }
+        let outcome = measure(world, programs, cond, requests, results);
+        if let Err(e) = outcome {
+            results.note(format!("hooks: {cond} programs could not be measured: {e}"));
+        }
+        progress.done();
+    }
+    Ok(())
+}
+
+fn measure(
+    world: &World,
+    programs: Programs,
+    cond: &str,
+    requests: u64,
+    results: &mut Results,
+) -> Result<()> {
+    let mut probes = probe::start_all(&world.tb, crate::conditions::WINDOW_SECS, programs)?;
+    // Statistics stay on only while this fd is open; the kernel turns them off when it closes,
+    // even if this process dies, so bpf_stats_enabled is always restored.
+    let stats =
+        enable_stats(Stats::RunTime).map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))?;
+    let before = snapshot(&mut probes)?;
+    let bench = redis_benchmark(
+        &world.tb,
+        CLIENT,
+        world.redis,
+        "get,set",
+        requests,
+        CLIENTS,
+        1,
+    )?;
+    let after = snapshot(&mut probes)?;
+    drop(stats);
+    let command = format!(
+        "{} (bpf stats on, with {})",
+        redis_cmd(world.redis, requests, CLIENTS, 1),
+        probes
+            .iter()
+            .map(|p| p.command.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let rate = redis_rate(requests, &bench.rps);
+    results.add(WORKLOAD, cond, 1, crate::impact::THROUGHPUT, rate, &command);
+    let mut bpf_ns = 0u64;
+    for (name, (t1, n1)) in &after.programs {
+        let (t0, n0) = before.programs.get(name).copied().unwrap_or((0, 0));
+        let (dt, dn) = (t1.saturating_sub(t0), n1.saturating_sub(n0));
+        bpf_ns += dt;
+        results.add(
+            WORKLOAD,
+            cond,
+            1,
+            &format!("runs.{name}"),
+            dn as f64,
+            &command,
+        );
+        if dn > 0 {
+            let ns = dt as f64 / dn as f64;
+            results.add(
+                WORKLOAD,
+                cond,
+                1,
+                &format!("ns_per_run.{name}"),
+                ns,
+                &command,
+            );
+            let key = if cond == "netdx" {
+                "hook_ns"
+            } else {
+                "hook_ns_noop"
+            };
+            results.key(&format!("{key}.{name}"), ns, &command);
+        }
+    }
+    let exchanges = after.exchanges.saturating_sub(before.exchanges);
+    let events = after.sock_events.saturating_sub(before.sock_events);
+    let cpu = after.cpu_ns.saturating_sub(before.cpu_ns);
+    results.add(
+        WORKLOAD,
+        cond,
+        1,
+        "exchanges_recorded",
+        exchanges as f64,
+        &command,
+    );
+    results.add(WORKLOAD, cond, 1, "sock_events", events as f64, &command);
+    results.add(
+        WORKLOAD,
+        cond,
+        1,
+        "probe_process_cpu_ms",
+        cpu as f64 / 1e6,
+        &command,
+    );
+    results.add(
+        WORKLOAD,
+        cond,
+        1,
+        "bpf_run_time_ms",
+        bpf_ns as f64 / 1e6,
+        &command,
+    );
+    if cond == "netdx" && exchanges > 0 {
+        let per = (cpu + bpf_ns) as f64 / exchanges as f64;
+        results.add(
+            WORKLOAD,
+            cond,
+            1,
+            "probe_cpu_ns_per_exchange",
+            per,
+            &command,
+        );
+        results.add(
+            WORKLOAD,
+            cond,
+            1,
+            "probe_process_ns_per_exchange",
+            cpu as f64 / exchanges as f64,
+            &command,
+        );
+        results.add(
+            WORKLOAD,
+            cond,
+            1,
+            "bpf_ns_per_exchange",
+            bpf_ns as f64 / exchanges as f64,
+            &command,
+        );
+        results.key("probe_cpu_ns_per_exchange", per, &command);
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The real kernel path at its limit: a ping-pong flood between two sockets of one watched pod
+//! with the node-probe attached. Every send and receive is a hook event and every round trip
+//! two exchanges; the probe's own counters say whether anything was lost on the way.
+
+use std::time::Duration;
+
+use aya::sys::{Stats, enable_stats};
+
+use crate::{
+    Error, Result,
+    pingpong::PingPongReport,
+    probe::{self, ProbeProcess, Programs},
+    progress::Progress,
+    report::Results,
+    world::{PINGPONG, World, self_exe},
+};
+
+/// Workload name in the results.
+pub const WORKLOAD: &str = "kernel_flood";
+/// Connections of the flood: enough to keep both cores busy.
+const CONNS: usize = 4;
+/// Message size: small, so the syscalls (and hooks), not copying, set the pace.
+const MSG: usize = 16;
+
+/// Number of progress steps [`run`] takes.
+pub const STEPS: u64 = 2;
+
+fn flood(world: &World, secs: f64) -> Result<(PingPongReport, String)> {
+    let exe = self_exe()?;
+    let args = [
+        "pingpong".to_string(),
+        "--target".into(),
+        world.pingpong.to_string(),
+        "--conns".into(),
+        CONNS.to_string(),
+        "--msg".into(),
+        MSG.to_string(),
+        "--secs".into(),
+        secs.to_string(),
+    ];
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = world.tb.run(PINGPONG, &exe, &a)?;
+    let r = serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
+        what: "netdx-bench pingpong".into(),
+        detail: e.to_string(),
+    })?;
+    Ok((r, format!("netdx-bench {}", args.join(" "))))
+}
+
+fn counter(c: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
+    c.get(name).copied().unwrap_or(0)
+}
+
+/// Floods, then checks the probe's counters; a second, statistics-on flood says where the
+/// CPU went.
+pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progress) -> Result<()> {
+    progress.step("kernel path: ping-pong flood with the probe attached");
+    let bin = probe::binary()?;
+    let pod = world.tb.pod(PINGPONG)?;
+    let node = &world.tb.nodes[pod.node];
+    // 1 s windows: the userspace totals are published with each window, so a short wait after
+    // the flood shows whether every record was read.
+    let mut p = ProbeProcess::start(&bin, &world.tb, node, 1, Programs::Real)?;
+    let before = p.counters()?;
+    let (r, cmd) = flood(world, secs)?;
+    let window = p.next_window(Duration::from_secs(5))?;
+    let after = p.counters()?;
+    let command = format!("{cmd} (with {})", p.command);
+    let d = |n: &str| counter(&after, n).saturating_sub(counter(&before, n));
+    let add = |results: &mut Results, metric: &str, v: f64| {
+        results.add(WORKLOAD, "netdx", 1, metric, v, &command)
+    };
+    add(results, "round_trips_per_sec", r.rate);
+    add(
+        results,
+        "sock_events_per_sec",
+        d("sock_events") as f64 / r.secs,
+    );
+    add(results, "exchanges_per_sec", d("exchanges") as f64 / r.secs);
+    add(results, "ringbuf_full", d("ringbuf_full") as f64);
+    // Everything the kernel wrote since the probe started, against what user space read.
+    let written: u64 = ["exchanges", "conn_events", "drop_events"]
+        .iter()
+        .map(|n| counter(&window.health.kernel, n))
+        .sum();
+    let unread = written.saturating_sub(window.health.records_read);
+    add(results, "records_written", written as f64);
+    add(results, "records_read", window.health.records_read as f64);
+    add(results, "records_unread", unread as f64);
+    results.key(
+        "kernel_path_events_per_sec",
+        d("sock_events") as f64 / r.secs,
+        &command,
+    );
+    results.key(
+        "kernel_path_exchanges_per_sec",
+        d("exchanges") as f64 / r.secs,
+        &command,
+    );
+    results.key(
+        "kernel_path_lost_records",
+        (d("ringbuf_full") + unread) as f64,
+        &command,
+    );
+    if d("ringbuf_full") > 0 || unread > 0 {
+        results.note(format!(
+            "kernel path: records were lost: {} ring-buffer-full, {unread} written but not read",
+            d("ringbuf_full")
+        ));
+    }
+    progress.done();
+
+    progress.step("kernel path: where the time goes (bpf stats on)");
+    let stats =
+        enable_stats(Stats::RunTime).map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))?;
+    let progs0 = p.program_stats()?;
+    let cpu0 = p.cpu_ns()?;
+    let (r2, _) = flood(world, secs)?;
+    let progs1 = p.program_stats()?;
+    let cpu1 = p.cpu_ns()?;
+    drop(stats);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let budget_ns = r2.secs * 1e9 * cpus;
+    let bpf_ns: u64 = progs1
+        .iter()
+        .map(|(name, (t, _))| t.saturating_sub(progs0.get(name).map(|x| x.0).unwrap_or(0)))
+        .sum();
+    let command = format!("{cmd} (bpf stats on, with {})", p.command);
+    results.add(
+        WORKLOAD,
+        "netdx+stats",
+        1,
+        "round_trips_per_sec",
+        r2.rate,
+        &command,
+    );
+    results.add(
+        WORKLOAD,
+        "netdx+stats",
+        1,
+        "bpf_programs_cpu_pct",
+        bpf_ns as f64 / budget_ns * 100.0,
+        &command,
+    );
+    results.add(
+        WORKLOAD,
+        "netdx+stats",
+        1,
+        "probe_process_cpu_pct",
+        cpu1.saturating_sub(cpu0) as f64 / budget_ns * 100.0,
+        &command,
+    );
+    progress.done();
+    Ok(())
+}

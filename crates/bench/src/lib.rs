@@ -1,0 +1,90 @@
+//! netdx benchmarks (`make bench`): the application impact of the node-probe next to bpftrace,
+//! the kernel cost of each hook, how fast records are collected, and how memory and the
+//! operator's ingest grow with connections and pods. Every number lands in one CSV row with
+//! the command that produced it; `report` turns them into summary.json, plots and a table.
+pub mod bpftrace;
+pub mod conditions;
+pub mod hold;
+pub mod hooks;
+pub mod impact;
+pub mod ingest;
+pub mod kernel_path;
+pub mod machine;
+pub mod paced;
+pub mod pingpong;
+pub mod pipeline;
+pub mod plan;
+pub mod plots;
+pub mod probe;
+pub mod procfs;
+pub mod progress;
+pub mod report;
+pub mod scale;
+pub mod stats;
+pub mod world;
+
+/// Errors of the benchmark harness.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The testbed failed (namespaces, servers, workloads).
+    #[error(transparent)]
+    Testbed(#[from] netdx_testbed::Error),
+    /// Filesystem, socket or process failure.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Output of a tool or a /proc file could not be parsed.
+    #[error("parsing {what}: {detail}")]
+    Parse {
+        /// What was parsed.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A process the harness started (node-probe, bpftrace, a client) failed.
+    #[error("{0}")]
+    Process(String),
+    /// eBPF objects could not be inspected.
+    #[error("eBPF: {0}")]
+    Bpf(String),
+    /// A plot could not be drawn.
+    #[error("plot {file}: {detail}")]
+    Plot {
+        /// Output file.
+        file: String,
+        /// Cause.
+        detail: String,
+    },
+    /// JSON encoding or decoding failed.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps an io::Error with context.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// Raises this process's open-file limit to `n` (soft and hard), for tools holding many sockets.
+pub fn raise_nofile(n: u64) -> Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io_err(format!("raising RLIMIT_NOFILE to {n}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Probe memory against connections: a client pod on one node holds 1k, 10k, 50k connections
+//! to a server pod on another (one exchange each), and each node's probe reports its RSS and
+//! the memory of its eBPF maps.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::IpAddr,
+    sync::mpsc,
+    time::Duration,
+};
+
+use netdx_testbed::netns;
+
+use crate::{
+    Error, Result,
+    probe::{self, ProbeProcess, Programs},
+    procfs::Guarded,
+    progress::Progress,
+    report::Results,
+    world::{HOLD_CLIENT, HOLD_PORTS, HOLD_SERVER, World, self_exe},
+};
+
+/// Window length of the probes here: short, so a window closes soon after the connections
+/// are open and the aggregator has seen them all.
+const WINDOW_SECS: u64 = 2;
+/// How long opening the connections may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Number of progress steps [`run`] takes.
+pub fn steps(conns: &[usize]) -> u64 {
+    1 + conns.len() as u64
+}
+
+fn ports_arg() -> String {
+    HOLD_PORTS.map(|p| p.to_string()).join(",")
+}
+
+/// Starts the hold server (a fresh one per step, so no socket of an earlier step lingers).
+fn start_server(world: &World, exe: &str) -> Result<Guarded> {
+    let ip = world.hold_ip.to_string();
+    let child = world.tb.pod(HOLD_SERVER)?.placement().spawn(
+        exe,
+        &["hold-server", "--ip", &ip, "--ports", &ports_arg()],
+        false,
+    )?;
+    let g = Guarded::new(child, "hold-server");
+    for p in HOLD_PORTS {
+        netdx_testbed::servers::wait_tcp(
+            &world.tb,
+            HOLD_CLIENT,
+            std::net::SocketAddr::new(world.hold_ip, p),
+            Duration::from_secs(10),
+        )?;
+    }
+    Ok(g)
+}
+
+/// Starts the hold client and waits until it says it holds all its connections.
+fn hold(world: &World, exe: &str, ip: IpAddr, conns: usize) -> Result<(Guarded, String)> {
+    let n = conns.to_string();
+    let ip_s = ip.to_string();
+    let args = [
+        "hold-client",
+        "--ip",
+        &ip_s,
+        "--ports",
+        &ports_arg(),
+        "--conns",
+        &n,
+    ];
+    let mut child = world
+        .tb
+        .pod(HOLD_CLIENT)?
+        .placement()
+        .spawn(exe, &args, true)?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Process("hold-client has no stdout".into()))?;
+    let mut g = Guarded::new(child, "hold-client");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(OPEN_TIMEOUT).unwrap_or_default();
+    if !line.starts_with("held ") {
+        let status = g.exited();
+        let mut stderr = String::new();
+        if let Some(e) = g.child_mut().stderr.take() {
+            let _ = BufReader::new(e).read_line(&mut stderr);
+        }
+        return Err(Error::Process(format!(
+            "hold-client did not hold {conns} connections ({status:?}): {}",
+            stderr.trim()
+        )));
+    }
+    Ok((g, format!("netdx-bench {}", args.join(" "))))
+}
+
+fn record(
+    results: &mut Results,
+    probes: &[ProbeProcess],
+    workload: &str,
+    command: &str,
+) -> Result<f64> {
+    let mut worst = 0.0f64;
+    for p in probes {
+        let (rss, hwm) = p.rss_kib()?;
+        let maps = p.map_memlock()?;
+        let cond = format!("netdx {}", p.node);
+        let rss_mib = rss as f64 / 1024.0;
+        results.add(workload, &cond, 1, "rss_mib", rss_mib, command);
+        results.add(workload, &cond, 1, "hwm_mib", hwm as f64 / 1024.0, command);
+        results.add(
+            workload,
+            &cond,
+            1,
+            "bpf_map_memlock_mib",
+            maps as f64 / (1 << 20) as f64,
+            command,
+        );
+        worst = worst.max(rss_mib);
+    }
+    Ok(worst)
+}
+
+/// Measures idle probes, then each connection count in turn.
+pub fn run(
+    world: &World,
+    conns: &[usize],
+    results: &mut Results,
+    progress: &mut Progress,
+) -> Result<()> {
+    let exe = self_exe()?;
+    // 50k connections to four ports need more ephemeral ports than the default range gives
+    // towards one address when earlier steps' ports are still in TIME_WAIT.
+    let client_ns = world.tb.pod(HOLD_CLIENT)?.netns.clone();
+    netns::sysctl(&client_ns, "net.ipv4.ip_local_port_range", "1024 65000")?;
+    progress.step("scale: idle probes");
+    let probes = probe::start_all(&world.tb, WINDOW_SECS, Programs::Real)?;
+    let probe_cmd = probes
+        .iter()
+        .map(|p| p.command.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    for p in &probes {
+        p.next_window(Duration::from_secs(10))?;
+    }
+    record(results, &probes, "held_conns_0", &probe_cmd)?;
+    progress.done();
+    for &n in conns {
+        progress.step(&format!("scale: {n} held connections"));
+        let _server = start_server(world, &exe)?;
+        let (client, cmd) = hold(world, &exe, world.hold_ip, n)?;
+        // Two windows: the second one starts after every connection event was aggregated.
+        for p in &probes {
+            p.next_window(Duration::from_secs(10))?;
+            p.next_window(Duration::from_secs(10))?;
+        }
+        let command = format!("{cmd} (with {probe_cmd})");
+        let worst = record(results, &probes, &format!("held_conns_{n}"), &command)?;
+        if n == 10_000 {
+            results.key("probe_rss_mib_10k_conns", worst, &command);
+        }
+        results.key(&format!("probe_rss_mib_by_conns.{n}"), worst, &command);
+        drop(client);
+        progress.done();
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The benchmark cluster: a testbed with a client pod on one node and the servers on another
+//! (so traffic crosses the node-to-node fabric, as between pods of a real cluster), every pod
+//! watched.
+
+use std::net::{IpAddr, SocketAddr};
+
+use netdx_testbed::{Testbed, TestbedSpec, servers, topology::PodSpec, workloads::pgbench_init};
+use tracing::info;
+
+use crate::{Error, Result};
+
+/// Pod running the load generators.
+pub const CLIENT: &str = "client";
+/// redis-server.
+pub const REDIS: &str = "redis";
+/// nginx serving 1 KiB.
+pub const WEB_1K: &str = "web1k";
+/// nginx serving 64 KiB.
+pub const WEB_64K: &str = "web64k";
+/// PostgreSQL.
+pub const PG: &str = "pg";
+/// Ping-pong server and client, over the pod's loopback.
+pub const PINGPONG: &str = "pp";
+/// Holds many connections open (client side, node 0).
+pub const HOLD_CLIENT: &str = "holdc";
+/// Accepts and keeps them (server side, node 1).
+pub const HOLD_SERVER: &str = "holds";
+
+/// Port of the ping-pong server inside its pod.
+pub const PINGPONG_PORT: u16 = 7000;
+/// Ports of the hold server: four, so 50k connections need no more than 12.5k ephemeral ports
+/// towards any one of them.
+pub const HOLD_PORTS: [u16; 4] = [7100, 7101, 7102, 7103];
+
+/// The testbed and its servers.
+pub struct World {
+    /// The testbed (dropping it removes everything it created and spawned).
+    pub tb: Testbed,
+    /// redis-server.
+    pub redis: SocketAddr,
+    /// nginx, 1 KiB body.
+    pub web_1k: SocketAddr,
+    /// nginx, 64 KiB body.
+    pub web_64k: SocketAddr,
+    /// PostgreSQL (pgbench tables initialised).
+    pub pg: SocketAddr,
+    /// Ping-pong server, reached from inside the same pod.
+    pub pingpong: SocketAddr,
+    /// IP of the hold server pod.
+    pub hold_ip: IpAddr,
+}
+
+/// This executable's path, to run its hidden subcommands inside pods.
+pub fn self_exe() -> Result<String> {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .map_err(crate::io_err("locating the netdx-bench executable"))
+}
+
+impl World {
+    /// Builds the testbed and starts every server.
+    pub fn up() -> Result<Self> {
+        let pods = [
+            (CLIENT, 0),
+            (HOLD_CLIENT, 0),
+            (REDIS, 1),
+            (WEB_1K, 1),
+            (WEB_64K, 1),
+            (PG, 1),
+            (PINGPONG, 1),
+            (HOLD_SERVER, 1),
+        ];
+        let tb = Testbed::up(&TestbedSpec {
+            nodes: 2,
+            pods: pods
+                .iter()
+                .map(|(n, node)| PodSpec::new(n, *node))
+                .collect(),
+        })?;
+        let redis = servers::redis(&tb, REDIS)?;
+        let web_1k = servers::nginx(&tb, WEB_1K, 1024)?;
+        let web_64k = servers::nginx(&tb, WEB_64K, 64 * 1024)?;
+        let pg = servers::postgres(&tb, PG)?;
+        pgbench_init(&tb, CLIENT, pg)?;
+        let exe = self_exe()?;
+        let pingpong = SocketAddr::from(([127, 0, 0, 1], PINGPONG_PORT));
+        let listen = pingpong.to_string();
+        tb.spawn(
+            PINGPONG,
+            &exe,
+            &["pingpong-server", "--listen", &listen, "--msg", "16"],
+        )?;
+        servers::wait_tcp(&tb, PINGPONG, pingpong, std::time::Duration::from_secs(10))?;
+        let hold_pod = tb.pod(HOLD_SERVER)?;
+        let hold_ip: IpAddr = hold_pod
+            .ip
+            .parse()
+            .map_err(|e| Error::Process(format!("pod IP {}: {e}", hold_pod.ip)))?;
+        info!(id = %tb.id, "benchmark cluster up");
+        Ok(World {
+            tb,
+            redis,
+            web_1k,
+            web_64k,
+            pg,
+            pingpong,
+            hold_ip,
+        })
+    }
+
+    /// cgroup v2 ids of every watched pod (what bpftrace filters on).
+    pub fn watched_cgroup_ids(&self) -> Result<Vec<u64>> {
+        use std::os::unix::fs::MetadataExt;
+        self.tb
+            .pods
+            .iter()
+            .filter(|p| p.watched)
+            .map(|p| {
+                std::fs::metadata(&p.cgroups.unified)
+                    .map(|m| m.ino())
+                    .map_err(crate::io_err(p.cgroups.unified.display().to_string()))
+            })
+            .collect()
+    }
+}
