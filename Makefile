@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 DEMO_SECS ?= 60
 
-.PHONY: setup build test demo dataset eval crds kind-test lint fmt cleanup
+.PHONY: setup build test demo dataset eval crds kind-test lint fmt cleanup bench bench-quick
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,17 @@ eval: setup
 # Regenerates crds/ from the Rust types (a test fails when they drift).
 crds: setup
 	$(CARGO) run -p netdx-operator --bin crdgen > crds/crds.yaml
+
+# Benchmarks into docs/benchmarks/ and docs/benchmarks.md: application impact next to bpftrace,
+# hook costs, collection throughput, scale (full: < 20 min on 2 cores; quick: < 3 min, one round).
+BENCH_OUT ?= docs/benchmarks
+bench: setup
+	$(CARGO) build --release -p node-probe -p netdx-bench
+	./target/release/netdx-bench --out $(BENCH_OUT) --doc docs/benchmarks.md
+
+bench-quick: setup
+	$(CARGO) build --release -p node-probe -p netdx-bench
+	./target/release/netdx-bench --quick --out $(BENCH_OUT) --doc docs/benchmarks.md
 
 # Real-cluster end to end; skips with a message where Docker/kind are missing.
 kind-test:
