@@ -31,7 +31,8 @@ struct Snapshot {
     sock_events: u64,
 }
 
-fn snapshot(probes: &mut [ProbeProcess]) -> Result<Snapshot> {
+/// `counters`: read the kernel counters too (the no-op programs record nothing).
+fn snapshot(probes: &mut [ProbeProcess], counters: bool) -> Result<Snapshot> {
     let mut programs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let (mut cpu_ns, mut exchanges, mut sock_events) = (0, 0, 0);
     for p in probes.iter_mut() {
@@ -41,7 +42,11 @@ fn snapshot(probes: &mut [ProbeProcess]) -> Result<Snapshot> {
             e.1 += n;
         }
         cpu_ns += p.cpu_ns()?;
-        let c = p.counters()?;
+        let c = if counters {
+            p.counters()?
+        } else {
+            BTreeMap::new()
+        };
         exchanges += c.get("exchanges").copied().unwrap_or(0);
         sock_events += c.get("sock_events").copied().unwrap_or(0);
     }
@@ -99,7 +104,8 @@ fn measure(
     // even if this process dies, so bpf_stats_enabled is always restored.
     let stats =
         enable_stats(Stats::RunTime).map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))?;
-    let before = snapshot(&mut probes)?;
+    let real = programs == Programs::Real;
+    let before = snapshot(&mut probes, real)?;
     let bench = redis_benchmark(
         &world.tb,
         CLIENT,
@@ -109,7 +115,7 @@ fn measure(
         CLIENTS,
         1,
     )?;
-    let after = snapshot(&mut probes)?;
+    let after = snapshot(&mut probes, real)?;
     drop(stats);
     let command = format!(
         "{} (bpf stats on, with {})",
@@ -156,58 +162,33 @@ fn measure(
     let exchanges = after.exchanges.saturating_sub(before.exchanges);
     let events = after.sock_events.saturating_sub(before.sock_events);
     let cpu = after.cpu_ns.saturating_sub(before.cpu_ns);
-    results.add(
+    results.add_all(
         WORKLOAD,
         cond,
         1,
-        "exchanges_recorded",
-        exchanges as f64,
         &command,
+        &[
+            ("exchanges_recorded", exchanges as f64),
+            ("sock_events", events as f64),
+            ("probe_process_cpu_ms", cpu as f64 / 1e6),
+            ("bpf_run_time_ms", bpf_ns as f64 / 1e6),
+        ],
     );
-    results.add(WORKLOAD, cond, 1, "sock_events", events as f64, &command);
-    results.add(
-        WORKLOAD,
-        cond,
-        1,
-        "probe_process_cpu_ms",
-        cpu as f64 / 1e6,
-        &command,
-    );
-    results.add(
-        WORKLOAD,
-        cond,
-        1,
-        "bpf_run_time_ms",
-        bpf_ns as f64 / 1e6,
-        &command,
-    );
-    if cond == "netdx" && exchanges > 0 {
-        let per = (cpu + bpf_ns) as f64 / exchanges as f64;
-        results.add(
+    if real && exchanges > 0 {
+        let per_exchange = |ns: u64| ns as f64 / exchanges as f64;
+        let total = per_exchange(cpu + bpf_ns);
+        results.add_all(
             WORKLOAD,
             cond,
             1,
-            "probe_cpu_ns_per_exchange",
-            per,
             &command,
+            &[
+                ("probe_cpu_ns_per_exchange", total),
+                ("probe_process_ns_per_exchange", per_exchange(cpu)),
+                ("bpf_ns_per_exchange", per_exchange(bpf_ns)),
+            ],
         );
-        results.add(
-            WORKLOAD,
-            cond,
-            1,
-            "probe_process_ns_per_exchange",
-            cpu as f64 / exchanges as f64,
-            &command,
-        );
-        results.add(
-            WORKLOAD,
-            cond,
-            1,
-            "bpf_ns_per_exchange",
-            bpf_ns as f64 / exchanges as f64,
-            &command,
-        );
-        results.key("probe_cpu_ns_per_exchange", per, &command);
+        results.key("probe_cpu_ns_per_exchange", total, &command);
     }
     Ok(())
 }

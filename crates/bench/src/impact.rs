@@ -269,9 +269,7 @@ fn run_workload(w: Workload, world: &World, plan: &Plan, sizes: &Sizes) -> Resul
 /// Measures each saturation workload once without a probe and sizes the runs from it.
 pub fn calibrate(world: &World, plan: &Plan, results: &mut Results) -> Result<Sizes> {
     let record = |results: &mut Results, w: Workload, run: &Run| {
-        for (m, v) in &run.values {
-            results.add(w.id(), "calibration", 0, m, *v, &run.command);
-        }
+        results.add_all(w.id(), "calibration", 0, &run.command, &run.values)
     };
     let thr = |run: &Run| run.values.first().map(|(_, v)| *v).unwrap_or(0.0);
     // Warm-up sized runs, long enough to reach steady state, short enough to stay in budget.
@@ -365,7 +363,7 @@ fn measure(
     let cpu0 = active.tool_cpu_ns()?;
     let ex0 = active.exchanges()?;
     let run = run_workload(w, world, plan, sizes)?;
-    let cpu = active.tool_cpu_ns()? - cpu0;
+    let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
     let ex1 = active.exchanges()?;
     let setup = active.command();
     let command = if setup.is_empty() {
@@ -373,37 +371,31 @@ fn measure(
     } else {
         format!("{} (with {setup})", run.command)
     };
-    for (m, v) in &run.values {
-        results.add(w.id(), cond.name(), round, m, *v, &command);
-    }
+    results.add_all(w.id(), cond.name(), round, &command, &run.values);
     if cond != Condition::None {
+        // utime+stime of the tool's processes (node-probes or bpftrace) during the run.
         results.add(
             w.id(),
             cond.name(),
             round,
             "tool_cpu_ms",
             cpu as f64 / 1e6,
-            "utime+stime from /proc/<pid>/stat of the tool's processes",
+            &command,
         );
     }
     if let (Some(a), Some(b)) = (ex0, ex1)
         && b > a
     {
-        results.add(
+        let exchanges = (b - a) as f64;
+        results.add_all(
             w.id(),
             cond.name(),
             round,
-            "exchanges_recorded",
-            (b - a) as f64,
-            "COUNTERS[exchanges] of the node-probes (both ends of each request)",
-        );
-        results.add(
-            w.id(),
-            cond.name(),
-            round,
-            "probe_process_cpu_ns_per_exchange",
-            cpu as f64 / (b - a) as f64,
-            "node-probe utime+stime / exchanges recorded",
+            &command,
+            &[
+                ("exchanges_recorded", exchanges),
+                ("probe_process_cpu_ns_per_exchange", cpu as f64 / exchanges),
+            ],
         );
     }
     Ok(())

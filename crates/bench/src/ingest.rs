@@ -194,20 +194,20 @@ pub fn run(
     let mut out = Vec::new();
     for &pods in pod_counts {
         let r = measure(pods, secs)?;
-        let w = format!("operator_ingest_{pods}_pods");
-        let add = |results: &mut Results, m: &str, v: f64| {
-            results.add(&w, "in-process", 1, m, v, command)
-        };
-        add(
-            results,
-            "node_windows_per_sec_one_core",
-            r.node_windows_per_sec,
+        results.add_all(
+            &format!("operator_ingest_{pods}_pods"),
+            "in-process",
+            1,
+            command,
+            &[
+                ("node_windows_per_sec_one_core", r.node_windows_per_sec),
+                ("ms_per_cluster_window", r.ms_per_window),
+                ("json_decode_pct", r.decode_pct),
+                ("nodes", r.nodes as f64),
+                ("windows", r.windows as f64),
+                ("windows_diagnosed", r.diagnosed as f64),
+            ],
         );
-        add(results, "ms_per_cluster_window", r.ms_per_window);
-        add(results, "json_decode_pct", r.decode_pct);
-        add(results, "nodes", r.nodes as f64);
-        add(results, "windows", r.windows as f64);
-        add(results, "windows_diagnosed", r.diagnosed as f64);
         results.key(
             &format!("operator_ingest_node_windows_per_sec_by_pods.{pods}"),
             r.node_windows_per_sec,

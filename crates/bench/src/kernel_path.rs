@@ -67,26 +67,27 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
     let after = p.counters()?;
     let command = format!("{cmd} (with {})", p.command);
     let d = |n: &str| counter(&after, n).saturating_sub(counter(&before, n));
-    let add = |results: &mut Results, metric: &str, v: f64| {
-        results.add(WORKLOAD, "netdx", 1, metric, v, &command)
-    };
-    add(results, "round_trips_per_sec", r.rate);
-    add(
-        results,
-        "sock_events_per_sec",
-        d("sock_events") as f64 / r.secs,
-    );
-    add(results, "exchanges_per_sec", d("exchanges") as f64 / r.secs);
-    add(results, "ringbuf_full", d("ringbuf_full") as f64);
     // Everything the kernel wrote since the probe started, against what user space read.
     let written: u64 = ["exchanges", "conn_events", "drop_events"]
         .iter()
         .map(|n| counter(&window.health.kernel, n))
         .sum();
     let unread = written.saturating_sub(window.health.records_read);
-    add(results, "records_written", written as f64);
-    add(results, "records_read", window.health.records_read as f64);
-    add(results, "records_unread", unread as f64);
+    results.add_all(
+        WORKLOAD,
+        "netdx",
+        1,
+        &command,
+        &[
+            ("round_trips_per_sec", r.rate),
+            ("sock_events_per_sec", d("sock_events") as f64 / r.secs),
+            ("exchanges_per_sec", d("exchanges") as f64 / r.secs),
+            ("ringbuf_full", d("ringbuf_full") as f64),
+            ("records_written", written as f64),
+            ("records_read", window.health.records_read as f64),
+            ("records_unread", unread as f64),
+        ],
+    );
     results.key(
         "kernel_path_events_per_sec",
         d("sock_events") as f64 / r.secs,
@@ -128,29 +129,19 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
         .map(|(name, (t, _))| t.saturating_sub(progs0.get(name).map(|x| x.0).unwrap_or(0)))
         .sum();
     let command = format!("{cmd} (bpf stats on, with {})", p.command);
-    results.add(
+    results.add_all(
         WORKLOAD,
         "netdx+stats",
         1,
-        "round_trips_per_sec",
-        r2.rate,
         &command,
-    );
-    results.add(
-        WORKLOAD,
-        "netdx+stats",
-        1,
-        "bpf_programs_cpu_pct",
-        bpf_ns as f64 / budget_ns * 100.0,
-        &command,
-    );
-    results.add(
-        WORKLOAD,
-        "netdx+stats",
-        1,
-        "probe_process_cpu_pct",
-        cpu1.saturating_sub(cpu0) as f64 / budget_ns * 100.0,
-        &command,
+        &[
+            ("round_trips_per_sec", r2.rate),
+            ("bpf_programs_cpu_pct", bpf_ns as f64 / budget_ns * 100.0),
+            (
+                "probe_process_cpu_pct",
+                cpu1.saturating_sub(cpu0) as f64 / budget_ns * 100.0,
+            ),
+        ],
     );
     progress.done();
     Ok(())

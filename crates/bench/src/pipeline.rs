@@ -330,14 +330,19 @@ pub fn measure(records: usize, secs: f64) -> Result<PipelineRun> {
 /// Runs the measurement and records it.
 pub fn run(records: usize, secs: f64, command: &str, results: &mut Results) -> Result<PipelineRun> {
     let r = measure(records, secs)?;
-    let add = |results: &mut Results, m: &str, v: f64| {
-        results.add(WORKLOAD, "userspace", 1, m, v, command)
-    };
-    add(results, "records_per_sec_one_core", r.records_per_sec);
-    add(results, "decode_only_records_per_sec", r.decode_per_sec);
-    add(results, "records", r.records as f64);
-    add(results, "windows_closed", r.windows as f64);
-    add(results, "exchanges_aggregated", r.exchanges as f64);
+    results.add_all(
+        WORKLOAD,
+        "userspace",
+        1,
+        command,
+        &[
+            ("records_per_sec_one_core", r.records_per_sec),
+            ("decode_only_records_per_sec", r.decode_per_sec),
+            ("records", r.records as f64),
+            ("windows_closed", r.windows as f64),
+            ("exchanges_aggregated", r.exchanges as f64),
+        ],
+    );
     results.key(
         "pipeline_events_per_sec_per_core",
         r.records_per_sec,

@@ -270,20 +270,29 @@ impl ProbeProcess {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// Waits until the probe closes a window after now, and returns it.
-    pub fn next_window(&self, timeout: Duration) -> Result<WindowReport> {
-        let after = self.windows()?.last().map(|w| w.seq + 1).unwrap_or(0);
+    /// Sequence number of the next window the probe will close.
+    pub fn next_seq(&self) -> Result<u64> {
+        Ok(self.windows()?.last().map(|w| w.seq + 1).unwrap_or(0))
+    }
+
+    /// Waits until the probe has closed window `seq`, and returns it.
+    pub fn wait_window(&self, seq: u64, timeout: Duration) -> Result<WindowReport> {
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
-            if let Some(w) = self.windows()?.into_iter().find(|w| w.seq >= after) {
+            if let Some(w) = self.windows()?.into_iter().find(|w| w.seq >= seq) {
                 return Ok(w);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         Err(Error::Process(format!(
-            "node-probe {} closed no window in {timeout:?}",
+            "node-probe {} closed no window {seq} in {timeout:?}",
             self.node
         )))
+    }
+
+    /// Waits until the probe closes a window after now, and returns it.
+    pub fn next_window(&self, timeout: Duration) -> Result<WindowReport> {
+        self.wait_window(self.next_seq()?, timeout)
     }
 }
 

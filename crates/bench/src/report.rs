@@ -162,6 +162,20 @@ impl Results {
         });
     }
 
+    /// Records several metrics of one run.
+    pub fn add_all(
+        &mut self,
+        workload: &str,
+        condition: &str,
+        round: u32,
+        command: &str,
+        values: &[(&str, f64)],
+    ) {
+        for (metric, value) in values {
+            self.add(workload, condition, round, metric, *value, command);
+        }
+    }
+
     /// Values of one (workload, condition, metric) over rounds.
     pub fn values(&self, workload: &str, condition: &str, metric: &str) -> Vec<f64> {
         self.rows

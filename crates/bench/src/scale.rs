@@ -86,6 +86,8 @@ fn hold(world: &World, exe: &str, ip: IpAddr, conns: usize) -> Result<(Guarded, 
     });
     let line = rx.recv_timeout(OPEN_TIMEOUT).unwrap_or_default();
     if !line.starts_with("held ") {
+        // Stopped first, so its stderr is closed and reading it cannot block.
+        g.stop_with(libc::SIGKILL);
         let status = g.exited();
         let mut stderr = String::new();
         if let Some(e) = g.child_mut().stderr.take() {
@@ -97,6 +99,18 @@ fn hold(world: &World, exe: &str, ip: IpAddr, conns: usize) -> Result<(Guarded, 
         )));
     }
     Ok((g, format!("netdx-bench {}", args.join(" "))))
+}
+
+/// Waits until every probe has closed `k` more windows.
+fn wait_windows(probes: &[ProbeProcess], k: u64) -> Result<()> {
+    let seqs = probes
+        .iter()
+        .map(|p| p.next_seq())
+        .collect::<Result<Vec<_>>>()?;
+    for (p, seq) in probes.iter().zip(seqs) {
+        p.wait_window(seq + k - 1, Duration::from_secs(5 * WINDOW_SECS * k))?;
+    }
+    Ok(())
 }
 
 fn record(
@@ -111,15 +125,16 @@ fn record(
         let maps = p.map_memlock()?;
         let cond = format!("netdx {}", p.node);
         let rss_mib = rss as f64 / 1024.0;
-        results.add(workload, &cond, 1, "rss_mib", rss_mib, command);
-        results.add(workload, &cond, 1, "hwm_mib", hwm as f64 / 1024.0, command);
-        results.add(
+        results.add_all(
             workload,
             &cond,
             1,
-            "bpf_map_memlock_mib",
-            maps as f64 / (1 << 20) as f64,
             command,
+            &[
+                ("rss_mib", rss_mib),
+                ("hwm_mib", hwm as f64 / 1024.0),
+                ("bpf_map_memlock_mib", maps as f64 / (1 << 20) as f64),
+            ],
         );
         worst = worst.max(rss_mib);
     }
@@ -145,9 +160,7 @@ pub fn run(
         .map(|p| p.command.clone())
         .collect::<Vec<_>>()
         .join("; ");
-    for p in &probes {
-        p.next_window(Duration::from_secs(10))?;
-    }
+    wait_windows(&probes, 1)?;
     record(results, &probes, "held_conns_0", &probe_cmd)?;
     progress.done();
     for &n in conns {
@@ -155,10 +168,7 @@ pub fn run(
         let _server = start_server(world, &exe)?;
         let (client, cmd) = hold(world, &exe, world.hold_ip, n)?;
         // Two windows: the second one starts after every connection event was aggregated.
-        for p in &probes {
-            p.next_window(Duration::from_secs(10))?;
-            p.next_window(Duration::from_secs(10))?;
-        }
+        wait_windows(&probes, 2)?;
         let command = format!("{cmd} (with {probe_cmd})");
         let worst = record(results, &probes, &format!("held_conns_{n}"), &command)?;
         if n == 10_000 {
