@@ -28,6 +28,11 @@ pub fn script(cgroup_ids: &[u64]) -> String {
         .map(|id| format!("cgroup == {id}"))
         .collect::<Vec<_>>()
         .join(" || ");
+    script_with_filter(&filter)
+}
+
+/// The script with `filter` as the predicate of both probes.
+pub fn script_with_filter(filter: &str) -> String {
     format!(
         "tracepoint:sock:sock_send_length /{filter}/ {{\n\
          \x20 if (args->ret > 0) {{\n\
@@ -110,14 +115,15 @@ impl Bpftrace {
         drop(tx);
         let mut b = Bpftrace {
             child: Guarded::new(child, "bpftrace"),
-            command: format!("bpftrace -e '{}'", text.replace('\n', " ")),
+            // The cgroup ids change every run; the page's Method section gives the script.
+            command: "bpftrace -e <per-pod counting script>".into(),
         };
         let t0 = Instant::now();
         let mut seen = Vec::new();
         while t0.elapsed() < ATTACH {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) if line.starts_with("Attaching") => {
-                    info!(pid = b.child.pid(), %line, "bpftrace attached");
+                    info!(pid = b.child.pid(), %line, script = %text, "bpftrace attached");
                     // Keep draining in the background.
                     std::thread::spawn(move || for _ in rx {});
                     return Ok(b);

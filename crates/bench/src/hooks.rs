@@ -58,6 +58,26 @@ fn snapshot(probes: &mut [ProbeProcess], counters: bool) -> Result<Snapshot> {
     })
 }
 
+/// What each real program costs beyond an empty program on the same hook.
+fn above_noop(results: &mut Results) {
+    let pairs: Vec<(String, f64, String)> = results
+        .keys
+        .iter()
+        .filter_map(|(k, real)| {
+            let hook = k.strip_prefix("hook_ns.")?;
+            let noop = results.keys.get(&format!("hook_ns_noop.{hook}"))?;
+            Some((
+                hook.to_string(),
+                real.value - noop.value,
+                noop.command.clone(),
+            ))
+        })
+        .collect();
+    for (hook, ns, command) in pairs {
+        results.key(&format!("hook_ns_above_noop.{hook}"), ns, &command);
+    }
+}
+
 /// Number of progress steps [`run`] takes.
 pub const STEPS: u64 = 2;
 
@@ -84,6 +104,9 @@ pub fn run(
             continue;
         }
         let outcome = measure(world, programs, cond, requests, results);
+        if outcome.is_ok() && programs == Programs::Noop {
+            above_noop(results);
+        }
         if let Err(e) = outcome {
             results.note(format!("hooks: {cond} programs could not be measured: {e}"));
         }
@@ -129,34 +152,25 @@ fn measure(
     let rate = redis_rate(requests, &bench.rps);
     results.add(WORKLOAD, cond, 1, crate::impact::THROUGHPUT, rate, &command);
     let mut bpf_ns = 0u64;
-    for (name, (t1, n1)) in &after.programs {
-        let (t0, n0) = before.programs.get(name).copied().unwrap_or((0, 0));
+    for (prog, (t1, n1)) in &after.programs {
+        let (t0, n0) = before.programs.get(prog).copied().unwrap_or((0, 0));
         let (dt, dn) = (t1.saturating_sub(t0), n1.saturating_sub(n0));
         bpf_ns += dt;
-        results.add(
-            WORKLOAD,
-            cond,
-            1,
-            &format!("runs.{name}"),
-            dn as f64,
-            &command,
-        );
+        // The no-op programs are named noop_<hook>: file them under the real program's name
+        // (on_<hook>) so the two line up.
+        let name = match prog.strip_prefix("noop_") {
+            Some(hook) => format!("on_{hook}"),
+            None => prog.clone(),
+        };
+        let mut values = vec![(format!("runs.{name}"), dn as f64)];
         if dn > 0 {
             let ns = dt as f64 / dn as f64;
-            results.add(
-                WORKLOAD,
-                cond,
-                1,
-                &format!("ns_per_run.{name}"),
-                ns,
-                &command,
-            );
-            let key = if cond == "netdx" {
-                "hook_ns"
-            } else {
-                "hook_ns_noop"
-            };
+            values.push((format!("ns_per_run.{name}"), ns));
+            let key = if real { "hook_ns" } else { "hook_ns_noop" };
             results.key(&format!("{key}.{name}"), ns, &command);
+        }
+        for (m, v) in values {
+            results.add(WORKLOAD, cond, 1, &m, v, &command);
         }
     }
     let exchanges = after.exchanges.saturating_sub(before.exchanges);

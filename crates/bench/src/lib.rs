@@ -74,17 +74,28 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| Error::Io { what, source }
 }
 
-/// Raises this process's open-file limit to `n` (soft and hard), for tools holding many sockets.
-pub fn raise_nofile(n: u64) -> Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
+/// Raises this process's soft open-file limit to `n`, or to the hard limit when that is lower
+/// (raising the hard limit needs CAP_SYS_RESOURCE, which containers often lack); returns the
+/// limit in force.
+pub fn raise_nofile(n: u64) -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: plain syscall with a valid pointer.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io_err(format!("raising RLIMIT_NOFILE to {n}"))(
+    // SAFETY: plain syscalls with a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io_err("reading RLIMIT_NOFILE")(
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(())
+    lim.rlim_cur = n.min(lim.rlim_max);
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(
+            io_err(format!("raising RLIMIT_NOFILE to {}", lim.rlim_cur))(
+                std::io::Error::last_os_error(),
+            ),
+        );
+    }
+    Ok(lim.rlim_cur)
 }

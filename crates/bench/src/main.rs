@@ -144,7 +144,12 @@ fn run_tool(tool: Tool) -> anyhow::Result<()> {
             hold::serve(ip, &ports)?;
         }
         Tool::HoldClient { ip, ports, conns } => {
-            netdx_bench::raise_nofile(NOFILE)?;
+            let limit = netdx_bench::raise_nofile(NOFILE)?;
+            if conns as u64 + 64 > limit {
+                bail!(
+                    "{conns} connections need more open files than RLIMIT_NOFILE allows ({limit}); run several clients"
+                );
+            }
             hold::client_main(ip, &ports, conns)?;
         }
     }

@@ -217,7 +217,8 @@ fn run_conn(
 
 /// Runs the schedule and measures each request from its due time to its last reply byte.
 pub fn run(cfg: &PacedConfig) -> Result<PacedReport> {
-    if !(cfg.rate > 0.0) || cfg.conns == 0 {
+    // NaN rates are refused too.
+    if cfg.rate.is_nan() || cfg.rate <= 0.0 || cfg.conns == 0 {
         return Err(Error::Process(format!(
             "paced client needs a positive rate and connections (rate {}, conns {})",
             cfg.rate, cfg.conns

@@ -101,8 +101,8 @@ impl Plan {
         Plan {
             mode: "full",
             rounds: 5,
-            run_secs: 4.0,
-            paced_secs: 4.0,
+            run_secs: 5.0,
+            paced_secs: 5.0,
             hook_requests: 100_000,
             pipeline_secs: 3.0,
             pipeline_records: 1 << 18,

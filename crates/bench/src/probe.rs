@@ -86,7 +86,7 @@ pub struct ProbeProcess {
     pub listen: SocketAddr,
     /// Its log (stdout and stderr).
     pub log: PathBuf,
-    /// The command line, for the results.
+    /// The command line without its per-run paths and port, for the results.
     pub command: String,
     child: Guarded,
     counters_map: Option<u32>,
@@ -131,13 +131,23 @@ impl ProbeProcess {
         let mut p = ProbeProcess {
             node: node.name.clone(),
             listen,
-            command: format!("node-probe {}", args.join(" ")),
+            // The scratch paths and the port change every run; the page's Method section
+            // gives the full command line.
+            command: format!(
+                "node-probe --node {} --window-secs {window_secs}{}",
+                node.name,
+                if programs == Programs::Noop {
+                    " --programs noop"
+                } else {
+                    ""
+                }
+            ),
             log,
             child: Guarded::new(child, format!("node-probe {}", node.name)),
             counters_map: None,
         };
         p.wait_healthy()?;
-        info!(node = %p.node, pid = p.pid(), %listen, "node-probe ready");
+        info!(node = %p.node, pid = p.pid(), args = %args.join(" "), "node-probe ready");
         Ok(p)
     }
 

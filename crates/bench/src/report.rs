@@ -397,7 +397,7 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
          below, all in `{}`.\n",
         doc_dir.display()
     );
-    md.push_str(METHOD);
+    md.push_str(&method());
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(
         md,
@@ -500,8 +500,9 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
     md
 }
 
-/// How the numbers are taken (fixed text of the page).
-const METHOD: &str = "## Method\n\n\
+/// How the numbers are taken.
+fn method() -> String {
+    let text = "## Method\n\n\
 - **Cluster**: the testbed (`crates/testbed`) with two simulated nodes: the load generators in pod \
 `client` on node-0, the servers (redis-server, nginx with 1 KiB and 64 KiB bodies, PostgreSQL) on \
 node-1, so traffic crosses the node-to-node fabric. Every pod is watched.\n\
@@ -540,6 +541,14 @@ node-1; each node's probe reports VmRSS, VmHWM and the memlock of its map fds. O
 synthetic window reports of a cluster of N pods (30 per node, 2 calls per pod) decoded from JSON \
 and passed, one node's report at a time, to the operator library's `Ingest::receive` (filing, \
 join, diagnosis) on one thread.\n\n";
+    format!(
+        "{text}The node-probe command of the `netdx` condition, per node: `node-probe --node <node> \
+         --targets <testbed>/targets.json --listen 127.0.0.1:<free port> --node-netns \
+         /run/netns/<node netns> --window-secs 10`. The bpftrace script (the filter lists the \
+         watched pods' cgroup ids):\n\n```\n{}```\n\n",
+        crate::bpftrace::script_with_filter("cgroup == <pod 1> || cgroup == <pod 2> || ...")
+    )
+}
 
 /// Writes `text` to `path`, creating the directory.
 pub fn write(path: &Path, text: &str) -> Result<()> {

@@ -4,7 +4,6 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::IpAddr,
     sync::mpsc,
     time::Duration,
 };
@@ -31,20 +30,16 @@ pub fn steps(conns: &[usize]) -> u64 {
     1 + conns.len() as u64
 }
 
-fn ports_arg() -> String {
-    HOLD_PORTS.map(|p| p.to_string()).join(",")
-}
-
-/// Starts the hold server (a fresh one per step, so no socket of an earlier step lingers).
-fn start_server(world: &World, exe: &str) -> Result<Guarded> {
+/// Starts one hold server per port (a fresh set per step, so no socket of an earlier step
+/// lingers): one process per port keeps each under the open-file limit.
+fn start_servers(world: &World, exe: &str) -> Result<Vec<Guarded>> {
     let ip = world.hold_ip.to_string();
-    let child = world.tb.pod(HOLD_SERVER)?.placement().spawn(
-        exe,
-        &["hold-server", "--ip", &ip, "--ports", &ports_arg()],
-        false,
-    )?;
-    let g = Guarded::new(child, "hold-server");
+    let placement = world.tb.pod(HOLD_SERVER)?.placement();
+    let mut servers = Vec::new();
     for p in HOLD_PORTS {
+        let port = p.to_string();
+        let child = placement.spawn(exe, &["hold-server", "--ip", &ip, "--ports", &port], false)?;
+        servers.push(Guarded::new(child, format!("hold-server :{p}")));
         netdx_testbed::servers::wait_tcp(
             &world.tb,
             HOLD_CLIENT,
@@ -52,53 +47,66 @@ fn start_server(world: &World, exe: &str) -> Result<Guarded> {
             Duration::from_secs(10),
         )?;
     }
-    Ok(g)
+    Ok(servers)
 }
 
-/// Starts the hold client and waits until it says it holds all its connections.
-fn hold(world: &World, exe: &str, ip: IpAddr, conns: usize) -> Result<(Guarded, String)> {
-    let n = conns.to_string();
-    let ip_s = ip.to_string();
-    let args = [
-        "hold-client",
-        "--ip",
-        &ip_s,
-        "--ports",
-        &ports_arg(),
-        "--conns",
-        &n,
-    ];
-    let mut child = world
-        .tb
-        .pod(HOLD_CLIENT)?
-        .placement()
-        .spawn(exe, &args, true)?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::Process("hold-client has no stdout".into()))?;
-    let mut g = Guarded::new(child, "hold-client");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(OPEN_TIMEOUT).unwrap_or_default();
-    if !line.starts_with("held ") {
-        // Stopped first, so its stderr is closed and reading it cannot block.
-        g.stop_with(libc::SIGKILL);
-        let status = g.exited();
-        let mut stderr = String::new();
-        if let Some(e) = g.child_mut().stderr.take() {
-            let _ = BufReader::new(e).read_line(&mut stderr);
+/// Starts one hold client per server port, `conns` connections in all, and waits until each
+/// says it holds its share.
+fn hold(world: &World, exe: &str, conns: usize) -> Result<(Vec<Guarded>, String)> {
+    let ip = world.hold_ip.to_string();
+    let placement = world.tb.pod(HOLD_CLIENT)?.placement();
+    let share = conns.div_ceil(HOLD_PORTS.len());
+    let mut left = conns;
+    let mut clients = Vec::new();
+    let mut started = Vec::new();
+    for p in HOLD_PORTS {
+        let n = share.min(left);
+        left -= n;
+        if n == 0 {
+            continue;
         }
-        return Err(Error::Process(format!(
-            "hold-client did not hold {conns} connections ({status:?}): {}",
-            stderr.trim()
-        )));
+        let (port, count) = (p.to_string(), n.to_string());
+        let args = [
+            "hold-client",
+            "--ip",
+            &ip,
+            "--ports",
+            &port,
+            "--conns",
+            &count,
+        ];
+        let mut child = placement.spawn(exe, &args, true)?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Process("hold-client has no stdout".into()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        clients.push((Guarded::new(child, format!("hold-client :{p}")), rx, n));
+        started.push(format!("netdx-bench {}", args.join(" ")));
     }
-    Ok((g, format!("netdx-bench {}", args.join(" "))))
+    let mut held = Vec::new();
+    for (mut g, rx, n) in clients {
+        let line = rx.recv_timeout(OPEN_TIMEOUT).unwrap_or_default();
+        if !line.starts_with("held ") {
+            // Stopped first, so its stderr is closed and reading it cannot block.
+            g.stop_with(libc::SIGKILL);
+            let mut stderr = String::new();
+            if let Some(e) = g.child_mut().stderr.take() {
+                let _ = BufReader::new(e).read_line(&mut stderr);
+            }
+            return Err(Error::Process(format!(
+                "hold-client did not hold {n} connections: {}",
+                stderr.trim()
+            )));
+        }
+        held.push(g);
+    }
+    Ok((held, started.join(" & ")))
 }
 
 /// Waits until every probe has closed `k` more windows.
@@ -165,8 +173,8 @@ pub fn run(
     progress.done();
     for &n in conns {
         progress.step(&format!("scale: {n} held connections"));
-        let _server = start_server(world, &exe)?;
-        let (client, cmd) = hold(world, &exe, world.hold_ip, n)?;
+        let servers = start_servers(world, &exe)?;
+        let (clients, cmd) = hold(world, &exe, n)?;
         // Two windows: the second one starts after every connection event was aggregated.
         wait_windows(&probes, 2)?;
         let command = format!("{cmd} (with {probe_cmd})");
@@ -175,7 +183,9 @@ pub fn run(
             results.key("probe_rss_mib_10k_conns", worst, &command);
         }
         results.key(&format!("probe_rss_mib_by_conns.{n}"), worst, &command);
-        drop(client);
+        // Clients first: the servers then see their peers close.
+        drop(clients);
+        drop(servers);
         progress.done();
     }
     Ok(())
