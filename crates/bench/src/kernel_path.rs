@@ -51,6 +51,24 @@ fn counter(c: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
     c.get(name).copied().unwrap_or(0)
 }
 
+/// The first window the probe closed after the kernel had written `exchanges` exchanges: its
+/// totals cover every record of the flood.
+fn window_after(p: &ProbeProcess, exchanges: u64) -> Result<netdx_api::windows::WindowReport> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seq = p.next_seq()?;
+    while std::time::Instant::now() < deadline {
+        let w = p.wait_window(seq, Duration::from_secs(5))?;
+        if counter(&w.health.kernel, "exchanges") >= exchanges {
+            return Ok(w);
+        }
+        seq = w.seq + 1;
+    }
+    Err(Error::Process(format!(
+        "node-probe {} closed no window covering the flood",
+        p.node
+    )))
+}
+
 /// Floods, then checks the probe's counters; a second, statistics-on flood says where the
 /// CPU went.
 pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progress) -> Result<()> {
@@ -62,9 +80,12 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
     // the flood shows whether every record was read.
     let mut p = ProbeProcess::start(&bin, &world.tb, node, 1, Programs::Real)?;
     let before = p.counters()?;
+    let (cpu0, wait0) = p.sched_ns()?;
     let (r, cmd) = flood(world, secs)?;
-    let window = p.next_window(Duration::from_secs(5))?;
+    let (cpu1, wait1) = p.sched_ns()?;
+    let (cpu, wait) = (cpu1.saturating_sub(cpu0), wait1.saturating_sub(wait0));
     let after = p.counters()?;
+    let window = window_after(&p, counter(&after, "exchanges"))?;
     let command = format!("{cmd} (with {})", p.command);
     let d = |n: &str| counter(&after, n).saturating_sub(counter(&before, n));
     // Everything the kernel wrote since the probe started, against what user space read.
@@ -86,6 +107,9 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
             ("records_written", written as f64),
             ("records_read", window.health.records_read as f64),
             ("records_unread", unread as f64),
+            ("probe_process_cpu_ms", cpu as f64 / 1e6),
+            // Runnable but not running: a drain loop that waits for a CPU lets the ring fill.
+            ("probe_runqueue_wait_ms", wait as f64 / 1e6),
         ],
     );
     results.key(

@@ -189,6 +189,11 @@ impl ProbeProcess {
         procfs::cpu_ns(self.pid())
     }
 
+    /// (on-CPU, waiting for a CPU) time of the probe's threads so far, ns.
+    pub fn sched_ns(&self) -> Result<(u64, u64)> {
+        procfs::sched_ns(self.pid())
+    }
+
     /// Resident and peak resident memory, KiB.
     pub fn rss_kib(&self) -> Result<(u64, u64)> {
         Ok((

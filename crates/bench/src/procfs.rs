@@ -19,25 +19,33 @@ fn proc_path(pid: u32, what: &str) -> PathBuf {
 /// from /proc/<pid>/task/*/schedstat (nanosecond resolution, where /proc/<pid>/stat counts
 /// 10 ms ticks, too coarse for a probe that uses a few ms in a run).
 pub fn cpu_ns(pid: u32) -> Result<u64> {
+    Ok(sched_ns(pid)?.0)
+}
+
+/// (on-CPU time, time spent runnable but waiting for a CPU) of all threads of `pid`, ns.
+pub fn sched_ns(pid: u32) -> Result<(u64, u64)> {
     let dir = proc_path(pid, "task");
-    let mut total = 0u64;
+    let (mut cpu, mut wait) = (0u64, 0u64);
     for entry in std::fs::read_dir(&dir).map_err(io_err(dir.display().to_string()))? {
         let Ok(entry) = entry else { continue };
         // A thread can exit between listing and reading: it no longer counts.
         let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
             continue;
         };
-        total += parse_schedstat(&text).ok_or_else(|| Error::Parse {
+        let (c, w) = parse_schedstat(&text).ok_or_else(|| Error::Parse {
             what: entry.path().join("schedstat").display().to_string(),
             detail: text.trim().to_string(),
         })?;
+        cpu += c;
+        wait += w;
     }
-    Ok(total)
+    Ok((cpu, wait))
 }
 
-/// On-CPU nanoseconds: the first field of a schedstat file.
-fn parse_schedstat(text: &str) -> Option<u64> {
-    text.split_whitespace().next()?.parse().ok()
+/// The first two fields of a schedstat file: on-CPU and run-queue wait, ns.
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut f = text.split_whitespace().map(|v| v.parse().ok());
+    Some((f.next()??, f.next()??))
 }
 
 /// A `kB` field of /proc/<pid>/status (VmRSS, VmHWM, ...), in KiB.
@@ -211,7 +219,7 @@ mod tests {
         let me = std::process::id();
         assert!(status_kib(me, "VmRSS").unwrap() > 0);
         assert!(cpu_ns(me).unwrap() > 0);
-        assert_eq!(parse_schedstat("123456 789 10\n"), Some(123456));
+        assert_eq!(parse_schedstat("123456 789 10\n"), Some((123456, 789)));
         assert_eq!(parse_schedstat(""), None);
         assert!(status_kib(me, "NoSuchField").is_err());
     }
