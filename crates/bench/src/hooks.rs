@@ -94,6 +94,7 @@ pub fn run(
             Programs::Real => "netdx",
             Programs::Noop => "noop",
         };
+        crate::check_stop()?;
         progress.step(&format!("hooks: {cond} programs with bpf stats"));
         if programs == Programs::Noop && !probe::has_noop(&bin) {
             results.note(

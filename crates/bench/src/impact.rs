@@ -323,6 +323,7 @@ pub fn run(
             };
             let mut active = active;
             for w in Workload::ALL {
+                crate::check_stop()?;
                 progress.step(&format!(
                     "impact round {round}/{}: {} under {}",
                     plan.rounds,

@@ -129,12 +129,18 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
     );
     if d("ringbuf_full") > 0 || unread > 0 {
         results.note(format!(
-            "kernel path: records were lost: {} ring-buffer-full, {unread} written but not read",
-            d("ringbuf_full")
+            "kernel path: records were lost: {} ring-buffer-full, {unread} written but not \
+             read; the probe's threads used {:.0} ms of CPU and waited {:.0} ms for one during \
+             the {:.0} s flood",
+            d("ringbuf_full"),
+            cpu as f64 / 1e6,
+            wait as f64 / 1e6,
+            r.secs
         ));
     }
     progress.done();
 
+    crate::check_stop()?;
     progress.step("kernel path: where the time goes (bpf stats on)");
     let stats =
         enable_stats(Stats::RunTime).map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))?;

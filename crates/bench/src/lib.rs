@@ -63,6 +63,26 @@ pub enum Error {
     /// JSON encoding or decoding failed.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The user asked to stop (Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Set when the user asks to stop; sections check it between steps.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every section to stop at its next step.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `Err(Interrupted)` once a stop was requested.
+pub fn check_stop() -> Result<()> {
+    if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
 }
 
 /// Result alias.

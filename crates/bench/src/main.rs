@@ -3,10 +3,6 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
 };
 
 use anyhow::{Context as _, bail};
@@ -214,12 +210,7 @@ fn main() -> anyhow::Result<()> {
     );
     // Ctrl-C reaches the tools in pods too (same process group), so the step in progress
     // fails; stopping between steps lets Drop remove the testbed and stop every process.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
-    }
+    ctrlc::set_handler(netdx_bench::request_stop).context("installing the Ctrl-C handler")?;
     let total: u64 = sections
         .iter()
         .map(|s| match s {
@@ -238,9 +229,7 @@ fn main() -> anyhow::Result<()> {
         let world = World::up().context("building the benchmark testbed")?;
         progress.done();
         for s in sections.iter().filter(|s| s.needs_kernel()) {
-            if interrupted.load(Ordering::SeqCst) {
-                bail!("interrupted");
-            }
+            netdx_bench::check_stop()?;
             let r = match s {
                 Section::Impact => impact::run(&world, &plan, &mut results, &mut progress),
                 Section::Hooks => {
@@ -254,16 +243,16 @@ fn main() -> anyhow::Result<()> {
                 }
                 Section::Pipeline | Section::Ingest => Ok(()),
             };
-            if let Err(e) = r {
-                results.note(format!("section {s} stopped: {e}"));
+            match r {
+                Err(netdx_bench::Error::Interrupted) => bail!("interrupted"),
+                Err(e) => results.note(format!("section {s} stopped: {e}")),
+                Ok(()) => {}
             }
         }
         // The world (testbed, servers, probes) is gone before the CPU-bound sections run.
     }
     for s in sections.iter().filter(|s| !s.needs_kernel()) {
-        if interrupted.load(Ordering::SeqCst) {
-            bail!("interrupted");
-        }
+        netdx_bench::check_stop()?;
         progress.step(&format!("{s}"));
         let command = format!("{harness} --only {s}");
         let r = match s {

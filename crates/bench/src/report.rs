@@ -534,10 +534,15 @@ per program from /proc/<pid>/fdinfo of the probe.\n\
 - **Collection**: `pipeline` feeds synthetic records, laid out as the kernel writes them, through \
 node-probe's `records::decode` and `windows::Aggregator` on one thread, closing a window every \
 2^20 records (the ring-buffer read itself, ~13 ns per record here, is not included); `kernel_flood` \
-floods ping-pong on 4 connections in a watched pod and compares the probe's kernel counters \
-(`ringbuf_full`, records written) with the records its user space read.\n\
+floods ping-pong on 4 connections in a watched pod (the pod's node-probe at `--window-secs 1`, \
+so its totals are published soon after) and compares the probe's kernel counters \
+(`ringbuf_full`, records written) with the records its user space read; a second flood with \
+run statistics on says how much CPU the programs and the probe process took.\n\
 - **Scale**: a client pod on node-0 holds N connections (one exchange each) to a server pod on \
-node-1; each node's probe reports VmRSS, VmHWM and the memlock of its map fds. Operator ingest: \
+node-1 (one client and one server process per server port, to stay under the open-file \
+limit); each node's probe (`--window-secs 2`, two windows after the last connection opened) \
+reports VmRSS, VmHWM and the memlock of its map fds (socket-local storage is charged to the \
+sockets, not to the map, so map memory does not grow with connections). Operator ingest: \
 synthetic window reports of a cluster of N pods (30 per node, 2 calls per pod) decoded from JSON \
 and passed, one node's report at a time, to the operator library's `Ingest::receive` (filing, \
 join, diagnosis) on one thread.\n\n";

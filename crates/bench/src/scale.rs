@@ -172,6 +172,7 @@ pub fn run(
     record(results, &probes, "held_conns_0", &probe_cmd)?;
     progress.done();
     for &n in conns {
+        crate::check_stop()?;
         progress.step(&format!("scale: {n} held connections"));
         let servers = start_servers(world, &exe)?;
         let (clients, cmd) = hold(world, &exe, n)?;
