@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use aya::sys::{Stats, enable_stats};
 use netdx_testbed::workloads::redis_benchmark;
 
 use crate::{
-    Error, Result,
+    Result,
     impact::{redis_cmd, redis_rate},
     probe::{self, ProbeProcess, Programs},
     progress::Progress,
@@ -124,10 +123,7 @@ fn measure(
     results: &mut Results,
 ) -> Result<()> {
     let mut probes = probe::start_all(&world.tb, crate::conditions::WINDOW_SECS, programs)?;
-    // Statistics stay on only while this fd is open; the kernel turns them off when it closes,
-    // even if this process dies, so bpf_stats_enabled is always restored.
-    let stats =
-        enable_stats(Stats::RunTime).map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))?;
+    let stats = probe::run_stats()?;
     let real = programs == Programs::Real;
     let before = snapshot(&mut probes, real)?;
     let bench = redis_benchmark(

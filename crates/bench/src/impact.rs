@@ -11,12 +11,11 @@ use crate::{
     Error, Result,
     conditions::{Active, Condition},
     paced::{PacedReport, Proto},
-    pingpong::PingPongReport,
     plan::Plan,
     progress::Progress,
     report::Results,
     stats::{increase_pct, loss_pct},
-    world::{CLIENT, PINGPONG, World, self_exe},
+    world::{CLIENT, World},
 };
 
 /// Throughput metric of the saturation workloads.
@@ -171,38 +170,8 @@ fn run_pgbench(world: &World, tx: u64) -> Result<Run> {
     })
 }
 
-/// Runs this executable's hidden subcommand `args` in `pod` and parses its JSON report.
-fn run_self<T: serde::de::DeserializeOwned>(
-    world: &World,
-    pod: &str,
-    args: &[String],
-) -> Result<(T, String)> {
-    let exe = self_exe()?;
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = world.tb.run(pod, &exe, &a)?;
-    let report = serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
-        what: format!(
-            "netdx-bench {}",
-            args.first().map(String::as_str).unwrap_or("")
-        ),
-        detail: e.to_string(),
-    })?;
-    Ok((report, format!("netdx-bench {}", args.join(" "))))
-}
-
 fn run_pingpong(world: &World, secs: f64) -> Result<Run> {
-    let args = [
-        "pingpong".to_string(),
-        "--target".into(),
-        world.pingpong.to_string(),
-        "--conns".into(),
-        PP_CONNS.to_string(),
-        "--msg".into(),
-        PP_MSG.to_string(),
-        "--secs".into(),
-        secs.to_string(),
-    ];
-    let (r, command): (PingPongReport, _) = run_self(world, PINGPONG, &args)?;
+    let (r, command) = world.pingpong(PP_CONNS, PP_MSG, secs)?;
     Ok(Run {
         values: vec![(THROUGHPUT, r.rate)],
         command,
@@ -223,7 +192,7 @@ fn run_paced(world: &World, proto: Proto, target: SocketAddr, rate: f64, secs: f
         "--conns".into(),
         PACED_CONNS.to_string(),
     ];
-    let (r, command): (PacedReport, _) = run_self(world, CLIENT, &args)?;
+    let (r, command): (PacedReport, _) = world.run_tool(CLIENT, &args)?;
     if r.errors > 0 {
         return Err(Error::Process(format!(
             "paced {proto:?}: {} connections failed",

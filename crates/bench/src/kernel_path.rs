@@ -4,15 +4,13 @@
 
 use std::time::Duration;
 
-use aya::sys::{Stats, enable_stats};
-
 use crate::{
     Error, Result,
     pingpong::PingPongReport,
     probe::{self, ProbeProcess, Programs},
     progress::Progress,
     report::Results,
-    world::{PINGPONG, World, self_exe},
+    world::{PINGPONG, World},
 };
 
 /// Workload name in the results.
@@ -26,25 +24,7 @@ const MSG: usize = 16;
 pub const STEPS: u64 = 2;
 
 fn flood(world: &World, secs: f64) -> Result<(PingPongReport, String)> {
-    let exe = self_exe()?;
-    let args = [
-        "pingpong".to_string(),
-        "--target".into(),
-        world.pingpong.to_string(),
-        "--conns".into(),
-        CONNS.to_string(),
-        "--msg".into(),
-        MSG.to_string(),
-        "--secs".into(),
-        secs.to_string(),
-    ];
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = world.tb.run(PINGPONG, &exe, &a)?;
-    let r = serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
-        what: "netdx-bench pingpong".into(),
-        detail: e.to_string(),
-    })?;
-    Ok((r, format!("netdx-bench {}", args.join(" "))))
+    world.pingpong(CONNS, MSG, secs)
 }
 
 fn counter(c: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
@@ -142,8 +122,7 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
 
     crate::check_stop()?;
     progress.step("kernel path: where the time goes (bpf stats on)");
-    let stats =
-        enable_stats(Stats::RunTime).map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))?;
+    let stats = probe::run_stats()?;
     let progs0 = p.program_stats()?;
     let cpu0 = p.cpu_ns()?;
     let (r2, _) = flood(world, secs)?;

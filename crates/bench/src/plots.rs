@@ -47,6 +47,8 @@ pub fn bars(
         (lo.min(b.min), hi.max(b.max))
     });
     let pad = ((hi - lo) * 0.1).max(0.5);
+    // Room above the tallest bar for the legend.
+    let top = hi + ((hi - lo) * 0.35).max(1.0);
     let root = SVGBackend::new(path, (1000, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let n = groups.len().max(1) as f64;
@@ -55,7 +57,7 @@ pub fn bars(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(-0.5f64..n - 0.5, (lo - pad)..(hi + pad))
+        .build_cartesian_2d(-0.5f64..n - 0.5, (lo - pad)..top)
         .map_err(|e| err(&e))?;
     let labels: Vec<String> = groups.iter().map(|(l, _)| l.clone()).collect();
     chart
@@ -71,6 +73,7 @@ pub fn bars(
             }
         })
         .y_desc(y_desc)
+        .y_label_formatter(&tick)
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(&e))?;
@@ -103,6 +106,7 @@ pub fn bars(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()
@@ -110,6 +114,7 @@ pub fn bars(
     root.present().map_err(|e| err(&e))
 }
 
+/// Whole decades around the positive values: a log axis labels its decades only.
 fn range_log(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| *v > 0.0)
@@ -117,7 +122,18 @@ fn range_log(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     if lo > hi {
         return 1.0..10.0;
     }
-    (lo / 2.0)..(hi * 2.0)
+    let lo = 10f64.powf(lo.log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    lo..hi
+}
+
+/// Axis numbers without a useless ".0".
+fn tick(v: &f64) -> String {
+    if v.abs() >= 1.0 && v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
 }
 
 /// Lines with points on log-log axes.
@@ -145,6 +161,8 @@ pub fn loglog(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| err(&e))?;

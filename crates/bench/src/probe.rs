@@ -47,6 +47,14 @@ pub fn has_noop(bin: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Turns on eBPF run statistics (run_time_ns, run_cnt) until the returned fd is dropped; the
+/// kernel turns them off when it closes, even if this process dies, so
+/// `kernel.bpf_stats_enabled` always returns to what it was.
+pub fn run_stats() -> Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))
+}
+
 /// A free loopback TCP port (released at once; the probe binds it right after).
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;

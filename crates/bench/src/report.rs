@@ -364,8 +364,8 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
     if info.mode != "full" {
         let _ = writeln!(
             md,
-            "> **{} mode:** one short round, so every ratio here is within noise of zero or off \
-             by several percent. These numbers check that the harness works; they are not \
+            "> **{} mode:** one short round, possibly on a busy machine, so a ratio here can be \
+             off by tens of percent. These numbers show that the harness works; they are not \
              results. Run `make bench` on a quiet machine for those.\n",
             info.mode
         );
@@ -394,7 +394,7 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
         md,
         "Results: `results.csv` (one row per measurement: workload, condition, round, metric, \
          value, command), `summary.json` (headline numbers with their spread), and the plots \
-         below, all in `{}`.\n",
+         below, all in [`{0}`]({0}).\n",
         doc_dir.display()
     );
     md.push_str(&method());
@@ -524,13 +524,17 @@ dealt round-robin from one global schedule at half the calibrated saturation thr
 runs from each request's scheduled send time to its last reply byte, so a stall counts against \
 every request that should have left meanwhile (no coordinated omission). It includes the \
 client's timer wake-up, the same in every condition.\n\
-- **Probe CPU**: utime+stime of the node-probe processes (/proc/<pid>/stat) plus the run time of \
+- **Probe CPU**: on-CPU time of the node-probe processes' threads (/proc/<pid>/task/*/schedstat, \
+in ns) plus the run time of \
 its programs from eBPF run statistics (BPF_ENABLE_STATS, held only during the measurement, so \
 `kernel.bpf_stats_enabled` returns to what it was even if the harness dies), per exchange \
 recorded (each request is recorded at both ends).\n\
 - **Hooks**: the same fixed redis workload under the real programs and under `node-probe \
 --programs noop` (same hook points, empty programs) when that build has it; run_time_ns / run_cnt \
-per program from /proc/<pid>/fdinfo of the probe.\n\
+per program from /proc/<pid>/fdinfo of the probe. Run time includes the statistics' own two \
+clock reads per run, so the no-op programs' time is mostly that; `hook_ns_above_noop` is what a \
+program costs beyond an empty one. Neither includes the tracepoint's dispatch, which the \
+impact runs see.\n\
 - **Collection**: `pipeline` feeds synthetic records, laid out as the kernel writes them, through \
 node-probe's `records::decode` and `windows::Aggregator` on one thread, closing a window every \
 2^20 records (the ring-buffer read itself, ~13 ns per record here, is not included); `kernel_flood` \

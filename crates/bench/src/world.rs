@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use netdx_testbed::{Testbed, TestbedSpec, servers, topology::PodSpec, workloads::pgbench_init};
 use tracing::info;
 
-use crate::{Error, Result};
+use crate::{Error, Result, pingpong::PingPongReport};
 
 /// Pod running the load generators.
 pub const CLIENT: &str = "client";
@@ -106,6 +106,45 @@ impl World {
             pingpong,
             hold_ip,
         })
+    }
+
+    /// Runs this executable's hidden subcommand `args` in `pod`; returns its JSON report and
+    /// the command line.
+    pub fn run_tool<T: serde::de::DeserializeOwned>(
+        &self,
+        pod: &str,
+        args: &[String],
+    ) -> Result<(T, String)> {
+        let exe = self_exe()?;
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.tb.run(pod, &exe, &a)?;
+        let command = format!("netdx-bench {}", args.join(" "));
+        let report = serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
+            what: command.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok((report, command))
+    }
+
+    /// A ping-pong run between two sockets of the ping-pong pod.
+    pub fn pingpong(
+        &self,
+        conns: usize,
+        msg: usize,
+        secs: f64,
+    ) -> Result<(PingPongReport, String)> {
+        let args = [
+            "pingpong".to_string(),
+            "--target".into(),
+            self.pingpong.to_string(),
+            "--conns".into(),
+            conns.to_string(),
+            "--msg".into(),
+            msg.to_string(),
+            "--secs".into(),
+            secs.to_string(),
+        ];
+        self.run_tool(PINGPONG, &args)
     }
 
     /// cgroup v2 ids of every watched pod (what bpftrace filters on).
