@@ -60,6 +60,29 @@ fn uname() -> String {
     )
 }
 
+/// (busy, total) jiffies of all CPUs from the `cpu` line of /proc/stat.
+fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Share of all CPUs that was busy over `dur`, percent (what others run before we start).
+pub fn busy_pct(dur: std::time::Duration) -> Option<f64> {
+    let read = || cpu_jiffies(&std::fs::read_to_string("/proc/stat").ok()?);
+    let (b0, t0) = read()?;
+    std::thread::sleep(dur);
+    let (b1, t1) = read()?;
+    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
+}
+
 /// Reads this machine's description.
 pub fn describe() -> Machine {
     let (cpu_model, cpus, cpu_mhz) =
@@ -84,6 +107,13 @@ pub fn describe() -> Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_share_from_proc_stat() {
+        let s = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n";
+        assert_eq!(cpu_jiffies(s), Some((150, 1000)));
+        assert_eq!(cpu_jiffies("intr 1"), None);
+    }
 
     #[test]
     fn cpuinfo_fields() {

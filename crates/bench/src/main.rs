@@ -12,7 +12,7 @@ use netdx_bench::{
     paced::{self, PacedConfig, Proto},
     pingpong, pipeline,
     plan::{Plan, Section},
-    plots,
+    plots, probe,
     progress::Progress,
     report::{self, Results, RunInfo},
     scale,
@@ -152,6 +152,31 @@ fn run_tool(tool: Tool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Notes what else is running: a busy machine or other tools' eBPF programs on the socket hooks
+/// make every ratio unreliable.
+fn preflight(needs_kernel: bool, results: &mut Results) {
+    if let Some(busy) = machine::busy_pct(std::time::Duration::from_secs(1))
+        && busy > 10.0
+    {
+        results.note(format!(
+            "the machine was {busy:.0} % busy before the benchmark started: other work competes \
+             with every measurement"
+        ));
+    }
+    if needs_kernel {
+        let mut others = probe::socket_hook_programs();
+        if !others.is_empty() {
+            others.sort();
+            others.dedup_by(|a, b| a == b);
+            results.note(format!(
+                "eBPF programs of other tools were attached before the benchmark started ({}): \
+                 they run on socket calls in every condition, `none` included",
+                others.join(", ")
+            ));
+        }
+    }
+}
+
 /// `out` as seen from the directory of `doc` (for image links in the page).
 fn relative_to_doc(out: &Path, doc: &Path) -> PathBuf {
     let base = doc.parent().unwrap_or(Path::new(""));
@@ -222,8 +247,9 @@ fn main() -> anyhow::Result<()> {
         })
         .sum::<u64>()
         + u64::from(needs_kernel);
-    let mut progress = Progress::new(total);
     let mut results = Results::default();
+    preflight(needs_kernel, &mut results);
+    let mut progress = Progress::new(total);
     if needs_kernel {
         progress.step("building the testbed and starting servers");
         let world = World::up().context("building the benchmark testbed")?;

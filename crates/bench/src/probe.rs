@@ -55,6 +55,22 @@ pub fn run_stats() -> Result<std::os::fd::OwnedFd> {
         .map_err(|e| Error::Bpf(format!("BPF_ENABLE_STATS: {e}")))
 }
 
+/// Names of loaded eBPF programs on the socket send/receive paths (netdx probes, bpftrace
+/// scripts on the sock tracepoints): run before our own start, they are someone else's and add
+/// to the cost of every condition.
+pub fn socket_hook_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| {
+            n.starts_with("on_")
+                || n.starts_with("noop_")
+                || n.contains("sock_send")
+                || n.contains("sock_recv")
+        })
+        .collect()
+}
+
 /// A free loopback TCP port (released at once; the probe binds it right after).
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
