@@ -38,13 +38,15 @@ crds: setup
 # Benchmarks into docs/benchmarks/ and docs/benchmarks.md: application impact next to bpftrace,
 # hook costs, collection throughput, scale (full: < 20 min on 2 cores; quick: < 3 min, one round).
 BENCH_OUT ?= docs/benchmarks
+# node-probe is found next to netdx-bench, wherever cargo puts them.
+BENCH_BIN = $(or $(CARGO_TARGET_DIR),target)/release/netdx-bench
 bench: setup
 	$(CARGO) build --release -p node-probe -p netdx-bench
-	./target/release/netdx-bench --out $(BENCH_OUT) --doc docs/benchmarks.md
+	$(BENCH_BIN) --out $(BENCH_OUT) --doc docs/benchmarks.md
 
 bench-quick: setup
 	$(CARGO) build --release -p node-probe -p netdx-bench
-	./target/release/netdx-bench --quick --out $(BENCH_OUT) --doc docs/benchmarks.md
+	$(BENCH_BIN) --quick --out $(BENCH_OUT) --doc docs/benchmarks.md
 
 # Real-cluster end to end; skips with a message where Docker/kind are missing.
 kind-test:

@@ -210,30 +210,43 @@ fn number_in(name: &str) -> Option<f64> {
 /// Draws every plot the results have data for; returns the files written.
 pub fn draw_all(results: &Results, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    // Impact: loss (or p99 increase) per workload, netdx next to bpftrace.
-    let groups: Vec<(String, Vec<Option<Bar>>)> = Workload::ALL
-        .iter()
-        .map(|w| {
-            let metric = if w.is_latency() {
-                "p99_increase_pct"
-            } else {
-                "throughput_loss_pct"
-            };
-            let bars = ["netdx", "bpftrace"].map(|c| bar_of(&results.values(w.id(), c, metric)));
-            (w.id().to_string(), bars.to_vec())
-        })
-        .filter(|(_, b)| b.iter().any(Option::is_some))
-        .collect();
-    if !groups.is_empty() {
-        let p = dir.join("impact.svg");
-        bars(
-            &p,
-            "Throughput loss at saturation (p99 increase at 50 % load for *_paced)",
-            "% vs no probe (median, min-max)",
-            &["netdx", "bpftrace"],
-            &groups,
-        )?;
-        out.push(p);
+    // Impact, netdx next to bpftrace: throughput loss at saturation, and p99 increase at half
+    // load (apart: latency ratios run to hundreds of percent and would flatten the others).
+    for (latency, file, title, metric) in [
+        (
+            false,
+            "impact.svg",
+            "Throughput loss at saturation",
+            "throughput_loss_pct",
+        ),
+        (
+            true,
+            "impact-p99.svg",
+            "p99 latency increase at 50 % of saturation",
+            "p99_increase_pct",
+        ),
+    ] {
+        let groups: Vec<(String, Vec<Option<Bar>>)> = Workload::ALL
+            .iter()
+            .filter(|w| w.is_latency() == latency)
+            .map(|w| {
+                let bars =
+                    ["netdx", "bpftrace"].map(|c| bar_of(&results.values(w.id(), c, metric)));
+                (w.id().to_string(), bars.to_vec())
+            })
+            .filter(|(_, b)| b.iter().any(Option::is_some))
+            .collect();
+        if !groups.is_empty() {
+            let p = dir.join(file);
+            bars(
+                &p,
+                title,
+                "% vs no probe (median, min-max)",
+                &["netdx", "bpftrace"],
+                &groups,
+            )?;
+            out.push(p);
+        }
     }
     // Hook costs: ns per program run, real vs no-op.
     let mut progs: Vec<String> = results
