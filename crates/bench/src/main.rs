@@ -167,7 +167,7 @@ fn preflight(needs_kernel: bool, results: &mut Results) {
         let mut others = probe::socket_hook_programs();
         if !others.is_empty() {
             others.sort();
-            others.dedup_by(|a, b| a == b);
+            others.dedup();
             results.note(format!(
                 "eBPF programs of other tools were attached before the benchmark started ({}): \
                  they run on socket calls in every condition, `none` included",
