@@ -225,6 +225,9 @@ impl TargetSync {
             // Sockets of pods no longer watched stop being recorded at their next call.
             probe.bump_targets_gen();
         }
+        if let Err(e) = probe.set_active(!wanted.is_empty()) {
+            warn!(error = %e, "tracepoints could not follow the target set");
+        }
         let mut netns: HashSet<u32> = index.watched.iter().map(|w| w.netns).collect();
         netns.extend(self.node_netns);
         sync_set(&mut probe.netns, &mut self.installed_netns, &netns, "netns");
@@ -301,6 +304,13 @@ fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Closes the aggregator's window with the probe's kernel-side state.
+fn close_window(agg: &mut Aggregator, probe: &LoadedProbe, sampler: &mut PodSampler) -> WindowReport {
+    let mut w = agg.close_window(kernel_map(probe), sampler);
+    w.health.tracepoints_attached = probe.is_active();
+    w
+}
+
 fn drain(probe: &mut LoadedProbe, agg: &mut Aggregator) {
     while let Some(item) = probe.events.next() {
         match decode(&item) {
@@ -354,14 +364,14 @@ fn run(
             next_sync = now + Duration::from_secs(1);
         }
         if now >= next_window {
-            shared.push(agg.close_window(kernel_map(&probe), &mut sampler));
+            shared.push(close_window(&mut agg, &probe, &mut sampler));
             next_window = next_boundary(cfg.window);
         }
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 Command::CloseWindow(reply) => {
                     drain(&mut probe, &mut agg);
-                    let w = agg.close_window(kernel_map(&probe), &mut sampler);
+                    let w = close_window(&mut agg, &probe, &mut sampler);
                     shared.push(w.clone());
                     let _ = reply.send(w);
                     next_window = next_boundary(cfg.window);

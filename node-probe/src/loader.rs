@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
-        cgroup_skb::CgroupSkbLinkId,
+        cgroup_skb::CgroupSkbLinkId, tp_btf::BtfTracePointLinkId,
     },
 };
 use netdx_common::{Counter, KernelOffsets};
@@ -154,6 +154,8 @@ pub struct LoadedProbe {
     targets_gen: Array<MapData, u32>,
     /// Which programs are attached.
     programs: ProgramSet,
+    /// Links of the tracepoint programs while attached (see [`LoadedProbe::set_active`]).
+    tracepoint_links: Vec<(&'static str, BtfTracePointLinkId)>,
     /// `enum skb_drop_reason` names of this kernel, without the SKB_DROP_REASON_ prefix.
     pub drop_reasons: StdHashMap<u32, String>,
 }
@@ -256,7 +258,6 @@ impl LoadedProbe {
                 .try_into()
                 .map_err(err("loading"))?;
             prog.load(tracepoint, &aya_btf).map_err(err("loading"))?;
-            prog.attach().map_err(err("attaching"))?;
         }
         for &(program, _) in cfg.programs.payload() {
             let prog: &mut CgroupSkb = ebpf
@@ -294,7 +295,13 @@ impl LoadedProbe {
             counters,
             targets_gen,
             programs: cfg.programs,
+            tracepoint_links: Vec::new(),
             drop_reasons,
+        })
+        .and_then(|mut p| {
+            // Attach once at load so a kernel that refuses fails here, with a clear error.
+            p.set_active(true)?;
+            Ok(p)
         })
     }
 
@@ -341,6 +348,63 @@ impl LoadedProbe {
                 warn!(program, error = %e, "detaching payload capture");
             }
         }
+    }
+
+    /// Attaches (true) or detaches (false) the tracepoint programs. A node without watched
+    /// pods detaches them, so its sockets pay nothing for the probe.
+    pub fn set_active(&mut self, active: bool) -> Result<(), LoadError> {
+        if active == !self.tracepoint_links.is_empty() {
+            return Ok(());
+        }
+        if !active {
+            for (program, id) in std::mem::take(&mut self.tracepoint_links) {
+                if let Some(Ok(p)) = self
+                    .ebpf
+                    .program_mut(program)
+                    .map(<&mut BtfTracePoint>::try_from)
+                    && let Err(e) = p.detach(id)
+                {
+                    warn!(program, error = %e, "detaching tracepoint");
+                }
+            }
+            info!("no watched pods on this node: tracepoints detached");
+            return Ok(());
+        }
+        for &(program, tracepoint) in self.programs.tracepoints() {
+            let attached = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))
+                .and_then(|p| {
+                    let p: &mut BtfTracePoint = p.try_into().map_err(|e| LoadError::Program {
+                        action: "attaching",
+                        program,
+                        tracepoint,
+                        source: Box::new(e),
+                    })?;
+                    p.attach().map_err(|e| LoadError::Program {
+                        action: "attaching",
+                        program,
+                        tracepoint,
+                        source: Box::new(e),
+                    })
+                });
+            match attached {
+                Ok(id) => self.tracepoint_links.push((program, id)),
+                Err(e) => {
+                    // All or nothing: a half-attached probe would report half the story.
+                    self.set_active(false)?;
+                    return Err(e);
+                }
+            }
+        }
+        info!(programs = self.tracepoint_links.len(), "tracepoints attached");
+        Ok(())
+    }
+
+    /// Whether the tracepoint programs are attached.
+    pub fn is_active(&self) -> bool {
+        !self.tracepoint_links.is_empty()
     }
 
     /// Makes every tracked socket re-check that its pod is still watched.

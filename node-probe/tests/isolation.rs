@@ -154,3 +154,40 @@ fn drops_are_reported_with_reason_for_pods_and_nodes_only() {
         ws.iter().map(|w| &w.node_drops).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_node_without_watched_pods_detaches_its_tracepoints_until_one_is_watched() {
+    let h = Harness::new(
+        2,
+        &[
+            PodSpec::new("app", 0),
+            PodSpec::new("backend", 1).unwatched(),
+        ],
+    );
+    let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
+    let ws = h.close_windows();
+    assert!(ws[0].health.tracepoints_attached, "node 0 watches app");
+    assert!(
+        !ws[1].health.tracepoints_attached,
+        "node 1 watches nothing: its sockets must pay nothing"
+    );
+
+    // Watch the backend: node 1's probe attaches at its next target sync (1 s).
+    let mut set = h.tb.targets();
+    for p in &mut set.pods {
+        p.watched = true;
+    }
+    std::fs::write(h.tb.targets_path(), serde_json::to_vec(&set).unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    h.close_windows();
+    let c = workloads::EchoClient {
+        connections: 2,
+        requests: 200,
+        ..Default::default()
+    };
+    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
+    let ws = h.close_windows();
+    assert!(ws[1].health.tracepoints_attached);
+    let e = edge(&ws, "app", "backend", 7000);
+    assert_eq!(side_sum(&e, false, |s| s.exchanges), 200, "server side now recorded");
+}

@@ -217,6 +217,10 @@ pub struct ProbeHealth {
     pub records_malformed: u64,
     /// Exchanges whose socket was unknown to userspace (no open/connect event seen).
     pub exchanges_unattributed: u64,
+    /// Whether the tracepoint programs were attached at the window's end (a node without
+    /// watched pods detaches them).
+    #[serde(default)]
+    pub tracepoints_attached: bool,
 }
 
 impl ProbeHealth {
