@@ -68,10 +68,41 @@ pub struct Latency {
     pub sketch: Option<Sketch>,
 }
 
-/// A DDSketch of milliseconds, serialised with its bins so receivers can merge it.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
+/// A DDSketch of milliseconds, serialised so receivers can merge it: as the sketch's compact
+/// binary encoding (DataDog's, varint bins) in base64, a third smaller than its bins as JSON
+/// and one string to parse instead of arrays of numbers; the older JSON form is still read.
+#[derive(Clone)]
 pub struct Sketch(pub DDSketch);
+
+impl Serialize for Sketch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0.to_java_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Sketch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Encoded(String),
+            Bins(DDSketch),
+        }
+        match Form::deserialize(d)? {
+            Form::Bins(s) => Ok(Sketch(s)),
+            Form::Encoded(text) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| serde::de::Error::custom(format!("sketch: bad base64: {e}")))?;
+                DDSketch::from_java_bytes(&bytes)
+                    .map(Sketch)
+                    .map_err(|e| serde::de::Error::custom(format!("sketch: {e:?}")))
+            }
+        }
+    }
+}
 
 impl std::fmt::Debug for Sketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -278,6 +309,37 @@ pub struct WindowReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sketches_ddsketch::Config;
+
+    fn sketch_of(vs: &[f64]) -> DDSketch {
+        let mut s = DDSketch::new(Config::defaults());
+        for &v in vs {
+            s.add(v);
+        }
+        s
+    }
+
+    #[test]
+    fn sketches_round_trip_compactly_and_still_merge() {
+        let vs: Vec<f64> = (1..2000).map(|i| 0.05 * f64::from(i)).collect();
+        let s = Sketch(sketch_of(&vs));
+        let json = serde_json::to_string(&s).unwrap();
+        let old_json = serde_json::to_string(&s.0).unwrap();
+        assert!(json.len() < old_json.len(), "{} vs {}", json.len(), old_json.len());
+        let back: Sketch = serde_json::from_str(&json).unwrap();
+        for q in [0.5, 0.9, 0.99] {
+            let (a, b) = (back.0.quantile(q).unwrap(), s.0.quantile(q).unwrap());
+            assert_eq!(a, b, "q={q}");
+        }
+        // A received sketch merges with one built locally (same accuracy).
+        let mut local = sketch_of(&[1.0, 2.0]);
+        local.merge(&back.0).unwrap();
+        assert_eq!(local.count(), vs.len() + 2);
+        // The older form (bins as JSON) is still read; garbage is a clear error.
+        let legacy: Sketch = serde_json::from_str(&old_json).unwrap();
+        assert_eq!(legacy.0.count(), vs.len());
+        assert!(serde_json::from_str::<Sketch>("\"%%%\"").is_err());
+    }
 
     fn health(counters: &[(&str, u64)]) -> ProbeHealth {
         ProbeHealth {
