@@ -305,7 +305,11 @@ fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {
 }
 
 /// Closes the aggregator's window with the probe's kernel-side state.
-fn close_window(agg: &mut Aggregator, probe: &LoadedProbe, sampler: &mut PodSampler) -> WindowReport {
+fn close_window(
+    agg: &mut Aggregator,
+    probe: &LoadedProbe,
+    sampler: &mut PodSampler,
+) -> WindowReport {
     let mut w = agg.close_window(kernel_map(probe), sampler);
     w.health.tracepoints_attached = probe.is_active();
     w
@@ -348,6 +352,7 @@ fn run(
         rebuilt: Instant::now(),
     };
     let index = sync.poll(&mut probe).unwrap_or_default();
+    let waiter = RingWaiter::new(&probe);
     let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);
     let mut sampler = PodSampler::default();
     shared.ready.store(true, Ordering::Release);
@@ -378,6 +383,48 @@ fn run(
                 }
             }
         }
-        std::thread::sleep(cfg.poll);
+        waiter.wait(cfg.poll);
+    }
+}
+
+/// Sleeps until the poll interval passed or the kernel woke the ring, which it does only when
+/// the ring is filling up (edge-triggered epoll: records already waiting do not end the sleep,
+/// so a steady trickle does not turn the loop into a spin).
+struct RingWaiter(Option<std::os::fd::OwnedFd>);
+
+impl RingWaiter {
+    fn new(probe: &LoadedProbe) -> Self {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        // SAFETY: plain syscalls; the new fd is owned right away.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            warn!("epoll unavailable; draining on the timer only");
+            return RingWaiter(None);
+        }
+        // SAFETY: ep was just created and is owned here only.
+        let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(ep) };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        let fd = probe.events.as_raw_fd();
+        // SAFETY: valid fds and event.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            warn!("ring buffer not pollable; draining on the timer only");
+            return RingWaiter(None);
+        }
+        RingWaiter(Some(ep))
+    }
+
+    fn wait(&self, timeout: Duration) {
+        use std::os::fd::AsRawFd as _;
+        let Some(ep) = &self.0 else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+        let ms = timeout.as_millis().min(1000) as i32;
+        // SAFETY: valid epoll fd and buffer; EINTR only shortens the sleep.
+        unsafe { libc::epoll_wait(ep.as_raw_fd(), ev.as_mut_ptr(), 1, ms) };
     }
 }

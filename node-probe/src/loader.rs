@@ -240,6 +240,7 @@ impl LoadedProbe {
         let mut ebpf = EbpfLoader::new()
             .btf(&aya_btf)
             .override_global("OFFSETS", &offsets, true)
+            .override_global("RING_WAKE_BYTES", &u64::from(cfg.ring_bytes / 4), true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(OBJECT)
             .map_err(Box::new)?;
@@ -398,7 +399,10 @@ impl LoadedProbe {
                 }
             }
         }
-        info!(programs = self.tracepoint_links.len(), "tracepoints attached");
+        info!(
+            programs = self.tracepoint_links.len(),
+            "tracepoints attached"
+        );
         Ok(())
     }
 

@@ -189,5 +189,9 @@ fn a_node_without_watched_pods_detaches_its_tracepoints_until_one_is_watched() {
     let ws = h.close_windows();
     assert!(ws[1].health.tracepoints_attached);
     let e = edge(&ws, "app", "backend", 7000);
-    assert_eq!(side_sum(&e, false, |s| s.exchanges), 200, "server side now recorded");
+    assert_eq!(
+        side_sum(&e, false, |s| s.exchanges),
+        200,
+        "server side now recorded"
+    );
 }

@@ -1,6 +1,6 @@
 //! Writers of ring-buffer records; every failed reserve is counted as a lost record.
 
-use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use netdx_common::{
     ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, HEAD_LEN, ROLE_CLIENT, RecordKind,
 };
@@ -82,7 +82,7 @@ pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flag
                 req_head: st.req_head,
                 resp_head,
             });
-            entry.submit(BPF_RB_NO_WAKEUP as u64);
+            entry.submit(submit_flags());
             count(Counter::Exchanges);
         }
         None => count(Counter::RingbufFull),
@@ -136,8 +136,26 @@ pub fn conn_event(
         ev.daddr[..4].copy_from_slice(&d);
     }
     entry.write(ev);
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    entry.submit(submit_flags());
     count(Counter::ConnEvents);
+}
+
+/// Ring bytes above which a record wakes the reader; patched by the loader (a quarter of the ring).
+#[unsafe(no_mangle)]
+static RING_WAKE_BYTES: u64 = u64::MAX;
+
+/// Records normally wait for the reader's timer (a wakeup per record costs microseconds), but
+/// once the ring is a quarter full each record wakes it: a reader starved of CPU by a busy node
+/// must be woken before the ring overflows.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    // SAFETY: reading a static (volatile: the loader patches it in .rodata).
+    let wake = unsafe { core::ptr::read_volatile(&RING_WAKE_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA.into()) > wake {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
 }
 
 /// AF_INET6.

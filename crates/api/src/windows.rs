@@ -325,7 +325,12 @@ mod tests {
         let s = Sketch(sketch_of(&vs));
         let json = serde_json::to_string(&s).unwrap();
         let old_json = serde_json::to_string(&s.0).unwrap();
-        assert!(json.len() < old_json.len(), "{} vs {}", json.len(), old_json.len());
+        assert!(
+            json.len() < old_json.len(),
+            "{} vs {}",
+            json.len(),
+            old_json.len()
+        );
         let back: Sketch = serde_json::from_str(&json).unwrap();
         for q in [0.5, 0.9, 0.99] {
             let (a, b) = (back.0.quantile(q).unwrap(), s.0.quantile(q).unwrap());

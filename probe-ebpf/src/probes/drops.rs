@@ -1,9 +1,6 @@
 //! skb:kfree_skb: packets the kernel dropped, with the reason and the namespace.
 
-use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns, macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use netdx_common::{Counter, DropEvent, RecordKind};
 
 use crate::{
@@ -56,7 +53,7 @@ pub fn on_kfree_skb(ctx: BtfTracePointContext) -> i32 {
                 ts_ns: unsafe { bpf_ktime_get_ns() },
                 ..DropEvent::default()
             });
-            entry.submit(BPF_RB_NO_WAKEUP as u64);
+            entry.submit(crate::records::submit_flags());
             count(Counter::DropEvents);
         }
         None => count(Counter::RingbufFull),
