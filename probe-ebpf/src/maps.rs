@@ -94,12 +94,16 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-/// Adds one to a health counter.
+/// Adds one to a health counter; returns its new value on this CPU.
 #[inline(always)]
-pub fn count(c: Counter) {
-    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+pub fn count(c: Counter) -> u64 {
+    match COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
-        unsafe { *p += 1 };
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
     }
 }
 

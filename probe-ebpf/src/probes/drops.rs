@@ -53,10 +53,11 @@ pub fn on_kfree_skb(ctx: BtfTracePointContext) -> i32 {
                 ts_ns: unsafe { bpf_ktime_get_ns() },
                 ..DropEvent::default()
             });
-            entry.submit(crate::records::submit_flags());
-            count(Counter::DropEvents);
+            entry.submit(crate::records::submit_flags(count(Counter::DropEvents)));
         }
-        None => count(Counter::RingbufFull),
+        None => {
+            count(Counter::RingbufFull);
+        }
     }
     0
 }
