@@ -97,3 +97,63 @@ fn memcached_and_unknown_protocols_are_named() {
     assert_eq!(c.protocols.get("unknown"), Some(&300), "{:?}", c.protocols);
     assert_eq!(c.exchanges, 300);
 }
+
+#[test]
+fn dns_failures_counted_as_l7_errors_over_udp() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("dns", 1)]);
+    let opts = netdx_testbed::dns::ServerOpts {
+        servfail: 0.3,
+        ..Default::default()
+    };
+    let (server, _) = servers::dns(&h.tb, "dns", &opts).unwrap();
+    h.close_windows();
+    let r = workloads::dns_client(&h.tb, "app", server, 300, 0.0, 500).unwrap();
+    assert_eq!(r.sent, 300, "{r:?}");
+    let ws = h.close_windows();
+    let e = edge(&ws, "app", "dns", 53);
+    let c = e
+        .iter()
+        .find_map(|e| e.client.as_ref())
+        .expect("client view");
+    // The server's socket is unconnected: its view has no peer address, one edge per server.
+    let s = ws
+        .iter()
+        .flat_map(|w| &w.edges)
+        .filter(|e| e.key.port == 53 && e.key.server.pod.as_ref().is_some_and(|p| p.name == "dns"))
+        .find_map(|e| e.server.as_ref())
+        .expect("server view");
+    for side in [c, s] {
+        assert_eq!(side.exchanges, 300, "{side:?}");
+        assert_eq!(
+            side.protocols.get("dns"),
+            Some(&300),
+            "{:?}",
+            side.protocols
+        );
+        assert_eq!(side.l7_errors, r.errors, "{side:?} vs {r:?}");
+    }
+}
+
+#[test]
+fn unanswered_dns_queries_are_exchanges_without_response() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("dns", 1)]);
+    let opts = netdx_testbed::dns::ServerOpts {
+        drop: 0.2,
+        ..Default::default()
+    };
+    let (server, _) = servers::dns(&h.tb, "dns", &opts).unwrap();
+    h.close_windows();
+    let r = workloads::dns_client(&h.tb, "app", server, 50, 0.0, 150).unwrap();
+    assert!(r.timeouts >= 5, "{r:?}");
+    let ws = h.close_windows();
+    let c = edge(&ws, "app", "dns", 53)
+        .into_iter()
+        .find_map(|e| e.client.as_ref())
+        .expect("client view");
+    assert_eq!(c.exchanges, r.ok + r.errors, "{c:?} vs {r:?}");
+    // The last query, if unanswered, is still open when the window closes.
+    assert!(
+        c.no_response + 1 >= r.timeouts && c.no_response <= r.timeouts,
+        "{c:?} vs {r:?}"
+    );
+}

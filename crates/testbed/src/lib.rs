@@ -7,6 +7,7 @@
 //! carries the testbed's prefix; [`cleanup::cleanup_all`] removes leftovers after a crash.
 pub mod cgroups;
 pub mod cleanup;
+pub mod dns;
 pub mod echo;
 pub mod exec;
 pub mod faults;

@@ -247,6 +247,30 @@ pub fn echo(tb: &Testbed, pod: &str, port: u16, o: &EchoServer) -> Result<(Socke
     Ok((a, pid))
 }
 
+/// Starts the testbed DNS server (`netdx-dns`) in `pod` on UDP 53 with its failure knobs;
+/// returns its address and pid. Ready once a query is answered (or, when it drops everything,
+/// after a short wait).
+pub fn dns(tb: &Testbed, pod: &str, o: &crate::dns::ServerOpts) -> Result<(SocketAddr, u32)> {
+    let bin = workspace_binary("netdx-dns")?;
+    let a = addr(tb, pod, 53)?;
+    let args = [
+        "server".to_string(),
+        "--listen".into(),
+        "0.0.0.0:53".into(),
+        "--servfail".into(),
+        o.servfail.to_string(),
+        "--nxdomain".into(),
+        o.nxdomain.to_string(),
+        "--drop".into(),
+        o.drop.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pid = tb.spawn(pod, &bin.display().to_string(), &args)?;
+    // UDP has no connect to wait for: give the server a moment to bind.
+    std::thread::sleep(Duration::from_millis(200));
+    Ok((a, pid))
+}
+
 /// Stops a process started with [`Testbed::spawn`] (SIGKILL).
 pub fn kill(pid: u32) {
     // SAFETY: plain kill syscall.

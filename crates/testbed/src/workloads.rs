@@ -371,6 +371,35 @@ pub fn echo_client(
     })
 }
 
+/// Runs the testbed DNS client in `pod`: `queries` A queries to `server`, one at a time.
+pub fn dns_client(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    queries: u64,
+    rate: f64,
+    timeout_ms: u64,
+) -> Result<crate::dns::ClientReport> {
+    let bin = workspace_binary("netdx-dns")?.display().to_string();
+    let args = [
+        "client".to_string(),
+        "--server".into(),
+        server.to_string(),
+        "--queries".into(),
+        queries.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+        "--timeout-ms".into(),
+        timeout_ms.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tb.run(pod, &bin, &args)?;
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
+        tool: "netdx-dns client".into(),
+        detail: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

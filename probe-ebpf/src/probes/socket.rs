@@ -23,6 +23,9 @@ use crate::{
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+/// A UDP request still unanswered this long when the next one leaves went unanswered (a DNS
+/// query that timed out); request datagrams closer together are parts of one request.
+const UDP_NO_ANSWER_NS: u64 = 100_000_000;
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn on_sock_send(ctx: BtfTracePointContext) -> i32 {
@@ -68,7 +71,11 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     let request_dir = (st.role == ROLE_CLIENT) == is_send;
     let bytes = ret as u32;
     if request_dir {
-        if st.phase == PHASE_RESPONSE {
+        if st.phase == PHASE_RESPONSE
+            || (st.proto == IPPROTO_UDP
+                && st.phase == PHASE_REQUEST
+                && now.wrapping_sub(st.req_last) >= UDP_NO_ANSWER_NS)
+        {
             flush_exchange(st, sk, 0);
         }
         if st.phase == PHASE_IDLE {
