@@ -85,8 +85,10 @@ fn main() -> anyhow::Result<()> {
             out,
             plain,
         } => {
+            // The demo's fault sequence is for TCP workloads; DNS is a dataset workload only.
             let workload = netdx::scenarios::Workload::ALL
                 .into_iter()
+                .filter(|w| *w != netdx::scenarios::Workload::Dns)
                 .find(|w| w.name() == workload)
                 .ok_or_else(|| {
                     anyhow::anyhow!("unknown workload {workload:?}: use ndxe, redis or http")

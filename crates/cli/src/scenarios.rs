@@ -35,11 +35,18 @@ pub enum Workload {
     Redis,
     /// nginx driven by wrk.
     Http,
+    /// The testbed DNS server over UDP, driven by its client.
+    Dns,
 }
 
 impl Workload {
     /// All workloads.
-    pub const ALL: [Workload; 3] = [Workload::Ndxe, Workload::Redis, Workload::Http];
+    pub const ALL: [Workload; 4] = [
+        Workload::Ndxe,
+        Workload::Redis,
+        Workload::Http,
+        Workload::Dns,
+    ];
 
     /// Name used in dataset rows.
     pub fn name(self) -> &'static str {
@@ -47,6 +54,7 @@ impl Workload {
             Workload::Ndxe => "ndxe",
             Workload::Redis => "redis",
             Workload::Http => "http",
+            Workload::Dns => "dns",
         }
     }
 
@@ -56,6 +64,7 @@ impl Workload {
             Workload::Ndxe => 7000,
             Workload::Redis => 6379,
             Workload::Http => 80,
+            Workload::Dns => 53,
         }
     }
 }
@@ -146,6 +155,16 @@ fn catalog() -> Vec<CatalogEntry> {
         (L7Errors, &[("10pct", 10), ("50pct", 50)], &[Redis, Http]),
         (ConnLimitExhausted, &[("limit3", 3), ("limit1", 1)], ALL),
         (ConntrackFull, &[("max2", 2), ("max0", 0)], ALL),
+        // Below 1000: share answered SERVFAIL (%); from 1000: share left unanswered (% + 1000).
+        (
+            DnsFailure,
+            &[
+                ("servfail30pct", 30),
+                ("timeout50pct", 1050),
+                ("servfail100pct", 100),
+            ],
+            &[Dns],
+        ),
     ]
 }
 
@@ -153,7 +172,7 @@ fn catalog() -> Vec<CatalogEntry> {
 pub fn scope_of(class: RootCause) -> Scope {
     use RootCause::*;
     match class {
-        Healthy | DnsFailure => Scope::None,
+        Healthy => Scope::None,
         PathLoss | PathDelay | JitterReorder | BandwidthLimit | MtuBlackhole => Scope::Link,
         ConntrackFull => Scope::Node,
         _ => Scope::ServerPod,
@@ -225,8 +244,13 @@ fn start_server(
     w: Workload,
     pod: &str,
     knobs: &EchoServer,
+    dns: &netdx_testbed::dns::ServerOpts,
 ) -> netdx_testbed::Result<(SocketAddr, Option<u32>)> {
     Ok(match w {
+        Workload::Dns => {
+            let (a, pid) = servers::dns(tb, pod, dns)?;
+            (a, Some(pid))
+        }
         Workload::Ndxe => {
             let (a, pid) = servers::echo(tb, pod, w.port(), knobs)?;
             (a, Some(pid))
@@ -252,7 +276,13 @@ impl World {
         let mut servers_ = Vec::new();
         let mut s1_pid = None;
         for pod in ["s1", "s2", "s3"] {
-            let (addr, pid) = start_server(&tb, workload, pod, &EchoServer::default())?;
+            let (addr, pid) = start_server(
+                &tb,
+                workload,
+                pod,
+                &EchoServer::default(),
+                &Default::default(),
+            )?;
             if pod == "s1" {
                 s1_pid = pid;
             }
@@ -335,6 +365,21 @@ impl World {
         }
     }
 
+    /// Restarts s1's server with knobs.
+    fn restart_s1(
+        &mut self,
+        knobs: &EchoServer,
+        dns: &netdx_testbed::dns::ServerOpts,
+    ) -> netdx_testbed::Result<()> {
+        if let Some(pid) = self.s1_pid.take() {
+            servers::kill(pid);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (_, pid) = start_server(&self.tb, self.workload, "s1", knobs, dns)?;
+        self.s1_pid = pid;
+        Ok(())
+    }
+
     /// Injects `s`'s fault; it stays until the returned guard drops.
     pub fn inject(&mut self, s: &Scenario) -> netdx_testbed::Result<Injected> {
         use RootCause::*;
@@ -345,7 +390,22 @@ impl World {
         let node2 = tb.nodes[2].netns.clone();
         let p = s.param;
         Ok(match s.fault {
-            Healthy | DnsFailure => Injected::Nothing,
+            Healthy => Injected::Nothing,
+            DnsFailure => {
+                let dns = if p >= 1000 {
+                    netdx_testbed::dns::ServerOpts {
+                        drop: f64::from(p - 1000) / 100.0,
+                        ..Default::default()
+                    }
+                } else {
+                    netdx_testbed::dns::ServerOpts {
+                        servfail: f64::from(p) / 100.0,
+                        ..Default::default()
+                    }
+                };
+                self.restart_s1(&EchoServer::default(), &dns)?;
+                Injected::Nothing
+            }
             // Responses flow node-2 -> node-0 (n2 -> n0 in the fabric): the heavy direction.
             PathLoss => Injected::Nft(faults::loss_path(&fabric, "n2", "n0", p)?),
             PathDelay => Injected::Delay(faults::delay(&fabric, "n2", "n0", 0, u64::from(p), 0)?),
@@ -392,12 +452,7 @@ impl World {
                         ..Default::default()
                     },
                 };
-                if let Some(pid) = self.s1_pid.take() {
-                    servers::kill(pid);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let (_, pid) = start_server(&tb, self.workload, "s1", &knobs)?;
-                self.s1_pid = pid;
+                self.restart_s1(&knobs, &Default::default())?;
                 Injected::Nothing
             }
             L7Errors => {
@@ -490,6 +545,12 @@ fn drive_once(
             )?;
             std::thread::sleep(Duration::from_millis(700));
             Ok(())
+        }
+        Workload::Dns => {
+            // Like a service resolving its peers: a steady trickle of lookups, answers
+            // awaited 200 ms (resolvers retry after about that long).
+            let n = (100.0 * load) as u64;
+            workloads::dns_client(tb, client, addr, n, n as f64, 200).map(|_| ())
         }
         Workload::Http => {
             // wrk has no rate limit: short runs with pauses keep the load moderate.
