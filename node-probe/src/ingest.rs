@@ -222,7 +222,8 @@ impl TargetSync {
             .flat_map(|w| w.cgroup_ids.iter().copied())
             .collect();
         if sync_set(&mut probe.targets, &mut self.installed, &wanted, "cgroup") {
-            // Sockets of pods no longer watched stop being recorded at their next call.
+            // Sockets re-check their pod at their next call: those of pods no longer watched
+            // stop being recorded, those remembered as unwatched may now be.
             probe.bump_targets_gen();
         }
         if let Err(e) = probe.set_active(!wanted.is_empty()) {
@@ -267,16 +268,16 @@ fn next_boundary(window: Duration) -> Instant {
 }
 
 /// Makes a kernel set-map hold exactly `wanted`, touching only the differences; entries that
-/// do not fit (map full) are logged and retried at the next sync. True when keys were removed.
+/// do not fit (map full) are logged and retried at the next sync. True when the set changed.
 fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
     map: &mut aya::maps::HashMap<aya::maps::MapData, K, u8>,
     installed: &mut HashSet<K>,
     wanted: &HashSet<K>,
     what: &str,
 ) -> bool {
-    let mut removed = false;
+    let mut changed = false;
     for k in installed.difference(wanted) {
-        removed = true;
+        changed = true;
         if let Err(e) = map.remove(k) {
             warn!(key = ?k, what, error = %e, "removing from kernel map");
         }
@@ -289,11 +290,12 @@ fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
         match map.insert(k, &1u8, 0) {
             Ok(()) => {
                 installed.insert(*k);
+                changed = true;
             }
             Err(e) => warn!(key = ?k, what, error = %e, "adding to kernel map (full?)"),
         }
     }
-    removed
+    changed
 }
 
 fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {

@@ -61,6 +61,9 @@ pub const TRACK_NONE: u8 = 0;
 pub const TRACK_ON: u8 = 1;
 /// A watched pod's socket of another kind (unix, raw): ignored without further checks.
 pub const TRACK_IGNORED: u8 = 2;
+/// A socket of a pod that is not watched, as of `targets_gen`: ignored until the target set
+/// changes (the cgroup check costs two helper calls; the storage lookup one).
+pub const TRACK_UNWATCHED: u8 = 3;
 
 /// No exchange open.
 pub const PHASE_IDLE: u8 = 0;
@@ -73,7 +76,7 @@ pub const PHASE_RESPONSE: u8 = 2;
 #[map(name = "TARGETS")]
 pub static TARGETS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
-/// Bumped by the node-probe after it removes targets, so tracked sockets re-check their pod.
+/// Bumped by the node-probe whenever the targets change, so sockets re-check their pod.
 #[map(name = "TARGETS_GEN")]
 pub static TARGETS_GEN: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -104,6 +107,15 @@ pub fn count(c: Counter) -> u64 {
             *p
         },
         None => 0,
+    }
+}
+
+/// Takes back one [`count`] (the counted thing did not happen after all).
+#[inline(always)]
+pub fn uncount(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: as in `count`.
+        unsafe { *p = (*p).saturating_sub(1) };
     }
 }
 

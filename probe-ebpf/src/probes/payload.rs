@@ -5,10 +5,7 @@
 //! costs one socket-storage lookup.
 
 use aya_ebpf::{
-    EbpfContext,
-    bindings::__sk_buff,
-    helpers::{bpf_sk_fullsock, bpf_skb_load_bytes},
-    macros::cgroup_skb,
+    EbpfContext, bindings::__sk_buff, helpers::bpf_skb_load_bytes, macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use netdx_common::{Counter, HEAD_LEN};
@@ -86,11 +83,8 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
     if sk.is_null() {
         return;
     }
-    // SAFETY: sk is the context's socket; the helper returns NULL for non-full sockets.
-    let sk = unsafe { bpf_sk_fullsock(sk) };
-    if sk.is_null() {
-        return; // request or time-wait socket: no payload of interest
-    }
+    // The storage helper itself refuses request and time-wait sockets (no full socket), so no
+    // separate bpf_sk_fullsock call is needed.
     let Some(st) = sock_state(sk.cast(), true) else {
         count(Counter::HeadsStorageFailed);
         return;

@@ -16,7 +16,7 @@ use crate::{
     kernel::{offsets, read},
     maps::{
         PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, TARGETS, TRACK_IGNORED, TRACK_ON,
-        count, sock_state, targets_gen,
+        TRACK_UNWATCHED, count, sock_state, targets_gen,
     },
     records::{conn_event, flush_exchange, message_head},
 };
@@ -57,6 +57,8 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
             st
         }
         Some(st) if st.tracked == TRACK_IGNORED => return,
+        // Another pod's socket, and the targets have not changed since it was checked.
+        Some(st) if st.tracked == TRACK_UNWATCHED && st.targets_gen == targets_gen() => return,
         _ => match track(sk, is_send) {
             Some(st) => st,
             None => return,
@@ -137,7 +139,16 @@ fn on_eof(sk: *mut core::ffi::c_void) {
 fn track(sk: *mut core::ffi::c_void, is_send: bool) -> Option<&'static mut SockState> {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    TARGETS.get_ptr(&cgroup_id)?;
+    let gen_now = targets_gen();
+    if TARGETS.get_ptr(&cgroup_id).is_none() {
+        // Remember the verdict so the next call on this socket costs one lookup. A failure to
+        // create the storage only means the check runs again next time.
+        if let Some(st) = sock_state(sk, true) {
+            st.tracked = TRACK_UNWATCHED;
+            st.targets_gen = gen_now;
+        }
+        return None;
+    }
     let o = offsets();
     let base = sk as *const u8;
     let proto = read::<u16>(base, o.sk_protocol)? as u8;
