@@ -245,14 +245,7 @@ impl LoadedProbe {
             .load(OBJECT)
             .map_err(Box::new)?;
         for &(program, tracepoint) in cfg.programs.tracepoints() {
-            let err = |action| {
-                move |source| LoadError::Program {
-                    action,
-                    program,
-                    tracepoint,
-                    source: Box::new(source),
-                }
-            };
+            let err = |action| program_error(action, program, tracepoint);
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
@@ -265,18 +258,9 @@ impl LoadedProbe {
                 .program_mut(program)
                 .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
                 .try_into()
-                .map_err(|e| LoadError::Program {
-                    action: "loading",
-                    program,
-                    tracepoint: "cgroup_skb",
-                    source: Box::new(e),
-                })?;
-            prog.load().map_err(|e| LoadError::Program {
-                action: "loading",
-                program,
-                tracepoint: "cgroup_skb",
-                source: Box::new(e),
-            })?;
+                .map_err(program_error("loading", program, "cgroup_skb"))?;
+            prog.load()
+                .map_err(program_error("loading", program, "cgroup_skb"))?;
         }
         let targets = take(&mut ebpf, "TARGETS", HashMap::try_from)?;
         let netns = take(&mut ebpf, "NETNS", HashMap::try_from)?;
@@ -377,18 +361,9 @@ impl LoadedProbe {
                 .program_mut(program)
                 .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))
                 .and_then(|p| {
-                    let p: &mut BtfTracePoint = p.try_into().map_err(|e| LoadError::Program {
-                        action: "attaching",
-                        program,
-                        tracepoint,
-                        source: Box::new(e),
-                    })?;
-                    p.attach().map_err(|e| LoadError::Program {
-                        action: "attaching",
-                        program,
-                        tracepoint,
-                        source: Box::new(e),
-                    })
+                    let err = || program_error("attaching", program, tracepoint);
+                    let p: &mut BtfTracePoint = p.try_into().map_err(err())?;
+                    p.attach().map_err(err())
                 });
             match attached {
                 Ok(id) => self.tracepoint_links.push((program, id)),
@@ -432,6 +407,20 @@ impl LoadedProbe {
                 (c, v)
             })
             .collect()
+    }
+}
+
+/// Maps a program's load or attach failure to a [`LoadError::Program`] naming it.
+fn program_error(
+    action: &'static str,
+    program: &'static str,
+    tracepoint: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> LoadError {
+    move |source| LoadError::Program {
+        action,
+        program,
+        tracepoint,
+        source: Box::new(source),
     }
 }
 

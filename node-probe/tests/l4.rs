@@ -96,8 +96,11 @@ fn stopped_listener_gives_refused_connects() {
     assert_eq!(s.connects_ok, 0, "{s:?}");
 }
 
-#[test]
-fn dropped_syns_give_connect_timeouts() {
+/// 3 connects from `app` to a backend whose SYNs are all dropped, with the client's own
+/// connect timeout; returns the client's report and the probe's L4 view of the edge.
+fn connects_into_dropped_syns(
+    connect_timeout_ms: u64,
+) -> (netdx_testbed::echo::ClientReport, L4Stats) {
     let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
     let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     let backend_ns = h.tb.pod("backend").unwrap().netns.clone();
@@ -106,13 +109,19 @@ fn dropped_syns_give_connect_timeouts() {
     let c = workloads::EchoClient {
         connections: 3,
         requests: 3,
-        connect_timeout_ms: 1500,
+        connect_timeout_ms,
         ..Default::default()
     };
     let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
-    assert_eq!(run.connect_timeout, 3, "{run:?}");
     let s = l4(&h, "app", "backend", 7000);
     eprintln!("{s:?}");
+    (run, s)
+}
+
+#[test]
+fn dropped_syns_give_connect_timeouts() {
+    let (run, s) = connects_into_dropped_syns(1500);
+    assert_eq!(run.connect_timeout, 3, "{run:?}");
     assert_eq!(s.connect_timeout, 3, "{s:?}");
     assert!(
         s.syn_retrans >= 3,
@@ -123,21 +132,8 @@ fn dropped_syns_give_connect_timeouts() {
 
 #[test]
 fn connects_abandoned_before_any_syn_retransmit_count_as_timeouts() {
-    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("backend", 1)]);
-    let (server, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
-    let backend_ns = h.tb.pod("backend").unwrap().netns.clone();
-    h.close_windows();
-    let _fw = faults::drop_syn(&backend_ns, 7000, 100).unwrap();
     // The application's own connect timeout (300 ms) fires before the first SYN retransmit.
-    let c = workloads::EchoClient {
-        connections: 3,
-        requests: 3,
-        connect_timeout_ms: 300,
-        ..Default::default()
-    };
-    workloads::echo_client(&h.tb, "app", server, &c).unwrap();
-    let s = l4(&h, "app", "backend", 7000);
-    eprintln!("{s:?}");
+    let (_, s) = connects_into_dropped_syns(300);
     assert_eq!(s.connect_timeout, 3, "{s:?}");
     assert_eq!(s.syn_retrans, 0, "{s:?}");
     assert_eq!(s.connect_refused + s.connect_failed_other, 0, "{s:?}");

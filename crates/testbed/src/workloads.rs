@@ -364,9 +364,20 @@ pub fn echo_client(
     if c.new_conn {
         args.push("--new-conn");
     }
-    let out = tb.run(pod, &bin, &args)?;
+    run_json(tb, pod, &bin, &args, "netdx-echo client")
+}
+
+/// Runs one of the testbed's own clients in `pod` and reads the JSON report it prints.
+fn run_json<T: serde::de::DeserializeOwned>(
+    tb: &Testbed,
+    pod: &str,
+    bin: &str,
+    args: &[&str],
+    tool: &str,
+) -> Result<T> {
+    let out = tb.run(pod, bin, args)?;
     serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
-        tool: "netdx-echo client".into(),
+        tool: tool.into(),
         detail: e.to_string(),
     })
 }
@@ -393,11 +404,7 @@ pub fn dns_client(
         timeout_ms.to_string(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = tb.run(pod, &bin, &args)?;
-    serde_json::from_slice(&out.stdout).map_err(|e| Error::Parse {
-        tool: "netdx-dns client".into(),
-        detail: e.to_string(),
-    })
+    run_json(tb, pod, &bin, &args, "netdx-dns client")
 }
 
 #[cfg(test)]

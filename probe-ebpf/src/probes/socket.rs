@@ -111,7 +111,7 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     }
 }
 
-/// Targets were removed since this socket last checked: is its pod still watched?
+/// The targets changed since this socket last checked: is its pod still watched?
 #[inline(never)]
 fn still_watched(st: &mut SockState) -> bool {
     if TARGETS.get_ptr(&st.cgroup_id).is_some() {
