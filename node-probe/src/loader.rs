@@ -127,6 +127,9 @@ pub struct ProbeConfig {
     pub ring_bytes: u32,
     /// Programs to attach.
     pub programs: ProgramSet,
+    /// Let the kernel wake the reader once the ring is a quarter full (off: the reader drains
+    /// on its timer only, as tests of the loss accounting need).
+    pub wake_reader: bool,
 }
 
 impl Default for ProbeConfig {
@@ -134,6 +137,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             ring_bytes: 8 << 20,
             programs: ProgramSet::Full,
+            wake_reader: true,
         }
     }
 }
@@ -240,7 +244,15 @@ impl LoadedProbe {
         let mut ebpf = EbpfLoader::new()
             .btf(&aya_btf)
             .override_global("OFFSETS", &offsets, true)
-            .override_global("RING_WAKE_BYTES", &u64::from(cfg.ring_bytes / 4), true)
+            .override_global(
+                "RING_WAKE_BYTES",
+                &if cfg.wake_reader {
+                    u64::from(cfg.ring_bytes / 4)
+                } else {
+                    u64::MAX
+                },
+                true,
+            )
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(OBJECT)
             .map_err(Box::new)?;

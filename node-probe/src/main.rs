@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.probe = ProbeConfig {
         ring_bytes: args.ring_bytes,
         programs: args.programs,
+        ..ProbeConfig::default()
     };
     // Check the URL before loading anything, so a typo fails fast.
     let pusher = args
