@@ -45,6 +45,7 @@ pub struct PodIndex {
     pub watched: Vec<WatchedPod>,
     by_cgroup: HashMap<u64, PodRef>,
     by_ip: HashMap<IpAddr, PodRef>,
+    ip_of: HashMap<PodRef, IpAddr>,
     by_netns: HashMap<u32, PodRef>,
     /// Pods whose cgroup or netns could not be resolved (gone, or bad paths).
     pub unresolved: Vec<(PodRef, String)>,
@@ -174,6 +175,7 @@ impl PodIndex {
         for t in &set.pods {
             if let Ok(ip) = t.ip.parse::<IpAddr>() {
                 idx.by_ip.insert(ip, t.pod.clone());
+                idx.ip_of.insert(t.pod.clone(), ip);
             }
             if t.node != node || !t.watched {
                 continue;
@@ -203,6 +205,11 @@ impl PodIndex {
     /// Pod with an IP.
     pub fn pod_of_ip(&self, ip: &IpAddr) -> Option<&PodRef> {
         self.by_ip.get(ip)
+    }
+
+    /// A pod's IP.
+    pub fn ip_of_pod(&self, pod: &PodRef) -> Option<IpAddr> {
+        self.ip_of.get(pod).copied()
     }
 
     /// Pod living in a network namespace.

@@ -279,11 +279,20 @@ impl Aggregator {
         if let Some(c) = self.conns.get(&ev.cookie) {
             return c.clone();
         }
-        let local = ip_of(ev.family, &ev.saddr);
         let remote = ip_of(ev.family, &ev.daddr);
         let is_client = ev.role == ROLE_CLIENT;
+        let pod = self.index.pod_of_cgroup(ev.cgroup_id).cloned();
+        // An unconnected UDP server socket is bound to the wildcard address: name it by its
+        // pod's IP, or every such server in the cluster would join into one edge.
+        let local = match ip_of(ev.family, &ev.saddr) {
+            ip if ip.is_unspecified() => pod
+                .as_ref()
+                .and_then(|p| self.index.ip_of_pod(p))
+                .unwrap_or(ip),
+            ip => ip,
+        };
         let me = Endpoint {
-            pod: self.index.pod_of_cgroup(ev.cgroup_id).cloned(),
+            pod,
             ip: local.to_string(),
         };
         let peer = self.endpoint(remote);

@@ -78,7 +78,7 @@ fn memcached_and_unknown_protocols_are_named() {
     let mc = servers::memcached(&h.tb, "cache").unwrap();
     let (echo, _) = servers::echo(&h.tb, "backend", 7000, &Default::default()).unwrap();
     h.close_windows();
-    workloads::memcaslap(&h.tb, "app", mc, 2000, 2).unwrap();
+    workloads::memcaslap(&h.tb, "app", mc, 2000, 2, 120).unwrap();
     workloads::echo_client(
         &h.tb,
         "app",
@@ -115,13 +115,15 @@ fn dns_failures_counted_as_l7_errors_over_udp() {
         .iter()
         .find_map(|e| e.client.as_ref())
         .expect("client view");
-    // The server's socket is unconnected: its view has no peer address, one edge per server.
-    let s = ws
+    // The server's socket is unconnected: its view has no peer address, one edge per server,
+    // named by the server pod's IP (not the wildcard it is bound to).
+    let (key, s) = ws
         .iter()
         .flat_map(|w| &w.edges)
         .filter(|e| e.key.port == 53 && e.key.server.pod.as_ref().is_some_and(|p| p.name == "dns"))
-        .find_map(|e| e.server.as_ref())
+        .find_map(|e| Some((&e.key, e.server.as_ref()?)))
         .expect("server view");
+    assert_eq!(key.server.ip, h.tb.pod("dns").unwrap().ip, "{key:?}");
     for side in [c, s] {
         assert_eq!(side.exchanges, 300, "{side:?}");
         assert_eq!(

@@ -18,7 +18,7 @@ use netdx_diagnosis::{
 };
 use node_probe::ingest::{Agent, AgentConfig};
 
-use crate::scenarios::{Scenario, World, all_scenarios, scope_of};
+use crate::scenarios::{Acted, Scenario, World, all_scenarios, scope_of};
 
 /// Timeline of a scenario, in windows.
 #[derive(Clone, Debug)]
@@ -93,21 +93,31 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
         next_window(&agents, t.window)?;
     }
     let mut injected = None;
+    let mut acted_before = Acted::Always;
     for i in 0..t.healthy + t.faulty {
         if i == t.healthy {
-            injected = Some(
-                world
-                    .inject(s)
-                    .with_context(|| format!("injecting {}", s.id))?,
-            );
+            let inj = world
+                .inject(s)
+                .with_context(|| format!("injecting {}", s.id))?;
+            acted_before = inj.acted().context("reading the injector's counters")?;
+            injected = Some(inj);
         }
         let faulty = i >= t.healthy;
         let joined = join(&next_window(&agents, t.window)?);
+        let acted = match &injected {
+            Some(inj) => inj.acted().context("reading the injector's counters")?,
+            None => Acted::Always,
+        };
         let edges: HashMap<_, _> = joined.edges.iter().map(|e| (e.id(), e)).collect();
         for (id, v) in window_features(&joined, &baselines) {
             let Some(edge) = edges.get(&id) else { continue };
             let key = &edge.key;
-            let hit = faulty && world.affected(scope, key);
+            // A fault that acts on some connections only (a connection limit, a share of
+            // refused SYNs, a CPU quota the server may not hit) labels an edge in a window
+            // only when its injector recorded acting on that client in that window.
+            let hit = faulty
+                && world.affected(scope, key)
+                && acted.since(&acted_before, &key.client.ip);
             let fault = if hit { s.fault } else { RootCause::Healthy };
             rows.push(LabeledRow {
                 scenario_id: s.id.clone(),
@@ -131,6 +141,7 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
                 baselines.entry(id).or_default().update(&v);
             }
         }
+        acted_before = acted;
     }
     drop(injected);
     drop(agents);

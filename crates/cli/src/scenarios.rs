@@ -8,7 +8,8 @@
 //! node-2 fault c1->s1, c2->s1 and c2->s3: each instance kind leaves a different pattern.
 
 use std::{
-    net::SocketAddr,
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -37,15 +38,18 @@ pub enum Workload {
     Http,
     /// The testbed DNS server over UDP, driven by its client.
     Dns,
+    /// memcached driven by memcaslap (libmemcached-tools).
+    Memcached,
 }
 
 impl Workload {
     /// All workloads.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Ndxe,
         Workload::Redis,
         Workload::Http,
         Workload::Dns,
+        Workload::Memcached,
     ];
 
     /// Name used in dataset rows.
@@ -55,6 +59,7 @@ impl Workload {
             Workload::Redis => "redis",
             Workload::Http => "http",
             Workload::Dns => "dns",
+            Workload::Memcached => "memcached",
         }
     }
 
@@ -65,6 +70,7 @@ impl Workload {
             Workload::Redis => 6379,
             Workload::Http => 80,
             Workload::Dns => 53,
+            Workload::Memcached => 11211,
         }
     }
 }
@@ -118,7 +124,7 @@ type CatalogEntry = (
 fn catalog() -> Vec<CatalogEntry> {
     use RootCause::*;
     use Workload::*;
-    const ALL: &[Workload] = &[Ndxe, Redis, Http];
+    const ALL: &[Workload] = &[Ndxe, Redis, Http, Memcached];
     vec![
         (PathLoss, &[("3pct", 3), ("10pct", 10)], ALL),
         (
@@ -144,24 +150,39 @@ fn catalog() -> Vec<CatalogEntry> {
             &[("5ms", 5_000), ("30ms", 30_000)],
             &[Ndxe, Redis],
         ),
-        (ServerCpuThrottled, &[("2pct", 2_000), ("1pct", 1_000)], ALL),
+        // CPU quota in us per 100 ms (below 1000: one 1 ms slice per 100_000/p ms).
+        (
+            ServerCpuThrottled,
+            &[("2pct", 2_000), ("1pct", 1_000), ("0.5pct", 500)],
+            ALL,
+        ),
         (
             ListenBacklogOverflow,
             &[("50ms", 50), ("200ms", 200)],
             &[Ndxe],
         ),
         (ReceiverZeroWindow, &[("all", 1), ("all2", 1)], &[Ndxe]),
-        (ServerReset, &[("every5", 5), ("every1", 1)], &[Ndxe]),
+        (
+            ServerReset,
+            &[("every5", 5), ("every1", 1), ("every2", 2), ("every10", 10)],
+            &[Ndxe],
+        ),
         (L7Errors, &[("10pct", 10), ("50pct", 50)], &[Redis, Http]),
-        (ConnLimitExhausted, &[("limit3", 3), ("limit1", 1)], ALL),
+        (ConnLimitExhausted, &[("limit2", 2), ("limit1", 1)], ALL),
         (ConntrackFull, &[("max2", 2), ("max0", 0)], ALL),
-        // Below 1000: share answered SERVFAIL (%); from 1000: share left unanswered (% + 1000).
+        // Below 1000: share answered SERVFAIL (%); 1000..2000: share left unanswered
+        // (% + 1000); from 2000: share answered NXDOMAIN (% + 2000).
         (
             DnsFailure,
             &[
                 ("servfail30pct", 30),
                 ("timeout50pct", 1050),
                 ("servfail100pct", 100),
+                ("nxdomain30pct", 2030),
+                ("timeout20pct", 1020),
+                ("servfail10pct", 10),
+                ("nxdomain100pct", 2100),
+                ("timeout100pct", 1100),
             ],
             &[Dns],
         ),
@@ -257,6 +278,7 @@ fn start_server(
         }
         Workload::Redis => (servers::redis(tb, pod)?, None),
         Workload::Http => (servers::nginx(tb, pod, 4096)?, None),
+        Workload::Memcached => (servers::memcached(tb, pod)?, None),
     })
 }
 
@@ -392,7 +414,12 @@ impl World {
         Ok(match s.fault {
             Healthy => Injected::Nothing,
             DnsFailure => {
-                let dns = if p >= 1000 {
+                let dns = if p >= 2000 {
+                    netdx_testbed::dns::ServerOpts {
+                        nxdomain: f64::from(p - 2000) / 100.0,
+                        ..Default::default()
+                    }
+                } else if p >= 1000 {
                     netdx_testbed::dns::ServerOpts {
                         drop: f64::from(p - 1000) / 100.0,
                         ..Default::default()
@@ -419,7 +446,13 @@ impl World {
             ConnLimitExhausted => Injected::Nft(faults::conn_limit(&s1.netns, port, p)?),
             ConntrackFull => Injected::Nft(faults::conntrack_full(&node2, p)?),
             ServerCpuThrottled => {
-                s1.cgroups.set_cpu_quota(Some(u64::from(p)), 100_000)?;
+                // The kernel's smallest quota is 1 ms: lower shares stretch the period.
+                let (quota, period) = if p < 1000 {
+                    (1000, 100_000 * 1000 / u64::from(p.max(1)))
+                } else {
+                    (u64::from(p), 100_000)
+                };
+                s1.cgroups.set_cpu_quota(Some(quota), period)?;
                 Injected::Quota(s1.cgroups.clone())
             }
             ServerAppSlow if self.workload == Workload::Redis => {
@@ -534,7 +567,7 @@ fn drive_once(
             workloads::echo_client(tb, client, addr, &c).map(|_| ())
         }
         Workload::Redis => {
-            workloads::redis_benchmark_sized(
+            let r = workloads::redis_benchmark_sized(
                 tb,
                 client,
                 addr,
@@ -542,7 +575,15 @@ fn drive_once(
                 (150.0 * load) as u64,
                 2,
                 2000,
-            )?;
+            );
+            // Pause even after a failed run: a client retrying in a tight loop would burn the
+            // node's CPU and slow every other edge, which is not the fault being recorded.
+            std::thread::sleep(Duration::from_millis(700));
+            r.map(|_| ())
+        }
+        Workload::Memcached => {
+            // Like redis: a short burst of gets and sets on two fresh connections, a pause.
+            let _ = workloads::memcaslap(tb, client, addr, (150.0 * load) as u64, 2, 3);
             std::thread::sleep(Duration::from_millis(700));
             Ok(())
         }
@@ -577,6 +618,46 @@ pub enum Injected {
     Quota(netdx_testbed::cgroups::PodCgroups),
 }
 
+/// What an injected fault has acted on so far, from the injector's own counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Acted {
+    /// The fault acts on everything it is applied to (a link, a restarted server).
+    #[default]
+    Always,
+    /// Packets refused or dropped per source address (faults that hit some connections only).
+    Sources(HashMap<IpAddr, u64>),
+    /// CFS periods the pod was throttled in (a quota acts only while the pod needs the CPU).
+    Throttled(u64),
+}
+
+impl Acted {
+    /// Whether the fault acted on `client`'s traffic between `before` and `self`.
+    pub fn since(&self, before: &Acted, client: &str) -> bool {
+        match (self, before) {
+            (Acted::Sources(now), Acted::Sources(then)) => {
+                let Ok(ip) = client.parse::<IpAddr>() else {
+                    return true;
+                };
+                let count = |m: &HashMap<IpAddr, u64>| m.get(&ip).copied().unwrap_or(0);
+                count(now) > count(then)
+            }
+            (Acted::Throttled(now), Acted::Throttled(then)) => now > then,
+            _ => true,
+        }
+    }
+}
+
+impl Injected {
+    /// The injector's record of what it acted on so far.
+    pub fn acted(&self) -> netdx_testbed::Result<Acted> {
+        Ok(match self {
+            Injected::Nft(g) => g.acted_on()?.map_or(Acted::Always, Acted::Sources),
+            Injected::Quota(cg) => Acted::Throttled(cg.throttling().map_or(0, |(n, _)| n)),
+            _ => Acted::Always,
+        })
+    }
+}
+
 impl Drop for Injected {
     fn drop(&mut self) {
         if let Injected::Quota(cg) = self {
@@ -591,5 +672,31 @@ impl Drop for World {
         for d in self.drivers.drain(..) {
             let _ = d.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acted_labels_only_the_clients_the_injector_hit() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let before = Acted::Sources([(ip("10.200.0.2"), 3)].into());
+        let now = Acted::Sources([(ip("10.200.0.2"), 3), (ip("10.200.1.2"), 1)].into());
+        assert!(!now.since(&before, "10.200.0.2"), "no new refusals for c1");
+        assert!(now.since(&before, "10.200.1.2"), "c2 was refused this window");
+        assert!(!now.since(&before, "10.200.2.9"), "never seen");
+        assert!(Acted::Throttled(5).since(&Acted::Throttled(4), "any"));
+        assert!(!Acted::Throttled(4).since(&Acted::Throttled(4), "any"));
+        // Faults without counters act on everything they are applied to.
+        assert!(Acted::Always.since(&Acted::Always, "10.200.0.2"));
+    }
+
+    #[test]
+    fn scenario_ids_are_unique() {
+        let all = all_scenarios();
+        let ids: std::collections::BTreeSet<_> = all.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids.len(), all.len());
     }
 }

@@ -112,9 +112,9 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
         ));
     }
     let names = feature_names();
-    // Files recorded with schema 2 (before wait and srtt min were captured) are upgraded on
-    // read: its columns are a prefix of schema 3's, see [`upgrade_v2`].
-    let legacy = header.feature_schema_version == LEGACY_SCHEMA_VERSION
+    // Files of older schemas whose columns are a prefix of this one's are upgraded on read,
+    // see [`upgrade`].
+    let legacy = (LEGACY_SCHEMA_VERSIONS).contains(&header.feature_schema_version)
         && header.features.len() < names.len()
         && names.starts_with(&header.features);
     if header.feature_schema_version != FEATURE_SCHEMA_VERSION && !legacy {
@@ -140,7 +140,7 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
             if row.features.len() != header.features.len() {
                 return Err(err(i, "row length differs from its header".into()));
             }
-            upgrade_v2(&mut row.features);
+            upgrade(header.feature_schema_version, &mut row.features);
         }
         row.vector().map_err(|e| err(i, e.to_string()))?;
         rows.push(row);
@@ -148,34 +148,37 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
     Ok(rows)
 }
 
-/// The feature schema whose files [`read_jsonl`] still accepts, upgraded.
-pub const LEGACY_SCHEMA_VERSION: u32 = 2;
+/// Older feature schemas whose files [`read_jsonl`] still accepts, upgraded.
+pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=3;
 
-/// Extends a schema-2 feature row to the current schema. The signals schema 2 did not record
-/// (wait, srtt min) read "not measured" (0, ratios 1); columns computable from schema-2 columns
-/// are computed (connect failure share, exchanges per successful connect assuming the dataset's
-/// 2 s windows, the derived combinations). Ratios of the computable columns to their baseline
-/// cannot be recovered and read 1.
-pub fn upgrade_v2(values: &mut Vec<f64>) {
+/// Extends a feature row of an older schema (a prefix of this one's columns) to the current
+/// schema. Schema 4 only added columns derived from schema-3 ones, so those are computed.
+/// From schema 2, the signals it did not record (wait, srtt min) read "not measured" (0,
+/// ratios 1); columns computable from schema-2 columns are computed (connect failure share,
+/// exchanges per successful connect assuming the dataset's 2 s windows). Ratios of the
+/// computable columns to their baseline cannot be recovered and read 1.
+pub fn upgrade(version: u32, values: &mut Vec<f64>) {
     let mut v = FeatureVector::default();
     for (i, x) in values.iter().enumerate().take(FEATURE_COUNT) {
         v.0[i] = *x;
     }
-    for (_, ratio, _) in crate::features::tracked_ratios() {
-        if ratio.index() >= values.len() {
-            v.set(ratio, 1.0);
+    if version == 2 {
+        for (_, ratio, _) in crate::features::tracked_ratios() {
+            if ratio.index() >= values.len() {
+                v.set(ratio, 1.0);
+            }
         }
+        let fail = (v[Feature::ConnectRefusedRatio]
+            + v[Feature::ConnectTimeoutRatio]
+            + v[Feature::ConnectOtherRatio])
+            .min(1.0);
+        v.set(Feature::ConnectFailRatio, fail);
+        let ok_rate = v[Feature::ConnectRate] * (1.0 - fail);
+        v.set(
+            Feature::ExchangesPerOkConnect,
+            v[Feature::ExchangeRate] / ok_rate.max(0.5),
+        );
     }
-    let fail = (v[Feature::ConnectRefusedRatio]
-        + v[Feature::ConnectTimeoutRatio]
-        + v[Feature::ConnectOtherRatio])
-        .min(1.0);
-    v.set(Feature::ConnectFailRatio, fail);
-    let ok_rate = v[Feature::ConnectRate] * (1.0 - fail);
-    v.set(
-        Feature::ExchangesPerOkConnect,
-        v[Feature::ExchangeRate] / ok_rate.max(0.5),
-    );
     derive(&mut v);
     *values = v.as_slice().to_vec();
 }
@@ -583,7 +586,7 @@ mod tests {
     #[test]
     fn schema_2_files_are_upgraded() {
         let names = feature_names();
-        let old = LEGACY_SCHEMA_VERSION;
+        let old = 2;
         let n_old = Feature::ConnectMsMaxRatio.index() + 1;
         let mut vals = vec![0.0; n_old];
         vals[Feature::ExchangeRate.index()] = 100.0;
@@ -615,5 +618,29 @@ mod tests {
             read_jsonl(other.as_bytes()),
             Err(Error::SchemaMismatch { found: 1, .. })
         ));
+    }
+
+    #[test]
+    fn schema_3_files_gain_the_derived_columns() {
+        let names = feature_names();
+        let n_old = Feature::LatencyPerThroughput.index() + 1;
+        let mut vals = vec![1.0; n_old];
+        vals[Feature::SrttMeanMs.index()] = 30.0;
+        vals[Feature::SrttMinMs.index()] = 10.0;
+        vals[Feature::ClientP50Ms.index()] = 25.0;
+        let header = format!(
+            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":3,\"features\":{}}}",
+            serde_json::to_string(&names[..n_old]).unwrap()
+        );
+        let row = serde_json::json!({
+            "scenarioId": "s", "workload": "w", "intensity": "none", "fault": "healthy",
+            "target": "", "window": 0, "transitional": false, "features": vals,
+        });
+        let rows = read_jsonl(format!("{header}\n{row}\n").as_bytes()).unwrap();
+        let v = rows[0].vector().unwrap();
+        assert_eq!(v[Feature::SrttQueueing], 3.0);
+        assert_eq!(v[Feature::ClientP50PerRtt], 2.5);
+        // Recorded columns are kept as they were.
+        assert_eq!(v[Feature::ExchangeRate], 1.0);
     }
 }

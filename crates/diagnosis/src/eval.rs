@@ -33,8 +33,14 @@ pub struct ModelCard {
     pub per_class_recall: BTreeMap<String, f64>,
     /// Precision per class on held-out scenarios.
     pub per_class_precision: BTreeMap<String, f64>,
-    /// Macro-F1 training on all workloads but one and testing on it, pooled.
+    /// Macro-F1 training on all workloads but one and testing on it, pooled, over the classes
+    /// at least two workloads show (a class only one workload shows cannot be learnt from the
+    /// others by construction; see `single_workload_classes`).
     pub unseen_workload_macro_f1: f64,
+    /// The same over every row, single-workload classes included (they score 0 recall).
+    pub unseen_workload_macro_f1_all_classes: f64,
+    /// Classes only one workload of the dataset shows.
+    pub single_workload_classes: Vec<String>,
     /// Macro-F1 training on one intensity of every fault and testing on the other, pooled.
     pub unseen_intensity_macro_f1: f64,
     /// Faulty windows whose top finding names the injected instance.
@@ -265,6 +271,19 @@ fn scores(rows: &[&LabeledRow], preds: &[Classification]) -> Evaluation {
     e
 }
 
+/// Fault classes that only one workload of the dataset shows.
+fn single_workload_classes(rows: &[LabeledRow]) -> BTreeSet<RootCause> {
+    let mut workloads: BTreeMap<RootCause, BTreeSet<&str>> = BTreeMap::new();
+    for r in rows {
+        workloads.entry(r.fault).or_default().insert(&r.workload);
+    }
+    workloads
+        .into_iter()
+        .filter(|(_, w)| w.len() < 2)
+        .map(|(c, _)| c)
+        .collect()
+}
+
 /// Out-of-group predictions for every row: each group is predicted by a model that never
 /// saw it. `group` maps a row to its fold.
 fn out_of_group(
@@ -301,11 +320,13 @@ fn out_of_group(
 }
 
 /// Runs the whole evaluation and trains the final model on every row.
+/// Returns the card, the final model, the held-out evaluation and the held-out prediction of
+/// every row (same order as `rows`).
 pub fn model_card(
     rows: &[LabeledRow],
     params: &TrainParams,
     version: &str,
-) -> Result<(ModelCard, TreeModel, Evaluation)> {
+) -> Result<(ModelCard, TreeModel, Evaluation, Vec<Classification>)> {
     let scenarios: Vec<&str> = rows
         .iter()
         .map(|r| r.scenario_id.as_str())
@@ -345,7 +366,14 @@ pub fn model_card(
         |r| workloads.iter().position(|w| *w == r.workload).unwrap_or(0),
         workloads.len(),
     )?;
-    let unseen_workload = scores(&all, &by_workload);
+    let unseen_workload_all = scores(&all, &by_workload);
+    let single = single_workload_classes(rows);
+    let (judgeable, judgeable_preds): (Vec<&LabeledRow>, Vec<Classification>) = rows
+        .iter()
+        .zip(by_workload)
+        .filter(|(r, _)| !single.contains(&r.fault))
+        .unzip();
+    let unseen_workload = scores(&judgeable, &judgeable_preds);
 
     // Intensity rank within its class: the scenario id ends with the intensity label, and
     // healthy scenarios split by load (low/mid vs high).
@@ -383,6 +411,8 @@ pub fn model_card(
             .map(|m| (m.class.as_str().to_string(), m.precision))
             .collect(),
         unseen_workload_macro_f1: unseen_workload.macro_f1,
+        unseen_workload_macro_f1_all_classes: unseen_workload_all.macro_f1,
+        single_workload_classes: single.iter().map(|c| c.as_str().to_string()).collect(),
         unseen_intensity_macro_f1: unseen_intensity.macro_f1,
         localization_top1: loc.top1,
         localization_top3: loc.top3,
@@ -399,7 +429,7 @@ pub fn model_card(
         dataset_scenarios: scenarios.len(),
         confusion: heldout.confusion.clone(),
     };
-    Ok((card, model, heldout))
+    Ok((card, model, heldout, cv))
 }
 
 /// 0 for the first intensity label of a (workload, class) seen in the dataset, 1 otherwise.

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use linfa::Dataset;
 use linfa::prelude::Fit;
-use linfa_trees::{DecisionTree, TreeNode as LinfaNode};
+use linfa_trees::{DecisionTree, SplitQuality, TreeNode as LinfaNode};
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,9 @@ pub struct TrainParams {
     /// fault by far, and unweighted Gini splits fold rare faults into healthy leaves.
     #[serde(default)]
     pub balance_classes: bool,
+    /// Split criterion: Gini impurity (false) or information gain / entropy (true).
+    #[serde(default)]
+    pub entropy: bool,
 }
 
 impl Default for TrainParams {
@@ -73,6 +76,7 @@ impl Default for TrainParams {
                 .map(|f| f.name().to_string())
                 .collect(),
             balance_classes: true,
+            entropy: false,
         }
     }
 }
@@ -176,6 +180,11 @@ pub fn train(
         .max_depth(params.max_depth)
         .min_weight_leaf(params.min_weight_leaf)
         .min_weight_split(params.min_weight_split)
+        .split_quality(if params.entropy {
+            SplitQuality::Entropy
+        } else {
+            SplitQuality::Gini
+        })
         .fit(&dataset)
         .map_err(|e| Error::Train(e.to_string()))?;
 

@@ -3,12 +3,72 @@
 //! guard that removes the fault when dropped; everything lives in testbed namespaces, so
 //! deleting the testbed removes any leftover too.
 
-use crate::{Result, exec::run_in};
+use std::{collections::HashMap, net::IpAddr};
+
+use crate::{Error, Result, exec::run_in};
 
 /// Removes an nftables table from a namespace when dropped.
 pub struct NftGuard {
     netns: String,
     table: String,
+    /// The table keeps per-source counters in [`ACTED_SET`].
+    records_sources: bool,
+}
+
+/// Name of the per-source counter set of the faults that act on some connections only.
+const ACTED_SET: &str = "acted";
+
+/// Declares [`ACTED_SET`]: one counter per IPv4 source the fault acted on.
+fn acted_set() -> String {
+    format!("  set {ACTED_SET} {{ type ipv4_addr; size 4096; flags dynamic; }}\n")
+}
+
+/// nft statement counting the packet's source in [`ACTED_SET`] (placed before the verdict).
+fn count_acted() -> String {
+    format!("update @{ACTED_SET} {{ ip saddr counter }} ")
+}
+
+impl NftGuard {
+    /// Packets each source sent that the fault acted on so far (dropped, rejected), for faults
+    /// that only touch some connections (None for the others). This is the injector's own
+    /// record of whom it hit, so datasets can label the edges a fault really reached.
+    pub fn acted_on(&self) -> Result<Option<HashMap<IpAddr, u64>>> {
+        if !self.records_sources {
+            return Ok(None);
+        }
+        let out = run_in(
+            &self.netns,
+            "nft",
+            &["-j", "list", "set", "inet", &self.table, ACTED_SET],
+        )?;
+        parse_acted(&String::from_utf8_lossy(&out.stdout)).map(Some)
+    }
+
+    fn recording_sources(mut self) -> Self {
+        self.records_sources = true;
+        self
+    }
+}
+
+/// Reads `nft -j list set` output into packets per source address.
+fn parse_acted(json: &str) -> Result<HashMap<IpAddr, u64>> {
+    let bad = |detail: String| Error::Parse {
+        tool: "nft -j list set".into(),
+        detail,
+    };
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let mut out = HashMap::new();
+    let sets = v["nftables"].as_array().into_iter().flatten();
+    for elem in sets.filter_map(|o| o["set"]["elem"].as_array()).flatten() {
+        let e = &elem["elem"];
+        let (Some(ip), Some(packets)) = (e["val"].as_str(), e["counter"]["packets"].as_u64())
+        else {
+            return Err(bad(format!("unexpected set element {elem}")));
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| bad(format!("bad address {ip:?}")))?;
+        out.insert(ip, packets);
+    }
+    Ok(out)
 }
 
 impl Drop for NftGuard {
@@ -32,6 +92,7 @@ pub fn nft_table(netns: &str, table: &str, body: &str) -> Result<NftGuard> {
     Ok(NftGuard {
         netns: netns.into(),
         table: table.into(),
+        records_sources: false,
     })
 }
 
@@ -54,10 +115,13 @@ pub fn drop_syn(netns: &str, port: u16, percent: u32) -> Result<NftGuard> {
         netns,
         "netdx_syndrop",
         &format!(
-            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}drop\n  }}",
-            sample(percent)
+            "{}  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}{}drop\n  }}",
+            acted_set(),
+            sample(percent),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }
 
 /// A running delay stage; dropping it removes the queue rule and stops the process.
@@ -185,10 +249,13 @@ pub fn reject_syn(netns: &str, port: u16, percent: u32) -> Result<NftGuard> {
         netns,
         "netdx_reject",
         &format!(
-            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}reject with tcp reset\n  }}",
-            sample(percent)
+            "{}  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}{}reject with tcp reset\n  }}",
+            acted_set(),
+            sample(percent),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }
 
 /// Resets new connections to `port` beyond `max` concurrent ones (connlimit policy).
@@ -197,9 +264,12 @@ pub fn conn_limit(netns: &str, port: u16, max: u32) -> Result<NftGuard> {
         netns,
         "netdx_connlimit",
         &format!(
-            "  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} ct state new ct count over {max} reject with tcp reset\n  }}"
+            "{}  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} ct state new ct count over {max} {}reject with tcp reset\n  }}",
+            acted_set(),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }
 
 /// A tc qdisc installed on a device; removed (root qdisc deleted) when dropped.

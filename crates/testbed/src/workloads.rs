@@ -135,13 +135,22 @@ pub fn redis_cli_repeat(
     tb.run(pod, "timeout", &args).map(|_| ())
 }
 
-/// Runs memcaslap (libmemcached-tools) from `pod`: `ops` get/set operations, `conns` connections.
-pub fn memcaslap(tb: &Testbed, pod: &str, server: SocketAddr, ops: u64, conns: u32) -> Result<()> {
+/// Runs memcaslap (libmemcached-tools) from `pod`: `ops` get/set operations, `conns`
+/// connections, killed after `max_secs`.
+pub fn memcaslap(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    ops: u64,
+    conns: u32,
+    max_secs: u32,
+) -> Result<()> {
     let (s, x, c) = (server.to_string(), ops.to_string(), conns.to_string());
+    let t = max_secs.to_string();
     tb.run(
         pod,
         "timeout",
-        &["120", "memcaslap", "-s", &s, "-x", &x, "-c", &c, "-T", "1"],
+        &[&t, "memcaslap", "-s", &s, "-x", &x, "-c", &c, "-T", "1"],
     )
     .map(|_| ())
 }

@@ -73,12 +73,19 @@ fn reject_and_conntrack_full_break_new_connections() {
         ..Default::default()
     };
     {
-        let _r = faults::reject_syn(&tb.pod("s").unwrap().netns, 7000, 100).unwrap();
+        let r = faults::reject_syn(&tb.pod("s").unwrap().netns, 7000, 100).unwrap();
+        assert_eq!(r.acted_on().unwrap(), Some(Default::default()), "nothing refused yet");
         assert_eq!(
             workloads::echo_client(&tb, "c", server, &c)
                 .unwrap()
                 .connect_refused,
             10
+        );
+        // The injector's own record of whom it refused: the client pod, once per connect.
+        let client_ip: std::net::IpAddr = tb.pod("c").unwrap().ip.parse().unwrap();
+        assert_eq!(
+            r.acted_on().unwrap(),
+            Some([(client_ip, 10)].into_iter().collect())
         );
     }
     {
