@@ -112,12 +112,13 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
         for (id, v) in window_features(&joined, &baselines) {
             let Some(edge) = edges.get(&id) else { continue };
             let key = &edge.key;
-            // A fault that acts on some connections only (a connection limit, a share of
-            // refused SYNs, a CPU quota the server may not hit) labels an edge in a window
-            // only when its injector recorded acting on that client in that window.
+            // A fault labels an edge in a window only when its injector recorded acting on
+            // that client-server pair in that window: a connection limit or a share of
+            // refused SYNs hits some connections only, a size limit only large packets, a
+            // CPU quota only a server that needs the CPU.
             let hit = faulty
                 && world.affected(scope, key)
-                && acted.since(&acted_before, &key.client.ip);
+                && acted.since(&acted_before, &key.client.ip, &key.server.ip);
             let fault = if hit { s.fault } else { RootCause::Healthy };
             rows.push(LabeledRow {
                 scenario_id: s.id.clone(),

@@ -91,7 +91,9 @@ fn main() -> anyhow::Result<()> {
                 .filter(|w| *w != netdx::scenarios::Workload::Dns)
                 .find(|w| w.name() == workload)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("unknown workload {workload:?}: use ndxe, redis, http or memcached")
+                    anyhow::anyhow!(
+                        "unknown workload {workload:?}: use ndxe, redis, http or memcached"
+                    )
                 })?;
             let stop = Arc::new(AtomicBool::new(false));
             let s = stop.clone();

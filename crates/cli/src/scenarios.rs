@@ -8,7 +8,6 @@
 //! node-2 fault c1->s1, c2->s1 and c2->s3: each instance kind leaves a different pattern.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{
         Arc,
@@ -624,21 +623,24 @@ pub enum Acted {
     /// The fault acts on everything it is applied to (a link, a restarted server).
     #[default]
     Always,
-    /// Packets refused or dropped per source address (faults that hit some connections only).
-    Sources(HashMap<IpAddr, u64>),
+    /// Packets refused or dropped per (source, destination) address pair.
+    Flows(faults::ActedOn),
     /// CFS periods the pod was throttled in (a quota acts only while the pod needs the CPU).
     Throttled(u64),
 }
 
 impl Acted {
-    /// Whether the fault acted on `client`'s traffic between `before` and `self`.
-    pub fn since(&self, before: &Acted, client: &str) -> bool {
+    /// Whether the fault acted on traffic between `client` and `server` (either direction)
+    /// between `before` and `self`.
+    pub fn since(&self, before: &Acted, client: &str, server: &str) -> bool {
         match (self, before) {
-            (Acted::Sources(now), Acted::Sources(then)) => {
-                let Ok(ip) = client.parse::<IpAddr>() else {
+            (Acted::Flows(now), Acted::Flows(then)) => {
+                let (Ok(c), Ok(s)) = (client.parse::<IpAddr>(), server.parse::<IpAddr>()) else {
                     return true;
                 };
-                let count = |m: &HashMap<IpAddr, u64>| m.get(&ip).copied().unwrap_or(0);
+                let count = |m: &faults::ActedOn| {
+                    m.get(&(c, s)).copied().unwrap_or(0) + m.get(&(s, c)).copied().unwrap_or(0)
+                };
                 count(now) > count(then)
             }
             (Acted::Throttled(now), Acted::Throttled(then)) => now > then,
@@ -651,7 +653,7 @@ impl Injected {
     /// The injector's record of what it acted on so far.
     pub fn acted(&self) -> netdx_testbed::Result<Acted> {
         Ok(match self {
-            Injected::Nft(g) => g.acted_on()?.map_or(Acted::Always, Acted::Sources),
+            Injected::Nft(g) => g.acted_on()?.map_or(Acted::Always, Acted::Flows),
             Injected::Quota(cg) => Acted::Throttled(cg.throttling().map_or(0, |(n, _)| n)),
             _ => Acted::Always,
         })
@@ -680,17 +682,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn acted_labels_only_the_clients_the_injector_hit() {
+    fn acted_labels_only_the_pairs_the_injector_hit() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let before = Acted::Sources([(ip("10.200.0.2"), 3)].into());
-        let now = Acted::Sources([(ip("10.200.0.2"), 3), (ip("10.200.1.2"), 1)].into());
-        assert!(!now.since(&before, "10.200.0.2"), "no new refusals for c1");
-        assert!(now.since(&before, "10.200.1.2"), "c2 was refused this window");
-        assert!(!now.since(&before, "10.200.2.9"), "never seen");
-        assert!(Acted::Throttled(5).since(&Acted::Throttled(4), "any"));
-        assert!(!Acted::Throttled(4).since(&Acted::Throttled(4), "any"));
+        let (c1, c2, s1) = ("10.200.0.2", "10.200.1.2", "10.200.2.2");
+        let before = Acted::Flows([((ip(c1), ip(s1)), 3)].into());
+        let now = Acted::Flows(
+            [
+                ((ip(c1), ip(s1)), 3),
+                ((ip(c2), ip(s1)), 1),
+                // A link fault drops the server's packets towards the client.
+                ((ip(s1), ip(c1)), 2),
+            ]
+            .into(),
+        );
+        assert!(now.since(&before, c2, s1), "c2 was refused this window");
+        assert!(
+            now.since(&before, c1, s1),
+            "s1's packets to c1 were dropped"
+        );
+        assert!(!now.since(&before, c2, "10.200.2.3"), "another server");
+        let later = Acted::Flows([((ip(c1), ip(s1)), 4)].into());
+        assert!(!later.since(&later.clone(), c1, s1), "nothing new");
+        assert!(Acted::Throttled(5).since(&Acted::Throttled(4), "any", "any"));
+        assert!(!Acted::Throttled(4).since(&Acted::Throttled(4), "any", "any"));
         // Faults without counters act on everything they are applied to.
-        assert!(Acted::Always.since(&Acted::Always, "10.200.0.2"));
+        assert!(Acted::Always.since(&Acted::Always, c1, s1));
     }
 
     #[test]

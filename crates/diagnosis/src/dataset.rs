@@ -11,9 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classifier, RootCause};
-use crate::features::{
-    FEATURE_COUNT, FEATURE_SCHEMA_VERSION, Feature, FeatureVector, derive, feature_names,
-};
+use crate::features::{FEATURE_SCHEMA_VERSION, Feature, FeatureVector, derive, feature_names};
 use crate::{Error, Result};
 
 /// Format name in a dataset file's header line.
@@ -112,11 +110,16 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
         ));
     }
     let names = feature_names();
-    // Files of older schemas whose columns are a prefix of this one's are upgraded on read,
-    // see [`upgrade`].
-    let legacy = (LEGACY_SCHEMA_VERSIONS).contains(&header.feature_schema_version)
-        && header.features.len() < names.len()
-        && names.starts_with(&header.features);
+    // Files of older schemas are upgraded on read: their columns are matched by name and
+    // the missing ones filled in, see [`upgrade`].
+    let columns: Option<Vec<Feature>> = header
+        .features
+        .iter()
+        .map(|n| Feature::from_name(n))
+        .collect();
+    let legacy = header.features != names
+        && (LEGACY_SCHEMA_VERSIONS).contains(&header.feature_schema_version)
+        && columns.is_some();
     if header.feature_schema_version != FEATURE_SCHEMA_VERSION && !legacy {
         return Err(Error::SchemaMismatch {
             found: header.feature_schema_version,
@@ -129,6 +132,7 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
             "feature names differ from this build's schema".into(),
         ));
     }
+    let columns = columns.unwrap_or_default();
     let mut rows = Vec::new();
     for (i, l) in lines {
         let l = l.map_err(|e| err(i, e.to_string()))?;
@@ -137,10 +141,10 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
         }
         let mut row: LabeledRow = serde_json::from_str(&l).map_err(|e| err(i, e.to_string()))?;
         if legacy {
-            if row.features.len() != header.features.len() {
+            if row.features.len() != columns.len() {
                 return Err(err(i, "row length differs from its header".into()));
             }
-            upgrade(header.feature_schema_version, &mut row.features);
+            row.features = upgrade(header.feature_schema_version, &columns, &row.features);
         }
         row.vector().map_err(|e| err(i, e.to_string()))?;
         rows.push(row);
@@ -149,22 +153,24 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
 }
 
 /// Older feature schemas whose files [`read_jsonl`] still accepts, upgraded.
-pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=3;
+/// (Files of this schema whose columns differ come from a build before its last derived
+/// columns were added; they are completed the same way.)
+pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SCHEMA_VERSION;
 
-/// Extends a feature row of an older schema (a prefix of this one's columns) to the current
-/// schema. Schema 4 only added columns derived from schema-3 ones, so those are computed.
+/// Brings a feature row of an older schema (`values` in the file's `columns`) to the current
+/// schema. Every column schema 4 added is derived from schema-3 ones, so it is computed.
 /// From schema 2, the signals it did not record (wait, srtt min) read "not measured" (0,
 /// ratios 1); columns computable from schema-2 columns are computed (connect failure share,
 /// exchanges per successful connect assuming the dataset's 2 s windows). Ratios of the
 /// computable columns to their baseline cannot be recovered and read 1.
-pub fn upgrade(version: u32, values: &mut Vec<f64>) {
+pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
-    for (i, x) in values.iter().enumerate().take(FEATURE_COUNT) {
-        v.0[i] = *x;
+    for (f, x) in columns.iter().zip(values) {
+        v.set(*f, *x);
     }
     if version == 2 {
         for (_, ratio, _) in crate::features::tracked_ratios() {
-            if ratio.index() >= values.len() {
+            if !columns.contains(&ratio) {
                 v.set(ratio, 1.0);
             }
         }
@@ -180,7 +186,7 @@ pub fn upgrade(version: u32, values: &mut Vec<f64>) {
         );
     }
     derive(&mut v);
-    *values = v.as_slice().to_vec();
+    v.as_slice().to_vec()
 }
 
 /// Writes a dataset file.
@@ -394,6 +400,7 @@ impl Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::FEATURE_COUNT;
     use crate::features::{FEATURE_COUNT, Feature};
     use crate::rules::RuleTree;
     use RootCause as C;

@@ -121,8 +121,8 @@ features! {
     ExchangeSurvival = "exchange_survival": "exchange_rate_ratio / max(1 - connect_fail_ratio, 0.05): about 1 when exchanges fall with the share of failed connects (refused), well above 1 when established connections keep working (connection limit), near 0 when everything stops",
     LatencyPerThroughput = "latency_per_throughput": "client_p99_ratio / max(resp_bytes_rate_ratio, 0.01), at most 10000: latency rising while throughput is held at a ceiling (bandwidth limit) scores high",
     SrttQueueing = "srtt_queueing": "srtt_mean_ms / srtt_min_ms, at most 10000: how far the average RTT sits above the path's floor; about 1 for a constant delay, high with a queue (bandwidth ceiling) or jitter (1 when srtt min was not recorded)",
-    DnsFailureRatio = "dns_failure_ratio": "is_dns x (l7_error_ratio + no_response_ratio), at most 1: lookups that failed, by error rcode or silence (0 off port 53)",
     ClientP50PerRtt = "client_p50_per_rtt": "client_p50_ms / srtt_min_ms, at most 10000: round trips per median exchange; about 1 when a fixed path delay dominates, higher when transfer time or queueing adds to it (0 without client view or srtt min)",
+    DnsFailureRatio = "dns_failure_ratio": "is_dns x (l7_error_ratio + no_response_ratio), at most 1: lookups that failed, by error rcode or silence (0 off port 53)",
 }
 
 /// Number of features (columns).

@@ -15,24 +15,27 @@ pub struct NftGuard {
     records_sources: bool,
 }
 
-/// Name of the per-source counter set of the faults that act on some connections only.
+/// Name of the per-flow counter set the nftables faults keep.
 const ACTED_SET: &str = "acted";
 
-/// Declares [`ACTED_SET`]: one counter per IPv4 source the fault acted on.
+/// Declares [`ACTED_SET`]: one counter per (source, destination) IPv4 pair the fault acted on.
 fn acted_set() -> String {
-    format!("  set {ACTED_SET} {{ type ipv4_addr; size 4096; flags dynamic; }}\n")
+    format!("  set {ACTED_SET} {{ type ipv4_addr . ipv4_addr; size 4096; flags dynamic; }}\n")
 }
 
-/// nft statement counting the packet's source in [`ACTED_SET`] (placed before the verdict).
+/// nft statement counting the packet's address pair in [`ACTED_SET`] (before the verdict).
 fn count_acted() -> String {
-    format!("update @{ACTED_SET} {{ ip saddr counter }} ")
+    format!("update @{ACTED_SET} {{ ip saddr . ip daddr counter }} ")
 }
+
+/// Packets a fault acted on, per (source, destination) address pair.
+pub type ActedOn = HashMap<(IpAddr, IpAddr), u64>;
 
 impl NftGuard {
-    /// Packets each source sent that the fault acted on so far (dropped, rejected), for faults
-    /// that only touch some connections (None for the others). This is the injector's own
-    /// record of whom it hit, so datasets can label the edges a fault really reached.
-    pub fn acted_on(&self) -> Result<Option<HashMap<IpAddr, u64>>> {
+    /// Packets the fault acted on so far (dropped, rejected) per address pair, for the faults
+    /// that keep the record (None for the others). This is the injector's own record of whom
+    /// it hit, so datasets can label the edges a fault really reached.
+    pub fn acted_on(&self) -> Result<Option<ActedOn>> {
         if !self.records_sources {
             return Ok(None);
         }
@@ -50,8 +53,8 @@ impl NftGuard {
     }
 }
 
-/// Reads `nft -j list set` output into packets per source address.
-fn parse_acted(json: &str) -> Result<HashMap<IpAddr, u64>> {
+/// Reads `nft -j list set` output into packets per address pair.
+fn parse_acted(json: &str) -> Result<ActedOn> {
     let bad = |detail: String| Error::Parse {
         tool: "nft -j list set".into(),
         detail,
@@ -61,12 +64,18 @@ fn parse_acted(json: &str) -> Result<HashMap<IpAddr, u64>> {
     let sets = v["nftables"].as_array().into_iter().flatten();
     for elem in sets.filter_map(|o| o["set"]["elem"].as_array()).flatten() {
         let e = &elem["elem"];
-        let (Some(ip), Some(packets)) = (e["val"].as_str(), e["counter"]["packets"].as_u64())
+        let pair = e["val"]["concat"].as_array();
+        let (Some([src, dst]), Some(packets)) =
+            (pair.map(Vec::as_slice), e["counter"]["packets"].as_u64())
         else {
             return Err(bad(format!("unexpected set element {elem}")));
         };
-        let ip: IpAddr = ip.parse().map_err(|_| bad(format!("bad address {ip:?}")))?;
-        out.insert(ip, packets);
+        let ip = |v: &serde_json::Value| -> Result<IpAddr> {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(format!("bad address {v}")))
+        };
+        out.insert((ip(src)?, ip(dst)?), packets);
     }
     Ok(out)
 }
@@ -102,10 +111,13 @@ pub fn loss(netns: &str, iface: &str, percent: u32) -> Result<NftGuard> {
         netns,
         "netdx_loss",
         &format!(
-            "  chain post {{ type filter hook postrouting priority 0; policy accept;\n    oifname \"{iface}\" {}drop\n  }}",
-            sample(percent)
+            "{}  chain post {{ type filter hook postrouting priority 0; policy accept;\n    oifname \"{iface}\" {}{}drop\n  }}",
+            acted_set(),
+            sample(percent),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }
 
 /// Drops `percent`% of TCP SYNs to `port` arriving in `netns` (a firewall silently dropping
@@ -223,11 +235,14 @@ pub fn loss_path(netns: &str, iif: &str, oif: &str, percent: u32) -> Result<NftG
         netns,
         "netdx_loss",
         &format!(
-            "  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} {}drop\n  }}",
+            "{}  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} {}{}drop\n  }}",
+            acted_set(),
             path_match(Some(iif), oif),
-            sample(percent)
+            sample(percent),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }
 
 /// Silently drops packets longer than `max_len` bytes forwarded from `iif` to `oif` (a path
@@ -237,10 +252,13 @@ pub fn mtu_blackhole(netns: &str, iif: &str, oif: &str, max_len: u32) -> Result<
         netns,
         "netdx_mtu",
         &format!(
-            "  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} meta length > {max_len} drop\n  }}",
-            path_match(Some(iif), oif)
+            "{}  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} meta length > {max_len} {}drop\n  }}",
+            acted_set(),
+            path_match(Some(iif), oif),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }
 
 /// Answers `percent`% of SYNs to `port` in `netns` with a reset (no listener / REJECT policy).
@@ -326,7 +344,10 @@ pub fn conntrack_full(netns: &str, max: u32) -> Result<NftGuard> {
         netns,
         "netdx_ct",
         &format!(
-            "  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    ct state new ct count over {max} drop\n  }}"
+            "{}  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    ct state new ct count over {max} {}drop\n  }}",
+            acted_set(),
+            count_acted()
         ),
     )
+    .map(NftGuard::recording_sources)
 }

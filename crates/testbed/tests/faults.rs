@@ -74,7 +74,11 @@ fn reject_and_conntrack_full_break_new_connections() {
     };
     {
         let r = faults::reject_syn(&tb.pod("s").unwrap().netns, 7000, 100).unwrap();
-        assert_eq!(r.acted_on().unwrap(), Some(Default::default()), "nothing refused yet");
+        assert_eq!(
+            r.acted_on().unwrap(),
+            Some(Default::default()),
+            "nothing refused yet"
+        );
         assert_eq!(
             workloads::echo_client(&tb, "c", server, &c)
                 .unwrap()
@@ -82,10 +86,10 @@ fn reject_and_conntrack_full_break_new_connections() {
             10
         );
         // The injector's own record of whom it refused: the client pod, once per connect.
-        let client_ip: std::net::IpAddr = tb.pod("c").unwrap().ip.parse().unwrap();
+        let ip = |p: &str| -> std::net::IpAddr { tb.pod(p).unwrap().ip.parse().unwrap() };
         assert_eq!(
             r.acted_on().unwrap(),
-            Some([(client_ip, 10)].into_iter().collect())
+            Some([((ip("c"), ip("s")), 10)].into_iter().collect())
         );
     }
     {
