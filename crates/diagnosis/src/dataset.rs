@@ -5,13 +5,17 @@
 //! the feature names, then one [`LabeledRow`] per line. Labels are what was injected, never a
 //! model's output (shared/fault-catalog.md).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classifier, RootCause};
-use crate::features::{FEATURE_SCHEMA_VERSION, Feature, FeatureVector, derive, feature_names};
+use crate::features::{
+    FEATURE_SCHEMA_VERSION, Feature, FeatureVector, add_unit_context, derive, ends_of,
+    feature_names,
+};
 use crate::{Error, Result};
 
 /// Format name in a dataset file's header line.
@@ -149,7 +153,40 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
         row.vector().map_err(|e| err(i, e.to_string()))?;
         rows.push(row);
     }
+    if legacy && !columns.contains(&Feature::ServerEdgesFailingShare) {
+        add_row_context(&mut rows)?;
+    }
     Ok(rows)
+}
+
+/// Computes the unit-context columns of rows written before they existed, window by window.
+fn add_row_context(rows: &mut [LabeledRow]) -> Result<()> {
+    let mut windows: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        windows
+            .entry((r.scenario_id.clone(), r.window))
+            .or_default()
+            .push(i);
+    }
+    for members in windows.values() {
+        let ends: Vec<(String, String)> = members
+            .iter()
+            .map(|&i| {
+                let (c, s) = ends_of(&rows[i].edge).unwrap_or(("", &rows[i].edge));
+                (c.to_string(), s.to_string())
+            })
+            .collect();
+        let mut vectors: Vec<FeatureVector> = members
+            .iter()
+            .map(|&i| rows[i].vector())
+            .collect::<Result<_>>()?;
+        let mut refs: Vec<&mut FeatureVector> = vectors.iter_mut().collect();
+        add_unit_context(&ends, &mut refs);
+        for (&i, v) in members.iter().zip(vectors) {
+            rows[i].features = v.as_slice().to_vec();
+        }
+    }
+    Ok(())
 }
 
 /// Older feature schemas whose files [`read_jsonl`] still accepts, upgraded.
@@ -400,7 +437,6 @@ impl Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::FEATURE_COUNT;
     use crate::features::{FEATURE_COUNT, Feature};
     use crate::rules::RuleTree;
     use RootCause as C;

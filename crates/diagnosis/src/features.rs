@@ -6,7 +6,7 @@
 //! removed, reordered or changes meaning: models and datasets carry the version they were made
 //! with and are refused when it differs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Index;
 
 use netdx_api::targets::PodRef;
@@ -17,7 +17,7 @@ use crate::join::{EdgeId, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 4;
+pub const FEATURE_SCHEMA_VERSION: u32 = 5;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +123,10 @@ features! {
     SrttQueueing = "srtt_queueing": "srtt_mean_ms / srtt_min_ms, at most 10000: how far the average RTT sits above the path's floor; about 1 for a constant delay, high with a queue (bandwidth ceiling) or jitter (1 when srtt min was not recorded)",
     ClientP50PerRtt = "client_p50_per_rtt": "client_p50_ms / srtt_min_ms, at most 10000: round trips per median exchange; about 1 when a fixed path delay dominates, higher when transfer time or queueing adds to it (0 without client view or srtt min)",
     DnsFailureRatio = "dns_failure_ratio": "is_dns x (l7_error_ratio + no_response_ratio), at most 1: lookups that failed, by error rcode or silence (0 off port 53)",
+    ServerEdgesFailingShare = "server_edges_failing_share": "share of this window's edges to the same server whose connection attempts mostly fail (connect_fail_ratio >= 0.5): the whole server refuses or only some clients",
+    ServerBestExchangeRatio = "server_best_exchange_ratio": "largest exchange_rate_ratio among this window's edges to the same server, at most 10: near 0 when the server serves nobody, about 1 while some clients still get through",
+    ServerEdgesSlowShare = "server_edges_slow_share": "share of this window's edges to the same server whose client p99 is at least 3x its baseline: a slow server slows all its clients, a slow link only those across it",
+    ClientEdgesSlowShare = "client_edges_slow_share": "share of this window's edges from the same client whose client p99 is at least 3x its baseline: a client-side or link problem slows many of its edges, a server problem one",
 }
 
 /// Number of features (columns).
@@ -326,7 +330,7 @@ pub fn window_features(
     window: &JoinedWindow,
     baselines: &Baselines,
 ) -> Vec<(EdgeId, FeatureVector)> {
-    window
+    let mut out: Vec<(EdgeId, FeatureVector)> = window
         .edges
         .iter()
         .map(|e| {
@@ -334,7 +338,62 @@ pub fn window_features(
             let v = edge_features(window, e, baselines.get(&id));
             (id, v)
         })
-        .collect()
+        .collect();
+    let ends: Vec<(String, String)> = window
+        .edges
+        .iter()
+        .map(|e| (e.key.client.to_string(), e.key.server.to_string()))
+        .collect();
+    let mut vectors: Vec<&mut FeatureVector> = out.iter_mut().map(|(_, v)| v).collect();
+    add_unit_context(&ends, &mut vectors);
+    out
+}
+
+/// Client and server of an edge as printed by its key ("client -> server:port/proto").
+pub fn ends_of(edge: &str) -> Option<(&str, &str)> {
+    let (client, rest) = edge.split_once(" -> ")?;
+    let (server_port, _proto) = rest.rsplit_once('/')?;
+    let (server, _port) = server_port.rsplit_once(':')?;
+    Some((client, server))
+}
+
+/// Fills the features that look across one window's edges sharing a server or a client (the
+/// pod unit): `ends[i]` are edge i's (client, server), `vectors[i]` its features with the
+/// per-edge columns already set. Computed from those columns only, so stored rows get them too.
+pub fn add_unit_context(ends: &[(String, String)], vectors: &mut [&mut FeatureVector]) {
+    let failing = |v: &FeatureVector| v[Feature::ConnectFailRatio] >= 0.5;
+    let slow = |v: &FeatureVector| v[Feature::ClientP99Ratio] >= 3.0;
+    let share = |group: &[usize], vs: &[&mut FeatureVector], f: &dyn Fn(&FeatureVector) -> bool| {
+        group.iter().filter(|&&j| f(vs[j])).count() as f64 / group.len().max(1) as f64
+    };
+    let mut by_server: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (c, s)) in ends.iter().enumerate().take(vectors.len()) {
+        by_server.entry(s).or_default().push(i);
+        by_client.entry(c).or_default().push(i);
+    }
+    let mut context = Vec::with_capacity(vectors.len());
+    for (c, s) in ends.iter().take(vectors.len()) {
+        let server = &by_server[s.as_str()];
+        let client = &by_client[c.as_str()];
+        let best = server
+            .iter()
+            .map(|&j| vectors[j][Feature::ExchangeRateRatio])
+            .fold(0.0, f64::max)
+            .min(10.0);
+        context.push([
+            share(server, vectors, &failing),
+            best,
+            share(server, vectors, &slow),
+            share(client, vectors, &slow),
+        ]);
+    }
+    for (v, [fail, best, server_slow, client_slow]) in vectors.iter_mut().zip(context) {
+        v.set(Feature::ServerEdgesFailingShare, fail);
+        v.set(Feature::ServerBestExchangeRatio, best);
+        v.set(Feature::ServerEdgesSlowShare, server_slow);
+        v.set(Feature::ClientEdgesSlowShare, client_slow);
+    }
 }
 
 /// Computes one edge's features.
@@ -1112,5 +1171,48 @@ mod tests {
         assert!(FeatureVector::from_slice(&vals).is_ok());
         vals[4] = f64::NAN;
         assert!(FeatureVector::from_slice(&vals).is_err());
+    }
+
+    #[test]
+    fn ends_parse_from_edge_names() {
+        assert_eq!(
+            ends_of("default/c1 -> default/s1:6379/tcp"),
+            Some(("default/c1", "default/s1"))
+        );
+        assert_eq!(
+            ends_of("0.0.0.0 -> fd00::1:53/udp"),
+            Some(("0.0.0.0", "fd00::1"))
+        );
+        assert_eq!(ends_of("garbage"), None);
+    }
+
+    #[test]
+    fn unit_context_tells_a_server_fault_from_a_link_fault() {
+        let edge = |p99_ratio: f64, fail: f64, exchanges: f64| {
+            let mut v = FeatureVector::default();
+            v.set(Feature::ClientP99Ratio, p99_ratio);
+            v.set(Feature::ConnectFailRatio, fail);
+            v.set(Feature::ExchangeRateRatio, exchanges);
+            v
+        };
+        let ends: Vec<(String, String)> = [("c1", "s1"), ("c2", "s1"), ("c1", "s2")]
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .collect();
+        // s1 refuses c2 but still serves c1; c1's path is slow to both servers.
+        let mut vs = [
+            edge(5.0, 0.0, 0.8),
+            edge(1.0, 1.0, 0.0),
+            edge(4.0, 0.0, 1.0),
+        ];
+        let mut refs: Vec<&mut FeatureVector> = vs.iter_mut().collect();
+        add_unit_context(&ends, &mut refs);
+        let [c1s1, c2s1, c1s2] = &vs;
+        assert_eq!(c2s1[Feature::ServerEdgesFailingShare], 0.5);
+        assert_eq!(c2s1[Feature::ServerBestExchangeRatio], 0.8);
+        assert_eq!(c1s1[Feature::ServerEdgesSlowShare], 0.5);
+        assert_eq!(c1s1[Feature::ClientEdgesSlowShare], 1.0);
+        assert_eq!(c1s2[Feature::ServerEdgesSlowShare], 1.0);
+        assert_eq!(c2s1[Feature::ClientEdgesSlowShare], 0.0);
     }
 }

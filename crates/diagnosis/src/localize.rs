@@ -13,7 +13,7 @@ use netdx_api::windows::EdgeKey;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classification, Classifier, InstanceKind, RootCause};
-use crate::features::{Baseline, Baselines, Feature, FeatureVector, edge_features, raw_feature};
+use crate::features::{Baseline, Baselines, Feature, FeatureVector, raw_feature, window_features};
 use crate::join::{EdgeId, JoinedWindow};
 
 /// The instance a finding blames.
@@ -197,9 +197,9 @@ pub fn diagnose(
     let verdicts: Vec<EdgeVerdict> = window
         .edges
         .iter()
-        .map(|e| {
-            let baseline = baselines.get(&e.id()).cloned();
-            let features = edge_features(window, e, baseline.as_ref());
+        .zip(window_features(window, baselines))
+        .map(|(e, (id, features))| {
+            let baseline = baselines.get(&id).cloned();
             EdgeVerdict {
                 key: e.key.clone(),
                 client_node: e.client_node.clone(),

@@ -41,6 +41,9 @@ struct Args {
     /// Split on information gain (entropy) instead of Gini impurity.
     #[arg(long)]
     entropy: bool,
+    /// Features the tree may not split on, besides the workload-scaled ones (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
     /// Also write every row's held-out prediction here (CSV), to see which windows fail.
     #[arg(long)]
     predictions: Option<PathBuf>,
@@ -227,6 +230,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .min_weight_leaf
             .unwrap_or(TrainParams::default().min_weight_leaf),
         entropy: args.entropy,
+        exclude: TrainParams::default()
+            .exclude
+            .into_iter()
+            .chain(args.exclude.iter().cloned())
+            .collect(),
         ..TrainParams::default()
     };
     let (card, model, heldout, cv) = model_card(&rows, &params, &args.model_version)?;
@@ -236,14 +244,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
         for (r, p) in rows.iter().zip(&cv) {
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{:.3},{}",
+                "{},{},{},{},{},{:.3},{},{}",
                 r.scenario_id,
                 r.window,
                 r.edge,
                 r.fault.as_str(),
                 p.root_cause.as_str(),
                 p.confidence,
-                r.transitional
+                r.transitional,
+                p.path
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" & ")
             );
         }
         std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
