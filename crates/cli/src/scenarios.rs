@@ -346,6 +346,22 @@ impl World {
         }
     }
 
+    /// Starts one long-lived pooled connection from c1 to s1 (about 20 requests a second for
+    /// `secs`), like a client pool holding its connections: a connection limit then refuses
+    /// the churning clients while established connections keep working, which is what tells
+    /// it from a server refusing every connection.
+    pub fn start_pool(&mut self, secs: u64) {
+        let (w, addr) = (self.workload, self.addr("s1"));
+        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+        let t = secs.to_string();
+        self.drivers.push(std::thread::spawn({
+            let tb = self.tb.clone();
+            move || {
+                let _ = pooled_client(&tb, w, addr, &ip, &port, &t, secs);
+            }
+        }));
+    }
+
     /// Starts an extra client loop (e.g. error traffic) that stops with the world.
     fn spawn_loop(&mut self, f: impl Fn(&Testbed) + Send + 'static) {
         let (tb, stop) = (self.tb.clone(), self.stop.clone());
@@ -540,6 +556,80 @@ fn l7_script(percent: u32) -> netdx_testbed::Result<String> {
         source: e,
     })?;
     Ok(path.display().to_string())
+}
+
+/// One connection from c1 to `addr`, a request every 50 ms, ended after `secs` by `timeout`.
+fn pooled_client(
+    tb: &Testbed,
+    w: Workload,
+    addr: SocketAddr,
+    ip: &str,
+    port: &str,
+    t: &str,
+    secs: u64,
+) -> netdx_testbed::Result<()> {
+    let n = (secs * 20).to_string();
+    match w {
+        Workload::Ndxe => {
+            let c = EchoClient {
+                connections: 1,
+                requests: secs * 20,
+                rate: 20.0,
+                max_secs: secs,
+                ..Default::default()
+            };
+            workloads::echo_client(tb, "c1", addr, &c).map(|_| ())
+        }
+        Workload::Redis => tb
+            .run(
+                "c1",
+                "timeout",
+                &[
+                    t,
+                    "redis-cli",
+                    "-h",
+                    ip,
+                    "-p",
+                    port,
+                    "-r",
+                    &n,
+                    "-i",
+                    "0.05",
+                    "PING",
+                ],
+            )
+            .map(|_| ()),
+        Workload::Http => {
+            let script = std::env::temp_dir().join("netdx-pool-delay.lua");
+            std::fs::write(&script, "function delay()\n  return 50\nend\n").map_err(|e| {
+                netdx_testbed::Error::Io {
+                    what: "writing the wrk pacing script".into(),
+                    source: e,
+                }
+            })?;
+            let url = format!("http://{addr}/");
+            let d = format!("{secs}s");
+            let script = script.display().to_string();
+            tb.run(
+                "c1",
+                "timeout",
+                &[
+                    t, "wrk", "-t", "1", "-c", "1", "-d", &d, "-s", &script, &url,
+                ],
+            )
+            .map(|_| ())
+        }
+        // memcached's text protocol from bash over one /dev/tcp connection.
+        Workload::Memcached => {
+            let script = format!(
+                "exec 3<>/dev/tcp/{ip}/{port}; for i in $(seq {n}); do printf 'version\\r\\n' >&3; read -r l <&3; sleep 0.05; done"
+            );
+            tb.run("c1", "timeout", &[t, "bash", "-c", &script])
+                .map(|_| ())
+        }
+        // Lookups have no connection to hold.
+        Workload::Dns => Ok(()),
+    }
 }
 
 /// One bounded client run (~1 s) on an edge.

@@ -240,7 +240,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (card, model, heldout, cv) = model_card(&rows, &params, &args.model_version)?;
     if let Some(path) = &args.predictions {
         let mut csv =
-            String::from("scenario,window,edge,truth,predicted,confidence,transitional\n");
+            String::from("scenario,window,edge,truth,predicted,confidence,transitional,path\n");
         for (r, p) in rows.iter().zip(&cv) {
             let _ = writeln!(
                 csv,
