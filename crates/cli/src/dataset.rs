@@ -18,7 +18,7 @@ use netdx_diagnosis::{
 };
 use node_probe::ingest::{Agent, AgentConfig};
 
-use crate::scenarios::{Acted, Scenario, World, all_scenarios, scope_of};
+use crate::scenarios::{Acted, Scenario, Scope, World, all_scenarios, scope_of};
 
 /// Timeline of a scenario, in windows.
 #[derive(Clone, Debug)]
@@ -118,10 +118,12 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
             // A fault labels an edge in a window only when its injector recorded acting on
             // that client-server pair in that window: a connection limit or a share of
             // refused SYNs hits some connections only, a size limit only large packets, a
-            // CPU quota only a server that needs the CPU.
+            // CPU quota only a server that needs the CPU. A node-wide fault (a full
+            // conntrack table) is a property of the node, shown on all its edges.
             let hit = faulty
                 && world.affected(scope, key)
-                && acted.since(&acted_before, &key.client.ip, &key.server.ip);
+                && (scope == Scope::Node
+                    || acted.since(&acted_before, &key.client.ip, &key.server.ip));
             let fault = if hit { s.fault } else { RootCause::Healthy };
             rows.push(LabeledRow {
                 scenario_id: s.id.clone(),
