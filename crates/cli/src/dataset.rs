@@ -119,11 +119,13 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
             // that client-server pair in that window: a connection limit or a share of
             // refused SYNs hits some connections only, a size limit only large packets, a
             // CPU quota only a server that needs the CPU. A node-wide fault (a full
-            // conntrack table) is a property of the node, shown on all its edges.
-            let hit = faulty
-                && world.affected(scope, key)
-                && (scope == Scope::Node
-                    || acted.since(&acted_before, &key.client.ip, &key.server.ip));
+            // conntrack table) is the node's: all its edges, in windows it dropped anything.
+            let acted_here = if scope == Scope::Node {
+                acted.any_since(&acted_before)
+            } else {
+                acted.since(&acted_before, &key.client.ip, &key.server.ip)
+            };
+            let hit = faulty && world.affected(scope, key) && acted_here;
             let fault = if hit { s.fault } else { RootCause::Healthy };
             rows.push(LabeledRow {
                 scenario_id: s.id.clone(),

@@ -737,6 +737,18 @@ impl Acted {
             _ => true,
         }
     }
+
+    /// Whether the fault acted on anything at all between `before` and `self` (a node-wide
+    /// fault is the node's, whichever flows it happened to hit).
+    pub fn any_since(&self, before: &Acted) -> bool {
+        match (self, before) {
+            (Acted::Flows(now), Acted::Flows(then)) => {
+                now.values().sum::<u64>() > then.values().sum::<u64>()
+            }
+            (Acted::Throttled(now), Acted::Throttled(then)) => now > then,
+            _ => true,
+        }
+    }
 }
 
 impl Injected {
@@ -797,6 +809,8 @@ mod tests {
         assert!(!Acted::Throttled(4).since(&Acted::Throttled(4), "any", "any"));
         // Faults without counters act on everything they are applied to.
         assert!(Acted::Always.since(&Acted::Always, c1, s1));
+        assert!(now.any_since(&before));
+        assert!(!later.any_since(&later.clone()));
     }
 
     #[test]
