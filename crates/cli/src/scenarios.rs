@@ -182,6 +182,7 @@ fn catalog() -> Vec<CatalogEntry> {
                 ("servfail10pct", 10),
                 ("nxdomain100pct", 2100),
                 ("timeout100pct", 1100),
+                ("timeout80pct", 1080),
             ],
             &[Dns],
         ),
