@@ -85,6 +85,8 @@ pub enum Scope {
     Link,
     /// Node node-2.
     Node,
+    /// The service s1 serves (DNS on port 53: its only backend is s1).
+    Service,
 }
 
 /// One scenario: workload, fault class, intensity, load level.
@@ -196,6 +198,7 @@ pub fn scope_of(class: RootCause) -> Scope {
         Healthy => Scope::None,
         PathLoss | PathDelay | JitterReorder | BandwidthLimit | MtuBlackhole => Scope::Link,
         ConntrackFull => Scope::Node,
+        DnsFailure => Scope::Service,
         _ => Scope::ServerPod,
     }
 }
@@ -387,7 +390,7 @@ impl World {
         let (cn, sn) = (self.node_of(&c), self.node_of(&s));
         match scope {
             Scope::None => false,
-            Scope::ServerPod => s == "s1",
+            Scope::ServerPod | Scope::Service => s == "s1",
             Scope::Link => matches!((cn, sn), (Some(0), Some(2)) | (Some(2), Some(0))),
             Scope::Node => cn == Some(2) || sn == Some(2),
         }
@@ -400,6 +403,7 @@ impl World {
             Scope::ServerPod => "pod:default/s1",
             Scope::Link => "link:node-0/node-2",
             Scope::Node => "node:node-2",
+            Scope::Service => "service:default/s1:53",
         }
     }
 

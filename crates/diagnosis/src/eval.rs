@@ -109,10 +109,15 @@ pub fn parse_edge(s: &str) -> Option<EdgeKey> {
     })
 }
 
-/// The instance a scenario's target names ("pod:ns/name", "link:a/b", "node:n").
+/// The instance a scenario's target names ("pod:ns/name", "link:a/b", "node:n",
+/// "service:ns/name:port").
 pub fn target_instance(target: &str) -> Option<Instance> {
     let (kind, name) = target.split_once(':')?;
     Some(match kind {
+        "service" => Instance {
+            kind: InstanceKind::Service,
+            name: name.into(),
+        },
         "pod" => Instance {
             kind: InstanceKind::Pod,
             name: name.into(),
@@ -478,5 +483,12 @@ mod tests {
             InstanceKind::Pod
         );
         assert!(target_instance("").is_none());
+        assert_eq!(
+            target_instance("service:default/s1:53").unwrap(),
+            Instance {
+                kind: InstanceKind::Service,
+                name: "default/s1:53".into()
+            }
+        );
     }
 }
