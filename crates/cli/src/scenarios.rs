@@ -130,7 +130,13 @@ fn catalog() -> Vec<CatalogEntry> {
         (PathLoss, &[("3pct", 3), ("10pct", 10)], ALL),
         (
             PathDelay,
-            &[("5ms", 5_000), ("20ms", 20_000), ("10ms", 10_000)],
+            &[
+                ("5ms", 5_000),
+                ("20ms", 20_000),
+                ("10ms", 10_000),
+                ("15ms", 15_000),
+                ("30ms", 30_000),
+            ],
             ALL,
         ),
         (
@@ -145,10 +151,19 @@ fn catalog() -> Vec<CatalogEntry> {
         ),
         (MtuBlackhole, &[("1200B", 1200), ("600B", 600)], ALL),
         (SynDroppedFirewall, &[("50pct", 50), ("100pct", 100)], ALL),
-        (ConnectionRefused, &[("50pct", 50), ("100pct", 100)], ALL),
+        (
+            ConnectionRefused,
+            &[("50pct", 50), ("100pct", 100), ("75pct", 75)],
+            ALL,
+        ),
         (
             ServerAppSlow,
-            &[("5ms", 5_000), ("30ms", 30_000)],
+            &[
+                ("5ms", 5_000),
+                ("30ms", 30_000),
+                ("10ms", 10_000),
+                ("15ms", 15_000),
+            ],
             &[Ndxe, Redis],
         ),
         // CPU quota in us per 100 ms (below 1000: one 1 ms slice per 100_000/p ms).
@@ -162,14 +177,22 @@ fn catalog() -> Vec<CatalogEntry> {
             &[("50ms", 50), ("200ms", 200)],
             &[Ndxe],
         ),
-        (ReceiverZeroWindow, &[("all", 1), ("all2", 1)], &[Ndxe]),
+        (
+            ReceiverZeroWindow,
+            &[("all", 1), ("all2", 1), ("all3", 1), ("all4", 1)],
+            &[Ndxe],
+        ),
         (
             ServerReset,
             &[("every5", 5), ("every1", 1), ("every2", 2), ("every10", 10)],
             &[Ndxe],
         ),
         (L7Errors, &[("10pct", 10), ("50pct", 50)], &[Redis, Http]),
-        (ConnLimitExhausted, &[("limit2", 2), ("limit1", 1)], ALL),
+        (
+            ConnLimitExhausted,
+            &[("limit2", 2), ("limit1", 1), ("limit3", 3)],
+            ALL,
+        ),
         (ConntrackFull, &[("max2", 2), ("max0", 0)], ALL),
         // Below 1000: share answered SERVFAIL (%); 1000..2000: share left unanswered
         // (% + 1000); from 2000: share answered NXDOMAIN (% + 2000).
