@@ -11,7 +11,6 @@ use std::ops::Index;
 
 use netdx_api::targets::PodRef;
 use netdx_api::windows::SideStats;
-use serde::{Deserialize, Serialize};
 
 use crate::join::{EdgeId, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
@@ -249,17 +248,19 @@ pub const BASELINE_ALPHA: f64 = 0.2;
 pub const BASELINE_MIN_WINDOWS: u32 = 3;
 
 /// An edge's own recent normal: EWMA of its tracked features over healthy windows.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Fixed arrays in [`tracked_ratios`] order rather than maps by name: every edge of every
+/// window reads and updates one, and the verdicts keep a copy.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Baseline {
-    /// EWMA per tracked feature, by feature name.
-    pub values: BTreeMap<String, f64>,
+    /// EWMA per tracked feature.
+    values: [f64; TRACKED.len()],
     /// Healthy windows folded in per tracked feature.
-    pub windows: BTreeMap<String, u32>,
+    windows: [u32; TRACKED.len()],
 }
 
-/// Baselines of all edges.
-pub type Baselines = BTreeMap<EdgeId, Baseline>;
+/// Baselines of all edges (looked up by [`crate::join::EdgeIdRef`] too, without copying ids).
+pub type Baselines = hashbrown::HashMap<EdgeId, Baseline, foldhash::fast::RandomState>;
 
 /// Whether a tracked feature was measured in this window (a missing view must not drag the
 /// baseline to 0).
@@ -286,26 +287,25 @@ fn measured(f: Feature, v: &FeatureVector) -> bool {
 impl Baseline {
     /// Folds in a window the caller judged healthy.
     pub fn update(&mut self, v: &FeatureVector) {
-        for (raw, _, _) in tracked() {
+        for (i, (raw, _, _)) in tracked().enumerate() {
             if !measured(raw, v) {
                 continue;
             }
             let x = v[raw];
-            let n = self.windows.entry(raw.name().to_string()).or_default();
-            let e = self.values.entry(raw.name().to_string()).or_insert(x);
-            if *n > 0 {
-                *e = BASELINE_ALPHA * x + (1.0 - BASELINE_ALPHA) * *e;
-            }
-            *n += 1;
+            let e = &mut self.values[i];
+            *e = if self.windows[i] > 0 {
+                BASELINE_ALPHA * x + (1.0 - BASELINE_ALPHA) * *e
+            } else {
+                x
+            };
+            self.windows[i] += 1;
         }
     }
 
     /// The baseline of a tracked feature once enough healthy windows were seen.
     pub fn value(&self, raw: Feature) -> Option<f64> {
-        let n = self.windows.get(raw.name()).copied().unwrap_or(0);
-        (n >= BASELINE_MIN_WINDOWS)
-            .then(|| self.values.get(raw.name()).copied())
-            .flatten()
+        let i = tracked().position(|(r, _, _)| r == raw)?;
+        (self.windows[i] >= BASELINE_MIN_WINDOWS).then_some(self.values[i])
     }
 }
 
@@ -545,11 +545,9 @@ pub fn edge_features(
         exchanges / (l4.connects_ok as f64).max(1.0),
     );
 
-    let drops = |pod: &Option<PodRef>| {
-        pod.as_ref()
-            .and_then(|p| window.pods.get(p))
-            .map(|p| &p.drops)
-    };
+    // One lookup per end: the pods are many and keyed by name.
+    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| window.pods.get(p));
+    let (server_view, client_view) = (view(&e.key.server.pod), view(&e.key.client.pod));
     let set_drops =
         |v: &mut FeatureVector, d: Option<&BTreeMap<String, u64>>, cols: [Feature; 6]| {
             let get = |reason: &str| d.and_then(|d| d.get(reason)).copied().unwrap_or(0) as f64;
@@ -561,7 +559,7 @@ pub fn edge_features(
         };
     set_drops(
         &mut v,
-        drops(&e.key.server.pod),
+        server_view.map(|p| &p.drops),
         [
             Feature::ServerDropsTotal,
             Feature::ServerDropsNetfilter,
@@ -573,7 +571,7 @@ pub fn edge_features(
     );
     set_drops(
         &mut v,
-        drops(&e.key.client.pod),
+        client_view.map(|p| &p.drops),
         [
             Feature::ClientDropsTotal,
             Feature::ClientDropsNetfilter,
@@ -609,12 +607,10 @@ pub fn edge_features(
     );
 
     let no_pod = PodView::default();
-    let pod_view = |pod: &Option<PodRef>| {
-        pod.as_ref()
-            .and_then(|p| window.pods.get(p))
-            .unwrap_or(&no_pod)
-    };
-    let (sp, cp) = (pod_view(&e.key.server.pod), pod_view(&e.key.client.pod));
+    let (sp, cp) = (
+        server_view.unwrap_or(&no_pod),
+        client_view.unwrap_or(&no_pod),
+    );
     let mib = |p: &PodView, k: &str| p.netstat.get(k).copied().unwrap_or(0) as f64;
     let throttled =
         |p: &PodView| div(p.cpu_throttled_periods as f64, p.cpu_periods as f64).clamp(0.0, 1.0);
