@@ -7,12 +7,13 @@
 //! with and are refused when it differs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::ops::Index;
 
 use netdx_api::targets::PodRef;
-use netdx_api::windows::SideStats;
+use netdx_api::windows::{Endpoint, SideStats};
 
-use crate::join::{EdgeId, JoinedEdge, JoinedWindow, PodView};
+use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
@@ -330,23 +331,62 @@ pub fn window_features(
     window: &JoinedWindow,
     baselines: &Baselines,
 ) -> Vec<(EdgeId, FeatureVector)> {
-    let mut out: Vec<(EdgeId, FeatureVector)> = window
+    let vectors = window_feature_vectors(window, |e| baselines.get(&EdgeIdRef::of(&e.key)));
+    window
+        .edges
+        .iter()
+        .map(JoinedEdge::id)
+        .zip(vectors)
+        .collect()
+}
+
+/// Every edge's features for one window, in edge order, with `baseline` giving each edge's
+/// baseline. What the operator runs on every window, so lookups go by hash and nothing is
+/// formatted or copied per edge.
+pub fn window_feature_vectors<'b>(
+    window: &JoinedWindow,
+    baseline: impl Fn(&JoinedEdge) -> Option<&'b Baseline>,
+) -> Vec<FeatureVector> {
+    let pods: HashMap<&PodRef, &PodView, foldhash::fast::RandomState> =
+        window.pods.iter().collect();
+    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| pods.get(p).copied());
+    let mut vectors: Vec<FeatureVector> = window
         .edges
         .iter()
         .map(|e| {
-            let id = e.id();
-            let v = edge_features(window, e, baselines.get(&id));
-            (id, v)
+            let ends = EndViews {
+                server: view(&e.key.server.pod),
+                client: view(&e.key.client.pod),
+            };
+            edge_features_with(window, e, baseline(e), ends)
         })
         .collect();
-    let ends: Vec<(String, String)> = window
+    let ends: Vec<(EndName<'_>, EndName<'_>)> = window
         .edges
         .iter()
-        .map(|e| (e.key.client.to_string(), e.key.server.to_string()))
+        .map(|e| (EndName::of(&e.key.client), EndName::of(&e.key.server)))
         .collect();
-    let mut vectors: Vec<&mut FeatureVector> = out.iter_mut().map(|(_, v)| v).collect();
-    add_unit_context(&ends, &mut vectors);
-    out
+    let mut refs: Vec<&mut FeatureVector> = vectors.iter_mut().collect();
+    add_unit_context(&ends, &mut refs);
+    vectors
+}
+
+/// An edge end as its printed form names it (the pod when known, else the address), without
+/// printing it: pod names and IPs hold no '/', so two ends are equal exactly when their
+/// printed forms are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum EndName<'a> {
+    Pod(&'a PodRef),
+    Ip(&'a str),
+}
+
+impl<'a> EndName<'a> {
+    fn of(ep: &'a Endpoint) -> Self {
+        match &ep.pod {
+            Some(p) => EndName::Pod(p),
+            None => EndName::Ip(&ep.ip),
+        }
+    }
 }
 
 /// Client and server of an edge as printed by its key ("client -> server:port/proto").
@@ -360,22 +400,22 @@ pub fn ends_of(edge: &str) -> Option<(&str, &str)> {
 /// Fills the features that look across one window's edges sharing a server or a client (the
 /// pod unit): `ends[i]` are edge i's (client, server), `vectors[i]` its features with the
 /// per-edge columns already set. Computed from those columns only, so stored rows get them too.
-pub fn add_unit_context(ends: &[(String, String)], vectors: &mut [&mut FeatureVector]) {
+pub fn add_unit_context<K: Eq + Hash>(ends: &[(K, K)], vectors: &mut [&mut FeatureVector]) {
     let failing = |v: &FeatureVector| v[Feature::ConnectFailRatio] >= 0.5;
     let slow = |v: &FeatureVector| v[Feature::ClientP99Ratio] >= 3.0;
     let share = |group: &[usize], vs: &[&mut FeatureVector], f: &dyn Fn(&FeatureVector) -> bool| {
         group.iter().filter(|&&j| f(vs[j])).count() as f64 / group.len().max(1) as f64
     };
-    let mut by_server: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_server: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
+    let mut by_client: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
     for (i, (c, s)) in ends.iter().enumerate().take(vectors.len()) {
         by_server.entry(s).or_default().push(i);
         by_client.entry(c).or_default().push(i);
     }
     let mut context = Vec::with_capacity(vectors.len());
     for (c, s) in ends.iter().take(vectors.len()) {
-        let server = &by_server[s.as_str()];
-        let client = &by_client[c.as_str()];
+        let server = &by_server[s];
+        let client = &by_client[c];
         let best = server
             .iter()
             .map(|&j| vectors[j][Feature::ExchangeRateRatio])
@@ -401,6 +441,31 @@ pub fn edge_features(
     window: &JoinedWindow,
     e: &JoinedEdge,
     baseline: Option<&Baseline>,
+) -> FeatureVector {
+    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| window.pods.get(p));
+    let ends = EndViews {
+        server: view(&e.key.server.pod),
+        client: view(&e.key.client.pod),
+    };
+    edge_features_with(window, e, baseline, ends)
+}
+
+/// The watched-pod views of an edge's two ends, when their pods are watched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EndViews<'a> {
+    /// The server's pod.
+    pub server: Option<&'a PodView>,
+    /// The client's pod.
+    pub client: Option<&'a PodView>,
+}
+
+/// [`edge_features`] with the ends' pod views already looked up: a caller going through all
+/// edges of a large window finds them faster in an index of its own than in the sorted map.
+pub fn edge_features_with(
+    window: &JoinedWindow,
+    e: &JoinedEdge,
+    baseline: Option<&Baseline>,
+    ends: EndViews<'_>,
 ) -> FeatureVector {
     let mut v = FeatureVector::default();
     let secs = window.window_secs;
@@ -545,9 +610,7 @@ pub fn edge_features(
         exchanges / (l4.connects_ok as f64).max(1.0),
     );
 
-    // One lookup per end: the pods are many and keyed by name.
-    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| window.pods.get(p));
-    let (server_view, client_view) = (view(&e.key.server.pod), view(&e.key.client.pod));
+    let (server_view, client_view) = (ends.server, ends.client);
     let set_drops =
         |v: &mut FeatureVector, d: Option<&BTreeMap<String, u64>>, cols: [Feature; 6]| {
             let get = |reason: &str| d.and_then(|d| d.get(reason)).copied().unwrap_or(0) as f64;
@@ -583,13 +646,16 @@ pub fn edge_features(
     );
 
     // Each node once, even when both ends share it.
-    let mut nodes: Vec<&String> = e.client_node.iter().chain(e.server_node.iter()).collect();
-    nodes.sort();
-    nodes.dedup();
+    let server_node = e
+        .server_node
+        .as_ref()
+        .filter(|n| e.client_node.as_ref() != Some(*n));
+    let nodes =
+        [e.client_node.as_ref(), server_node].map(|n| n.and_then(|n| window.node_drops.get(n)));
     let node_drops = |reason: Option<&str>| -> f64 {
         nodes
             .iter()
-            .filter_map(|n| window.node_drops.get(*n))
+            .flatten()
             .map(|d| match reason {
                 Some(r) => d.get(r).copied().unwrap_or(0),
                 None => d.values().sum(),

@@ -14,7 +14,9 @@ use netdx_api::windows::EdgeKey;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classification, Classifier, InstanceKind, RootCause};
-use crate::features::{Baseline, Baselines, Feature, FeatureVector, raw_feature, window_features};
+use crate::features::{
+    Baseline, Baselines, Feature, FeatureVector, raw_feature, window_feature_vectors,
+};
 use crate::join::{EdgeIdRef, JoinedWindow};
 
 /// The instance a finding blames.
@@ -200,9 +202,11 @@ pub fn diagnose(
     let verdicts: Vec<EdgeVerdict<'_>> = window
         .edges
         .iter()
-        .zip(window_features(window, baselines))
-        .map(|(e, (id, features))| {
-            let baseline = baselines.get(&id).cloned();
+        .zip(window_feature_vectors(window, |e| {
+            baselines.get(&EdgeIdRef::of(&e.key))
+        }))
+        .map(|(e, features)| {
+            let baseline = baselines.get(&EdgeIdRef::of(&e.key)).cloned();
             EdgeVerdict {
                 key: Cow::Borrowed(&e.key),
                 client_node: e.client_node.as_deref().map(Cow::Borrowed),
