@@ -148,14 +148,11 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
     // key is copied to find it.
     let (slot_of, slots) = {
         let mut ids: HashMap<EdgeIdRef<'_>, usize, FixedState> = HashMap::default();
-        let slot_of: Vec<usize> = reports
-            .iter()
-            .flat_map(|r| &r.edges)
-            .map(|e| {
-                let n = ids.len();
-                *ids.entry(EdgeIdRef::of(&e.key)).or_insert(n)
-            })
-            .collect();
+        let mut slot_of = Vec::with_capacity(reports.iter().map(|r| r.edges.len()).sum());
+        for e in reports.iter().flat_map(|r| &r.edges) {
+            let n = ids.len();
+            slot_of.push(*ids.entry(EdgeIdRef::of(&e.key)).or_insert(n));
+        }
         (slot_of, ids.len())
     };
     let mut edges: Vec<Option<JoinedEdge>> = std::iter::repeat_with(|| None).take(slots).collect();
@@ -214,8 +211,13 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
         }
         add_counts(out.node_drops.entry(r.node).or_default(), r.node_drops);
     }
-    let mut edges: Vec<JoinedEdge> = edges.into_iter().flatten().collect();
-    edges.sort_unstable_by(|a, b| EdgeIdRef::of(&a.key).cmp(&EdgeIdRef::of(&b.key)));
+    // Joined edges are large: sort their positions, then move each once.
+    let id = |i: usize| edges[i].as_ref().map(|j| EdgeIdRef::of(&j.key));
+    let mut order: Vec<usize> = (0..edges.len()).collect();
+    order.sort_unstable_by(|&a, &b| id(a).cmp(&id(b)));
+    let mut sorted = Vec::with_capacity(order.len());
+    sorted.extend(order.into_iter().filter_map(|i| edges[i].take()));
+    let mut edges = sorted;
     // A side nobody reported (its pod is not watched or had no exchanges) can still be placed
     // from the pod list of the node that watches it.
     let node_of = |pod: &Option<PodRef>| {
