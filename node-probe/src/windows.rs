@@ -2,8 +2,8 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    num::NonZeroU64,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    num::NonZeroU64,
     sync::Arc,
 };
 
@@ -402,7 +402,8 @@ impl Aggregator {
 
     fn close(&mut self, cookie: u64, seq: u64) {
         if let Some(c) = self.conns.get_mut(&cookie) {
-            c.closed_in.get_or_insert(NonZeroU64::MIN.saturating_add(seq));
+            c.closed_in
+                .get_or_insert(NonZeroU64::MIN.saturating_add(seq));
         }
     }
 

@@ -549,7 +549,7 @@ reports VmRSS, VmHWM and the memlock of its map fds (socket-local storage is cha
 sockets, not to the map, so map memory does not grow with connections). Operator ingest: \
 synthetic window reports of a cluster of N pods (30 per node, 2 calls per pod) decoded from \
 the binary encoding node-probes push (`netdx_api::wire`) and passed, one node's report at a time, to the operator library's `Ingest::receive` (filing, \
-join, diagnosis) on one thread.\n\n";
+join, diagnosis) on one thread, with the operator binary's allocator (mimalloc).\n\n";
     format!(
         "{text}The node-probe command of the `netdx` condition, per node: `node-probe --node <node> \
          --targets <testbed>/targets.json --listen 127.0.0.1:<free port> --node-netns \
