@@ -56,6 +56,9 @@ struct Args {
     /// Windows kept while the operator is unreachable; older ones are dropped and counted.
     #[arg(long, default_value_t = DEFAULT_OUTBOX)]
     push_buffer: usize,
+    /// Push windows as JSON instead of the compact binary encoding (readable on the wire).
+    #[arg(long, env = "NETDX_PUSH_JSON")]
+    push_json: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -82,7 +85,15 @@ async fn main() -> anyhow::Result<()> {
     let pusher = args
         .push_to
         .as_deref()
-        .map(|url| Pusher::new(url, args.token_file.clone(), args.push_buffer))
+        .map(|url| {
+            Pusher::new(url, args.token_file.clone(), args.push_buffer).map(|p| {
+                if args.push_json {
+                    p.with_encoding(netdx_api::wire::Encoding::Json)
+                } else {
+                    p
+                }
+            })
+        })
         .transpose()
         .context("--push-to")?;
     let mut fetcher = args

@@ -106,14 +106,23 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+/// The number in an HTTP status field; three digits (every real status) are read directly,
+/// which is most of the classifier's time, the rest as `u16::from_str` reads them.
+fn status_code(d: &[u8]) -> Option<u16> {
+    if let [a, b, c] = *d
+        && [a, b, c].iter().all(u8::is_ascii_digit)
+    {
+        return Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'));
+    }
+    std::str::from_utf8(d).ok()?.parse().ok()
+}
+
 fn http(req: &[u8], resp: &[u8]) -> Option<L7> {
     if !starts_with_any(req, &HTTP_METHODS) {
         return None;
     }
     let status = if resp.starts_with(b"HTTP/1.") && resp.get(8) == Some(&b' ') {
-        resp.get(9..12)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| d.parse::<u16>().ok())
+        resp.get(9..12).and_then(status_code)
     } else {
         None
     };
@@ -384,6 +393,25 @@ mod tests {
         let req = b"\x00\x00\x00\x40\x00\x00\x01\x00\x01rrrrrrr";
         let resp = b"\x00\x00\x01\x00\x00xxxxxxxxxxx";
         assert_eq!(classify(false, req, resp).protocol, Protocol::Unknown);
+    }
+
+    #[test]
+    fn status_codes_read_as_from_str_reads_them() {
+        for field in [
+            &b"200"[..],
+            b"503",
+            b"099",
+            b"+42",
+            b"2x0",
+            b" 20",
+            b"",
+            b"\xff\xfe\xfd",
+        ] {
+            let expected = std::str::from_utf8(field)
+                .ok()
+                .and_then(|d| d.parse::<u16>().ok());
+            assert_eq!(status_code(field), expected, "{field:?}");
+        }
     }
 
     proptest! {

@@ -1,14 +1,17 @@
 //! Cluster mode: every closed window is POSTed to the operator's `/v1/windows` with the
 //! probe's ServiceAccount token. Windows that cannot be delivered wait in a bounded outbox and
 //! go out together once the operator answers again; when the outbox is full the oldest window
-//! is dropped (the newest say most about now) and counted.
+//! is dropped (the newest say most about now) and counted. Windows travel in the binary
+//! encoding of [`netdx_api::wire`]; an operator that refuses it (one from before it existed)
+//! gets JSON from then on.
 
 use std::{collections::VecDeque, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use netdx_api::windows::WindowReport;
-use tracing::{debug, warn};
+use netdx_api::wire::{Encoding, WireError};
+use tracing::{debug, info, warn};
 
 use crate::ingest::Shared;
 use crate::operator_client::{ChannelError, OperatorClient};
@@ -28,7 +31,7 @@ pub enum PushError {
     Channel(#[from] ChannelError),
     /// The windows could not be serialised.
     #[error("serialising windows: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] WireError),
     /// The operator answered with an error worth retrying (5xx, 401, 403, 429).
     #[error("operator answered {0}")]
     Retry(StatusCode),
@@ -91,6 +94,8 @@ pub struct Pusher {
     endpoint: Uri,
     /// Windows not delivered yet.
     pub outbox: Outbox,
+    /// How windows are encoded.
+    encoding: Encoding,
 }
 
 impl Pusher {
@@ -101,7 +106,32 @@ impl Pusher {
             endpoint: operator.endpoint("/v1/windows")?,
             operator,
             outbox: Outbox::new(outbox),
+            encoding: Encoding::Binary,
         })
+    }
+
+    /// Sends windows in `encoding` (JSON is easier to read on the wire when debugging).
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The encoding windows go out in.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// POSTs `batch` in `encoding`; returns the operator's status.
+    async fn post(
+        &self,
+        batch: &[&WindowReport],
+        encoding: Encoding,
+    ) -> Result<StatusCode, PushError> {
+        let body = encoding.encode(batch).map_err(PushError::Encode)?;
+        let req = Request::post(self.endpoint.clone())
+            .header(header::CONTENT_TYPE, encoding.content_type());
+        let (status, _) = self.operator.send(req, Bytes::from(body)).await?;
+        Ok(status)
     }
 
     /// Sends every queued window in one POST; on success or refusal they leave the outbox.
@@ -112,10 +142,18 @@ impl Pusher {
             return Ok(0);
         }
         let batch: Vec<&WindowReport> = self.outbox.pending().collect();
-        let body = serde_json::to_vec(&batch).map_err(PushError::Encode)?;
-        let req =
-            Request::post(self.endpoint.clone()).header(header::CONTENT_TYPE, "application/json");
-        let (status, _) = self.operator.send(req, Bytes::from(body)).await?;
+        let mut status = self.post(&batch, self.encoding).await?;
+        let unreadable =
+            status == StatusCode::UNSUPPORTED_MEDIA_TYPE || status == StatusCode::BAD_REQUEST;
+        if self.encoding != Encoding::Json && unreadable {
+            // An operator older than the binary encoding cannot read it: the same windows in
+            // JSON tell whether that was the reason.
+            status = self.post(&batch, Encoding::Json).await?;
+            if status.is_success() {
+                info!("the operator does not read binary windows; sending JSON from now on");
+                self.encoding = Encoding::Json;
+            }
+        }
         if status.is_success() {
             self.outbox.remove_oldest(n);
             Ok(n)
@@ -216,34 +254,39 @@ mod tests {
         );
     }
 
-    /// What the fake operator saw: (authorization header, windows in the body).
-    type Seen = Arc<Mutex<Vec<(String, usize)>>>;
+    /// What the fake operator saw: (authorization header, encoding, windows in the body).
+    type Seen = Arc<Mutex<Vec<(String, Encoding, usize)>>>;
 
-    #[tokio::test]
-    async fn failed_pushes_are_kept_and_retried_as_one_batch() {
+    /// A fake operator that decodes pushes by their content type and answers with `answers`,
+    /// last first; it refuses binary bodies with 415 when `binary` is false, as an operator
+    /// that does not know the encoding would.
+    async fn fake_operator(
+        answers: Vec<StatusCode>,
+        binary: bool,
+    ) -> (Seen, std::net::SocketAddr, tokio::task::JoinHandle<()>) {
         let seen: Seen = Arc::default();
-        let answers = Arc::new(Mutex::new(vec![
-            axum::http::StatusCode::OK,
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        ]));
+        let answers = Arc::new(Mutex::new(answers));
         let app = Router::new()
             .route(
                 "/v1/windows",
                 post(
-                    |State((seen, answers)): State<(
-                        Seen,
-                        Arc<Mutex<Vec<axum::http::StatusCode>>>,
-                    )>,
-                     headers: HeaderMap,
-                     body: String| async move {
-                        let auth = headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string();
-                        let batch: Vec<WindowReport> =
-                            serde_json::from_str(&body).expect("a JSON array of windows");
-                        seen.lock().expect("lock").push((auth, batch.len()));
+                    move |State((seen, answers)): State<(Seen, Arc<Mutex<Vec<StatusCode>>>)>,
+                          headers: HeaderMap,
+                          body: Bytes| async move {
+                        let header = |name| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string)
+                        };
+                        let ct = header("content-type");
+                        let enc = Encoding::from_content_type(ct.as_deref()).expect("known");
+                        if enc == Encoding::Binary && !binary {
+                            return StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                        }
+                        let batch = enc.decode(&body).expect("a batch of windows");
+                        let auth = header("authorization").unwrap_or_default();
+                        seen.lock().expect("lock").push((auth, enc, batch.len()));
                         answers.lock().expect("lock").pop().expect("an answer")
                     },
                 ),
@@ -253,10 +296,23 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let token = std::env::temp_dir().join(format!("netdx-push-token-{}", std::process::id()));
-        std::fs::write(&token, "tok\n").expect("token");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serves");
+        });
+        (seen, addr, server)
+    }
 
+    fn token_file(name: &str) -> PathBuf {
+        let token = std::env::temp_dir().join(format!("netdx-{name}-token-{}", std::process::id()));
+        std::fs::write(&token, "tok\n").expect("token");
+        token
+    }
+
+    #[tokio::test]
+    async fn failed_pushes_are_kept_and_retried_as_one_batch() {
+        let answers = vec![StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE];
+        let (seen, addr, server) = fake_operator(answers, true).await;
+        let token = token_file("push");
         let mut p = Pusher::new(&format!("http://{addr}"), token.clone(), 60).expect("pusher");
         assert_eq!(p.flush().await.expect("nothing to send"), 0);
         p.outbox.push(window(1));
@@ -268,10 +324,30 @@ mod tests {
         p.outbox.push(window(2));
         assert_eq!(p.flush().await.expect("delivered"), 2);
         assert!(p.outbox.is_empty());
+        let auth = "Bearer tok".to_string();
         assert_eq!(
             *seen.lock().expect("lock"),
-            vec![("Bearer tok".to_string(), 1), ("Bearer tok".to_string(), 2)]
+            vec![
+                (auth.clone(), Encoding::Binary, 1),
+                (auth, Encoding::Binary, 2)
+            ]
         );
+        server.abort();
+        std::fs::remove_file(&token).ok();
+    }
+
+    #[tokio::test]
+    async fn an_operator_without_the_binary_encoding_gets_json() {
+        let (seen, addr, server) = fake_operator(vec![StatusCode::OK; 2], false).await;
+        let token = token_file("push-json");
+        let mut p = Pusher::new(&format!("http://{addr}"), token.clone(), 60).expect("pusher");
+        p.outbox.push(window(1));
+        assert_eq!(p.flush().await.expect("delivered in JSON"), 1);
+        assert_eq!(p.encoding(), Encoding::Json, "and JSON from then on");
+        p.outbox.push(window(2));
+        assert_eq!(p.flush().await.expect("delivered"), 1);
+        let encodings: Vec<Encoding> = seen.lock().expect("lock").iter().map(|s| s.1).collect();
+        assert_eq!(encodings, vec![Encoding::Json, Encoding::Json]);
         server.abort();
         std::fs::remove_file(&token).ok();
     }

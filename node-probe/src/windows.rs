@@ -3,6 +3,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    num::NonZeroU64,
     sync::Arc,
 };
 
@@ -32,15 +33,17 @@ const ECONNREFUSED: u32 = 111;
 const ETIMEDOUT: u32 = 110;
 const AF_INET6: u8 = 10;
 
-/// What userspace knows about one socket (by cookie).
+/// What userspace knows about one socket (by cookie). Every record looks its socket up, so
+/// the entry is kept to 24 bytes: the table then stays in cache for thousands of sockets.
 #[derive(Clone, Debug)]
 struct Conn {
-    /// Index into the aggregator's edge table.
-    edge: usize,
+    /// Index into the aggregator's edge table (edges are far fewer than 2^32).
+    edge: u32,
     is_client: bool,
-    /// Window sequence in which the socket closed; purged one window later so late
-    /// events (a reset sent after close) still find it.
-    closed_in: Option<u64>,
+    /// One more than the window sequence in which the socket closed (non-zero, so the option
+    /// costs no room); purged one window later so late events (a reset sent after close)
+    /// still find it.
+    closed_in: Option<NonZeroU64>,
     /// UDP sockets never report a close: they are forgotten after [`UDP_IDLE_WINDOWS`].
     udp: bool,
     /// Last window with activity.
@@ -174,7 +177,7 @@ pub struct Aggregator {
     conns: FastMap<u64, Conn>,
     /// Edge table: sockets point into it by index; compacted at each window close.
     edge_keys: Vec<EdgeKey>,
-    edge_ids: HashMap<EdgeKey, usize>,
+    edge_ids: HashMap<EdgeKey, u32>,
     /// This window's accumulators, by edge index (None: no activity yet).
     accs: Vec<Option<EdgeAcc>>,
     pod_drops: HashMap<PodRef, BTreeMap<String, u64>>,
@@ -263,7 +266,7 @@ impl Aggregator {
         };
         conn.last_seq = self.seq;
         let is_client = conn.is_client;
-        let acc = acc_mut(&mut self.accs, conn.edge);
+        let acc = acc_mut(&mut self.accs, conn.edge as usize);
         let side = if is_client {
             &mut acc.client
         } else {
@@ -315,7 +318,7 @@ impl Aggregator {
         let edge = match self.edge_ids.get(&edge) {
             Some(&id) => id,
             None => {
-                let id = self.edge_keys.len();
+                let id = self.edge_keys.len() as u32;
                 self.edge_ids.insert(edge.clone(), id);
                 self.edge_keys.push(edge);
                 id
@@ -344,7 +347,7 @@ impl Aggregator {
         };
         let conn = self.conn_for(ev);
         let seq = self.seq;
-        let acc = acc_mut(&mut self.accs, conn.edge);
+        let acc = acc_mut(&mut self.accs, conn.edge as usize);
         let l4 = &mut acc.l4;
         let ms = ev.duration_ns as f64 / 1e6;
         match kind {
@@ -399,28 +402,29 @@ impl Aggregator {
 
     fn close(&mut self, cookie: u64, seq: u64) {
         if let Some(c) = self.conns.get_mut(&cookie) {
-            c.closed_in.get_or_insert(seq);
+            c.closed_in
+                .get_or_insert(NonZeroU64::MIN.saturating_add(seq));
         }
     }
 
     /// Keeps only the edges live sockets point to, renumbered.
     fn compact_edges(&mut self) {
-        let mut remap: Vec<Option<usize>> = vec![None; self.edge_keys.len()];
+        let mut remap: Vec<Option<u32>> = vec![None; self.edge_keys.len()];
         let mut keys = Vec::new();
         for c in self.conns.values_mut() {
-            let Some(slot) = remap.get_mut(c.edge) else {
+            let Some(slot) = remap.get_mut(c.edge as usize) else {
                 continue;
             };
             c.edge = *slot.get_or_insert_with(|| {
-                keys.push(self.edge_keys[c.edge].clone());
-                keys.len() - 1
+                keys.push(self.edge_keys[c.edge as usize].clone());
+                (keys.len() - 1) as u32
             });
         }
         self.edge_ids = keys
             .iter()
             .cloned()
             .enumerate()
-            .map(|(i, k)| (k, i))
+            .map(|(i, k)| (k, i as u32))
             .collect();
         self.edge_keys = keys;
     }
@@ -491,7 +495,7 @@ impl Aggregator {
         sampler.retain(&ids);
         let seq = self.seq;
         self.conns.retain(|_, c| {
-            c.closed_in.is_none_or(|s| s + 1 > seq)
+            c.closed_in.is_none_or(|s| s.get() > seq)
                 && !(c.udp && c.last_seq + UDP_IDLE_WINDOWS < seq)
         });
         self.compact_edges();

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use netdx_api::targets::TargetSet;
 use netdx_api::windows::WindowReport;
+use netdx_api::wire::Encoding;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -105,7 +106,7 @@ async fn targets(
     Ok(Json(state.targets.read().await.for_node(&node)))
 }
 
-/// Accepts one WindowReport or a JSON array of them from a node-probe.
+/// Accepts window reports from a node-probe: binary (what probes send) or JSON.
 async fn windows(
     AxState(state): AxState<State>,
     headers: HeaderMap,
@@ -123,7 +124,7 @@ async fn windows(
         .await
         .map_err(|e| refused(e.into()))?;
     let bytes = read_limited(&headers, body).await.map_err(refused)?;
-    let reports = parse_reports(&bytes).map_err(refused)?;
+    let reports = parse_reports(&headers, &bytes).map_err(refused)?;
     let posted = reports.len();
     let expected = state.targets.read().await.nodes();
     let errors = state.ingest.receive(reports, &expected, &state.metrics);
@@ -175,24 +176,22 @@ async fn read_limited(
         })
 }
 
-/// One report or an array of them; the first byte decides, so serde's error names the field.
-fn parse_reports(bytes: &[u8]) -> Result<Vec<WindowReport>, ApiError> {
-    let malformed = |e: serde_json::Error| ApiError {
+/// The reports of a body in the encoding its content type names: one report or an array of
+/// them in JSON, a sequence of them in the binary form probes send.
+fn parse_reports(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<WindowReport>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let encoding = Encoding::from_content_type(content_type).map_err(|e| ApiError {
+        code: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        reason: "unsupported_type",
+        message: e.to_string(),
+    })?;
+    encoding.decode(bytes).map_err(|e| ApiError {
         code: StatusCode::BAD_REQUEST,
         reason: "malformed",
-        message: format!("not a WindowReport or an array of them: {e}"),
-    };
-    let batch = bytes
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'[');
-    if batch {
-        serde_json::from_slice(bytes).map_err(malformed)
-    } else {
-        serde_json::from_slice(bytes)
-            .map(|r| vec![r])
-            .map_err(malformed)
-    }
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -204,6 +203,7 @@ mod tests {
     use super::*;
     use crate::auth::{NODE_PROBE_USER, ProbeAuth};
     use crate::fixtures::{ApiServerVerifier, Scenario, timeout_after_1s};
+    use netdx_api::wire::{BINARY, JSON};
 
     /// Serves the router on a loopback port and returns (status, body) for one request.
     async fn request(
@@ -212,7 +212,7 @@ mod tests {
         path: &str,
         token: Option<&str>,
         headers: &str,
-        body: &str,
+        body: &[u8],
     ) -> (u16, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -223,10 +223,12 @@ mod tests {
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}{headers}Connection: close\r\n\r\n{body}"
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}{headers}Connection: close\r\n\r\n"
         );
-        conn.write_all(req.as_bytes()).await.expect("write");
+        conn.write_all(&[head.as_bytes(), body].concat())
+            .await
+            .expect("write");
         let mut raw = String::new();
         tokio::time::timeout(
             std::time::Duration::from_secs(5),
@@ -249,16 +251,18 @@ mod tests {
     }
 
     async fn get(state: State, path: &str, token: Option<&str>) -> (u16, String) {
-        request(state, "GET", path, token, "", "").await
+        request(state, "GET", path, token, "", b"").await
     }
 
     /// POSTs JSON to /v1/windows.
     async fn post_windows(state: State, token: Option<&str>, json: &str) -> (u16, String) {
-        let headers = format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            json.len()
-        );
-        request(state, "POST", "/v1/windows", token, &headers, json).await
+        post_typed(state, token, JSON, json.as_bytes()).await
+    }
+
+    /// POSTs a body of content type `ct` to /v1/windows.
+    async fn post_typed(state: State, token: Option<&str>, ct: &str, body: &[u8]) -> (u16, String) {
+        let headers = format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", body.len());
+        request(state, "POST", "/v1/windows", token, &headers, body).await
     }
 
     /// A state that authenticates probes against the verifier and targets web-1/web-2 on
@@ -326,8 +330,10 @@ mod tests {
         let start = crate::ingest::unix_ms() / 10_000 * 10_000;
         let node1 = serde_json::to_string(&crate::ingest::tests::report("node-1", start, 40))
             .expect("json");
-        let node2 = serde_json::to_string(&vec![crate::ingest::tests::report("node-2", start, 0)])
-            .expect("json");
+        // node-2 pushes as probes do: the binary encoding.
+        let node2 = Encoding::Binary
+            .encode(&[crate::ingest::tests::report("node-2", start, 0)])
+            .expect("binary");
 
         let (code, body) = post_windows(state.clone(), None, &node1).await;
         assert_eq!(code, 401, "{body}");
@@ -348,7 +354,7 @@ mod tests {
             "/v1/windows",
             Some("probe-token"),
             &huge,
-            "",
+            b"",
         )
         .await;
         assert_eq!(code, 413, "{body}");
@@ -357,7 +363,24 @@ mod tests {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains(r#""accepted":1"#), "{body}");
         assert_eq!(state.metrics.windows_diagnosed.get(), 0, "node-2 missing");
-        let (code, body) = post_windows(state.clone(), Some("probe-token"), &node2).await;
+        // A cut binary body and an unknown encoding are refused with a reason.
+        let (code, body) = post_typed(
+            state.clone(),
+            Some("probe-token"),
+            BINARY,
+            &node2[..node2.len() / 2],
+        )
+        .await;
+        assert_eq!(code, 400, "{body}");
+        assert!(
+            body.contains("not a binary batch of WindowReports"),
+            "{body}"
+        );
+        let (code, body) = post_typed(state.clone(), Some("probe-token"), "text/csv", b"a,b").await;
+        assert_eq!(code, 415, "{body}");
+        assert!(body.contains(r#""reason":"unsupported_type""#), "{body}");
+        assert_eq!(state.metrics.windows_diagnosed.get(), 0, "nothing taken");
+        let (code, body) = post_typed(state.clone(), Some("probe-token"), BINARY, &node2).await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(state.metrics.windows_diagnosed.get(), 1, "both nodes in");
         let diagnosed = state.ingest.diagnosed_between(start, start + 10_000);
@@ -368,10 +391,16 @@ mod tests {
         );
 
         let (_, metrics) = get(state, "/metrics", None).await;
-        for reason in ["unauthenticated", "forbidden", "malformed", "oversized"] {
+        for (reason, n) in [
+            ("unauthenticated", 1),
+            ("forbidden", 1),
+            ("malformed", 2),
+            ("oversized", 1),
+            ("unsupported_type", 1),
+        ] {
             assert!(
                 metrics.contains(&format!(
-                    "netdx_operator_ingest_rejects_total{{reason=\"{reason}\"}} 1"
+                    "netdx_operator_ingest_rejects_total{{reason=\"{reason}\"}} {n}"
                 )),
                 "{reason}: {metrics}"
             );

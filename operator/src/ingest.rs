@@ -10,7 +10,7 @@ use netdx_api::targets::PodRef;
 use netdx_api::windows::WindowReport;
 use netdx_diagnosis::classes::Classifier;
 use netdx_diagnosis::features::Baselines;
-use netdx_diagnosis::join::join;
+use netdx_diagnosis::join::join_owned;
 use netdx_diagnosis::localize::{Finding, diagnose};
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn};
@@ -239,17 +239,18 @@ impl WindowStore {
         let mut reports: Vec<WindowReport> = w.reports.into_values().collect();
         // Client edges to Service VIPs must meet their backends' server views in the join.
         let routing = route_through_services(&mut reports, services);
-        let mut joined = join(&reports);
+        let mut joined = join_owned(reports);
         routing.place(&mut joined);
         let mut findings = diagnose(&joined, &mut self.baselines, classifier);
         for f in &mut findings {
             routing.name_services(f);
         }
         // The localizer names edges by their display form; map those back to the pods (for a
-        // Service edge, its backends too).
+        // Service edge, its backends too). Healthy windows have no finding to map.
         let edge_pods: BTreeMap<String, Vec<PodRef>> = joined
             .edges
             .iter()
+            .filter(|_| !findings.is_empty())
             .map(|e| {
                 let id = e.id();
                 let pods = [&e.key.client.pod, &e.key.server.pod]
@@ -263,15 +264,15 @@ impl WindowStore {
             .collect();
         let edges = joined
             .edges
-            .iter()
+            .into_iter()
             .filter_map(|e| {
                 let side = e.client.as_ref().or(e.server.as_ref())?;
                 Some(EdgeSummary {
-                    client: e.key.client.pod.clone(),
-                    server: e.key.server.pod.clone(),
                     p99_ms: side.latency.p99_ms,
                     exchanges: side.exchanges,
                     errors: side.l7_errors + side.no_response,
+                    client: e.key.client.pod,
+                    server: e.key.server.pod,
                 })
             })
             .collect();

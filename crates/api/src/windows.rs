@@ -1,6 +1,7 @@
 //! Per-window summaries a node-probe produces.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
@@ -68,16 +69,63 @@ pub struct Latency {
     pub sketch: Option<Sketch>,
 }
 
-/// A DDSketch of milliseconds, serialised so receivers can merge it: as the sketch's compact
-/// binary encoding (DataDog's, varint bins) in base64, a third smaller than its bins as JSON
-/// and one string to parse instead of arrays of numbers; the older JSON form is still read.
-#[derive(Clone)]
-pub struct Sketch(pub DDSketch);
+/// A DDSketch of milliseconds, kept in the sketch's compact binary encoding (DataDog's,
+/// varint bins) so receivers can merge it. It is decoded only when merged: the operator reads
+/// the summaries next to it and merges sketches only when two nodes report the same side, so
+/// decoding every received sketch would be wasted work. JSON carries the bytes in base64 (one
+/// string to parse instead of arrays of numbers; the older form, bins as JSON, is still
+/// read), binary encodings carry them as they are.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sketch(Arc<[u8]>);
+
+/// Why a sketch's bytes do not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("sketch does not decode: {0}")]
+pub struct SketchError(String);
+
+impl Sketch {
+    /// Encodes a sketch.
+    pub fn new(s: &DDSketch) -> Self {
+        Sketch(s.to_java_bytes().into())
+    }
+
+    /// Decodes the sketch (the bytes came from the network: they may be corrupt).
+    pub fn decode(&self) -> Result<DDSketch, SketchError> {
+        DDSketch::from_java_bytes(&self.0).map_err(|e| SketchError(format!("{e:?}")))
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl Serialize for Sketch {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use base64::Engine as _;
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0.to_java_bytes()))
+        if s.is_human_readable() {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+/// Reads a sketch's bytes from a binary format.
+struct BytesVisitor;
+
+impl serde::de::Visitor<'_> for BytesVisitor {
+    type Value = Sketch;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the bytes of an encoded DDSketch")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Sketch, E> {
+        if v.is_empty() {
+            return Err(E::custom("sketch: no bytes"));
+        }
+        Ok(Sketch(v.into()))
     }
 }
 
@@ -90,15 +138,19 @@ impl<'de> Deserialize<'de> for Sketch {
             Encoded(String),
             Bins(DDSketch),
         }
+        if !d.is_human_readable() {
+            return d.deserialize_bytes(BytesVisitor);
+        }
         match Form::deserialize(d)? {
-            Form::Bins(s) => Ok(Sketch(s)),
+            Form::Bins(s) => Ok(Sketch::new(&s)),
             Form::Encoded(text) => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(text)
                     .map_err(|e| serde::de::Error::custom(format!("sketch: bad base64: {e}")))?;
-                DDSketch::from_java_bytes(&bytes)
-                    .map(Sketch)
-                    .map_err(|e| serde::de::Error::custom(format!("sketch: {e:?}")))
+                if bytes.is_empty() {
+                    return Err(serde::de::Error::custom("sketch: no bytes"));
+                }
+                Ok(Sketch(bytes.into()))
             }
         }
     }
@@ -106,7 +158,7 @@ impl<'de> Deserialize<'de> for Sketch {
 
 impl std::fmt::Debug for Sketch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sketch(count={})", self.0.count())
+        write!(f, "Sketch({} bytes)", self.0.len())
     }
 }
 
@@ -125,7 +177,7 @@ impl Latency {
                 0.0
             },
             max_ms: s.max().unwrap_or(0.0),
-            sketch: Some(Sketch(s)),
+            sketch: Some(Sketch::new(&s)),
         }
     }
 }
@@ -322,9 +374,9 @@ mod tests {
     #[test]
     fn sketches_round_trip_compactly_and_still_merge() {
         let vs: Vec<f64> = (1..2000).map(|i| 0.05 * f64::from(i)).collect();
-        let s = Sketch(sketch_of(&vs));
+        let s = Sketch::new(&sketch_of(&vs));
         let json = serde_json::to_string(&s).unwrap();
-        let old_json = serde_json::to_string(&s.0).unwrap();
+        let old_json = serde_json::to_string(&sketch_of(&vs)).unwrap();
         assert!(
             json.len() < old_json.len(),
             "{} vs {}",
@@ -332,18 +384,24 @@ mod tests {
             old_json.len()
         );
         let back: Sketch = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        let (decoded, orig) = (back.decode().unwrap(), sketch_of(&vs));
         for q in [0.5, 0.9, 0.99] {
-            let (a, b) = (back.0.quantile(q).unwrap(), s.0.quantile(q).unwrap());
+            let (a, b) = (decoded.quantile(q).unwrap(), orig.quantile(q).unwrap());
             assert_eq!(a, b, "q={q}");
         }
         // A received sketch merges with one built locally (same accuracy).
         let mut local = sketch_of(&[1.0, 2.0]);
-        local.merge(&back.0).unwrap();
+        local.merge(&decoded).unwrap();
         assert_eq!(local.count(), vs.len() + 2);
         // The older form (bins as JSON) is still read; garbage is a clear error.
         let legacy: Sketch = serde_json::from_str(&old_json).unwrap();
-        assert_eq!(legacy.0.count(), vs.len());
+        assert_eq!(legacy.decode().unwrap().count(), vs.len());
         assert!(serde_json::from_str::<Sketch>("\"%%%\"").is_err());
+        assert!(serde_json::from_str::<Sketch>("\"\"").is_err());
+        // Bytes that are no sketch are found when the sketch is used.
+        let junk: Sketch = serde_json::from_str("\"/////w==\"").unwrap();
+        assert!(junk.decode().is_err());
     }
 
     fn health(counters: &[(&str, u64)]) -> ProbeHealth {

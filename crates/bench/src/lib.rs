@@ -63,6 +63,9 @@ pub enum Error {
     /// JSON encoding or decoding failed.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Window reports did not encode or decode.
+    #[error("window reports: {0}")]
+    Wire(#[from] netdx_api::wire::WireError),
     /// The user asked to stop (Ctrl-C).
     #[error("interrupted")]
     Interrupted,

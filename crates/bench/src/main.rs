@@ -337,3 +337,8 @@ fn main() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The operator binary's allocator, so the ingest section measures what the operator does
+/// (window ingest allocates per edge). The pipeline section allocates only at window close.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

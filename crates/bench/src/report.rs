@@ -547,9 +547,9 @@ node-1 (one client and one server process per server port, to stay under the ope
 limit); each node's probe (`--window-secs 2`, two windows after the last connection opened) \
 reports VmRSS, VmHWM and the memlock of its map fds (socket-local storage is charged to the \
 sockets, not to the map, so map memory does not grow with connections). Operator ingest: \
-synthetic window reports of a cluster of N pods (30 per node, 2 calls per pod) decoded from JSON \
-and passed, one node's report at a time, to the operator library's `Ingest::receive` (filing, \
-join, diagnosis) on one thread.\n\n";
+synthetic window reports of a cluster of N pods (30 per node, 2 calls per pod) decoded from \
+the binary encoding node-probes push (`netdx_api::wire`) and passed, one node's report at a time, to the operator library's `Ingest::receive` (filing, \
+join, diagnosis) on one thread, with the operator binary's allocator (mimalloc).\n\n";
     format!(
         "{text}The node-probe command of the `netdx` condition, per node: `node-probe --node <node> \
          --targets <testbed>/targets.json --listen 127.0.0.1:<free port> --node-netns \

@@ -90,7 +90,7 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
         world.start_pool(t.scenario_secs() as u64);
     }
     let scope = scope_of(s.fault);
-    let mut baselines = Baselines::new();
+    let mut baselines = Baselines::default();
     let mut rows = Vec::new();
     for _ in 0..t.warmup {
         next_window(&agents, t.window)?;

@@ -102,7 +102,7 @@ impl Session {
             Session {
                 world,
                 agents,
-                baselines: Baselines::new(),
+                baselines: Baselines::default(),
                 clf,
                 window,
             },

@@ -57,7 +57,7 @@ pub fn by_window(reports: Vec<WindowReport>) -> Vec<Vec<WindowReport>> {
 pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
     let (clf, name) = classifier(model);
     println!("diagnosing {} reports with the {name}", reports.len());
-    let mut baselines = Baselines::new();
+    let mut baselines = Baselines::default();
     for (i, group) in by_window(reports).into_iter().enumerate() {
         let joined = join(&group);
         let findings = diagnose(&joined, &mut baselines, clf.as_ref());

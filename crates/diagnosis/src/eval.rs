@@ -2,6 +2,7 @@
 //! hold-outs, localization and detection through the real voting, false findings on healthy
 //! windows, and the rule baseline scored on exactly the same rows.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use netdx_api::{
@@ -150,9 +151,11 @@ impl Window<'_> {
             .iter()
             .filter_map(|(r, c)| {
                 Some(EdgeVerdict {
-                    key: parse_edge(&r.edge)?,
-                    client_node: Some(r.client_node.clone()).filter(|s| !s.is_empty()),
-                    server_node: Some(r.server_node.clone()).filter(|s| !s.is_empty()),
+                    key: Cow::Owned(parse_edge(&r.edge)?),
+                    client_node: Some(Cow::Borrowed(r.client_node.as_str()))
+                        .filter(|s| !s.is_empty()),
+                    server_node: Some(Cow::Borrowed(r.server_node.as_str()))
+                        .filter(|s| !s.is_empty()),
                     features: r.vector().ok()?,
                     baseline: None,
                     classification: c.clone(),

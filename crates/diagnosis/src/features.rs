@@ -7,13 +7,13 @@
 //! with and are refused when it differs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::ops::Index;
 
 use netdx_api::targets::PodRef;
-use netdx_api::windows::SideStats;
-use serde::{Deserialize, Serialize};
+use netdx_api::windows::{Endpoint, SideStats};
 
-use crate::join::{EdgeId, JoinedEdge, JoinedWindow, PodView};
+use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
@@ -249,17 +249,19 @@ pub const BASELINE_ALPHA: f64 = 0.2;
 pub const BASELINE_MIN_WINDOWS: u32 = 3;
 
 /// An edge's own recent normal: EWMA of its tracked features over healthy windows.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Fixed arrays in [`tracked_ratios`] order rather than maps by name: every edge of every
+/// window reads and updates one, and the verdicts keep a copy.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Baseline {
-    /// EWMA per tracked feature, by feature name.
-    pub values: BTreeMap<String, f64>,
+    /// EWMA per tracked feature.
+    values: [f64; TRACKED.len()],
     /// Healthy windows folded in per tracked feature.
-    pub windows: BTreeMap<String, u32>,
+    windows: [u32; TRACKED.len()],
 }
 
-/// Baselines of all edges.
-pub type Baselines = BTreeMap<EdgeId, Baseline>;
+/// Baselines of all edges (looked up by [`crate::join::EdgeIdRef`] too, without copying ids).
+pub type Baselines = hashbrown::HashMap<EdgeId, Baseline, foldhash::fast::RandomState>;
 
 /// Whether a tracked feature was measured in this window (a missing view must not drag the
 /// baseline to 0).
@@ -286,26 +288,25 @@ fn measured(f: Feature, v: &FeatureVector) -> bool {
 impl Baseline {
     /// Folds in a window the caller judged healthy.
     pub fn update(&mut self, v: &FeatureVector) {
-        for (raw, _, _) in tracked() {
+        for (i, (raw, _, _)) in tracked().enumerate() {
             if !measured(raw, v) {
                 continue;
             }
             let x = v[raw];
-            let n = self.windows.entry(raw.name().to_string()).or_default();
-            let e = self.values.entry(raw.name().to_string()).or_insert(x);
-            if *n > 0 {
-                *e = BASELINE_ALPHA * x + (1.0 - BASELINE_ALPHA) * *e;
-            }
-            *n += 1;
+            let e = &mut self.values[i];
+            *e = if self.windows[i] > 0 {
+                BASELINE_ALPHA * x + (1.0 - BASELINE_ALPHA) * *e
+            } else {
+                x
+            };
+            self.windows[i] += 1;
         }
     }
 
     /// The baseline of a tracked feature once enough healthy windows were seen.
     pub fn value(&self, raw: Feature) -> Option<f64> {
-        let n = self.windows.get(raw.name()).copied().unwrap_or(0);
-        (n >= BASELINE_MIN_WINDOWS)
-            .then(|| self.values.get(raw.name()).copied())
-            .flatten()
+        let i = tracked().position(|(r, _, _)| r == raw)?;
+        (self.windows[i] >= BASELINE_MIN_WINDOWS).then_some(self.values[i])
     }
 }
 
@@ -330,23 +331,62 @@ pub fn window_features(
     window: &JoinedWindow,
     baselines: &Baselines,
 ) -> Vec<(EdgeId, FeatureVector)> {
-    let mut out: Vec<(EdgeId, FeatureVector)> = window
+    let vectors = window_feature_vectors(window, |e| baselines.get(&EdgeIdRef::of(&e.key)));
+    window
+        .edges
+        .iter()
+        .map(JoinedEdge::id)
+        .zip(vectors)
+        .collect()
+}
+
+/// Every edge's features for one window, in edge order, with `baseline` giving each edge's
+/// baseline. What the operator runs on every window, so lookups go by hash and nothing is
+/// formatted or copied per edge.
+pub fn window_feature_vectors<'b>(
+    window: &JoinedWindow,
+    baseline: impl Fn(&JoinedEdge) -> Option<&'b Baseline>,
+) -> Vec<FeatureVector> {
+    let pods: HashMap<&PodRef, &PodView, foldhash::fast::RandomState> =
+        window.pods.iter().collect();
+    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| pods.get(p).copied());
+    let mut vectors: Vec<FeatureVector> = window
         .edges
         .iter()
         .map(|e| {
-            let id = e.id();
-            let v = edge_features(window, e, baselines.get(&id));
-            (id, v)
+            let ends = EndViews {
+                server: view(&e.key.server.pod),
+                client: view(&e.key.client.pod),
+            };
+            edge_features_with(window, e, baseline(e), ends)
         })
         .collect();
-    let ends: Vec<(String, String)> = window
+    let ends: Vec<(EndName<'_>, EndName<'_>)> = window
         .edges
         .iter()
-        .map(|e| (e.key.client.to_string(), e.key.server.to_string()))
+        .map(|e| (EndName::of(&e.key.client), EndName::of(&e.key.server)))
         .collect();
-    let mut vectors: Vec<&mut FeatureVector> = out.iter_mut().map(|(_, v)| v).collect();
-    add_unit_context(&ends, &mut vectors);
-    out
+    let mut refs: Vec<&mut FeatureVector> = vectors.iter_mut().collect();
+    add_unit_context(&ends, &mut refs);
+    vectors
+}
+
+/// An edge end as its printed form names it (the pod when known, else the address), without
+/// printing it: pod names and IPs hold no '/', so two ends are equal exactly when their
+/// printed forms are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum EndName<'a> {
+    Pod(&'a PodRef),
+    Ip(&'a str),
+}
+
+impl<'a> EndName<'a> {
+    fn of(ep: &'a Endpoint) -> Self {
+        match &ep.pod {
+            Some(p) => EndName::Pod(p),
+            None => EndName::Ip(&ep.ip),
+        }
+    }
 }
 
 /// Client and server of an edge as printed by its key ("client -> server:port/proto").
@@ -360,22 +400,22 @@ pub fn ends_of(edge: &str) -> Option<(&str, &str)> {
 /// Fills the features that look across one window's edges sharing a server or a client (the
 /// pod unit): `ends[i]` are edge i's (client, server), `vectors[i]` its features with the
 /// per-edge columns already set. Computed from those columns only, so stored rows get them too.
-pub fn add_unit_context(ends: &[(String, String)], vectors: &mut [&mut FeatureVector]) {
+pub fn add_unit_context<K: Eq + Hash>(ends: &[(K, K)], vectors: &mut [&mut FeatureVector]) {
     let failing = |v: &FeatureVector| v[Feature::ConnectFailRatio] >= 0.5;
     let slow = |v: &FeatureVector| v[Feature::ClientP99Ratio] >= 3.0;
     let share = |group: &[usize], vs: &[&mut FeatureVector], f: &dyn Fn(&FeatureVector) -> bool| {
         group.iter().filter(|&&j| f(vs[j])).count() as f64 / group.len().max(1) as f64
     };
-    let mut by_server: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut by_client: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_server: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
+    let mut by_client: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
     for (i, (c, s)) in ends.iter().enumerate().take(vectors.len()) {
         by_server.entry(s).or_default().push(i);
         by_client.entry(c).or_default().push(i);
     }
     let mut context = Vec::with_capacity(vectors.len());
     for (c, s) in ends.iter().take(vectors.len()) {
-        let server = &by_server[s.as_str()];
-        let client = &by_client[c.as_str()];
+        let server = &by_server[s];
+        let client = &by_client[c];
         let best = server
             .iter()
             .map(|&j| vectors[j][Feature::ExchangeRateRatio])
@@ -401,6 +441,31 @@ pub fn edge_features(
     window: &JoinedWindow,
     e: &JoinedEdge,
     baseline: Option<&Baseline>,
+) -> FeatureVector {
+    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| window.pods.get(p));
+    let ends = EndViews {
+        server: view(&e.key.server.pod),
+        client: view(&e.key.client.pod),
+    };
+    edge_features_with(window, e, baseline, ends)
+}
+
+/// The watched-pod views of an edge's two ends, when their pods are watched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EndViews<'a> {
+    /// The server's pod.
+    pub server: Option<&'a PodView>,
+    /// The client's pod.
+    pub client: Option<&'a PodView>,
+}
+
+/// [`edge_features`] with the ends' pod views already looked up: a caller going through all
+/// edges of a large window finds them faster in an index of its own than in the sorted map.
+pub fn edge_features_with(
+    window: &JoinedWindow,
+    e: &JoinedEdge,
+    baseline: Option<&Baseline>,
+    ends: EndViews<'_>,
 ) -> FeatureVector {
     let mut v = FeatureVector::default();
     let secs = window.window_secs;
@@ -545,11 +610,7 @@ pub fn edge_features(
         exchanges / (l4.connects_ok as f64).max(1.0),
     );
 
-    let drops = |pod: &Option<PodRef>| {
-        pod.as_ref()
-            .and_then(|p| window.pods.get(p))
-            .map(|p| &p.drops)
-    };
+    let (server_view, client_view) = (ends.server, ends.client);
     let set_drops =
         |v: &mut FeatureVector, d: Option<&BTreeMap<String, u64>>, cols: [Feature; 6]| {
             let get = |reason: &str| d.and_then(|d| d.get(reason)).copied().unwrap_or(0) as f64;
@@ -561,7 +622,7 @@ pub fn edge_features(
         };
     set_drops(
         &mut v,
-        drops(&e.key.server.pod),
+        server_view.map(|p| &p.drops),
         [
             Feature::ServerDropsTotal,
             Feature::ServerDropsNetfilter,
@@ -573,7 +634,7 @@ pub fn edge_features(
     );
     set_drops(
         &mut v,
-        drops(&e.key.client.pod),
+        client_view.map(|p| &p.drops),
         [
             Feature::ClientDropsTotal,
             Feature::ClientDropsNetfilter,
@@ -585,13 +646,16 @@ pub fn edge_features(
     );
 
     // Each node once, even when both ends share it.
-    let mut nodes: Vec<&String> = e.client_node.iter().chain(e.server_node.iter()).collect();
-    nodes.sort();
-    nodes.dedup();
+    let server_node = e
+        .server_node
+        .as_ref()
+        .filter(|n| e.client_node.as_ref() != Some(*n));
+    let nodes =
+        [e.client_node.as_ref(), server_node].map(|n| n.and_then(|n| window.node_drops.get(n)));
     let node_drops = |reason: Option<&str>| -> f64 {
         nodes
             .iter()
-            .filter_map(|n| window.node_drops.get(*n))
+            .flatten()
             .map(|d| match reason {
                 Some(r) => d.get(r).copied().unwrap_or(0),
                 None => d.values().sum(),
@@ -609,12 +673,10 @@ pub fn edge_features(
     );
 
     let no_pod = PodView::default();
-    let pod_view = |pod: &Option<PodRef>| {
-        pod.as_ref()
-            .and_then(|p| window.pods.get(p))
-            .unwrap_or(&no_pod)
-    };
-    let (sp, cp) = (pod_view(&e.key.server.pod), pod_view(&e.key.client.pod));
+    let (sp, cp) = (
+        server_view.unwrap_or(&no_pod),
+        client_view.unwrap_or(&no_pod),
+    );
     let mib = |p: &PodView, k: &str| p.netstat.get(k).copied().unwrap_or(0) as f64;
     let throttled =
         |p: &PodView| div(p.cpu_throttled_periods as f64, p.cpu_periods as f64).clamp(0.0, 1.0);

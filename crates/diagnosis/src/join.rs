@@ -5,10 +5,11 @@
 //! node the server view and server-side events. Joining them gives every edge both views, which
 //! is what lets the diagnosis split latency into the network's share and the server's share.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use foldhash::fast::FixedState;
 use netdx_api::targets::PodRef;
-use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, Sketch, WindowReport};
+use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, WindowReport};
 
 /// Identity of an edge across nodes: addresses, port and protocol.
 ///
@@ -31,12 +32,52 @@ pub struct EdgeId {
 impl EdgeId {
     /// The identity of an edge key.
     pub fn of(key: &EdgeKey) -> Self {
-        EdgeId {
-            client_ip: key.client.ip.clone(),
-            server_ip: key.server.ip.clone(),
+        EdgeIdRef::of(key).to_owned()
+    }
+}
+
+/// An [`EdgeId`] borrowed from an edge key: same hash, same order, so ids can be looked up
+/// and sorted without copying their strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeIdRef<'a> {
+    /// Client IP.
+    pub client_ip: &'a str,
+    /// Server IP.
+    pub server_ip: &'a str,
+    /// Server port.
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub proto: &'a str,
+}
+
+impl<'a> EdgeIdRef<'a> {
+    /// The identity of an edge key.
+    pub fn of(key: &'a EdgeKey) -> Self {
+        EdgeIdRef {
+            client_ip: &key.client.ip,
+            server_ip: &key.server.ip,
             port: key.port,
-            proto: key.proto.clone(),
+            proto: &key.proto,
         }
+    }
+
+    /// The owned identity.
+    pub fn to_owned(self) -> EdgeId {
+        EdgeId {
+            client_ip: self.client_ip.to_string(),
+            server_ip: self.server_ip.to_string(),
+            port: self.port,
+            proto: self.proto.to_string(),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<EdgeId> for EdgeIdRef<'_> {
+    fn equivalent(&self, id: &EdgeId) -> bool {
+        self.client_ip == id.client_ip
+            && self.server_ip == id.server_ip
+            && self.port == id.port
+            && self.proto == id.proto
     }
 }
 
@@ -96,102 +137,127 @@ pub struct JoinedWindow {
 
 /// Joins the reports of one window from several nodes.
 pub fn join(reports: &[WindowReport]) -> JoinedWindow {
+    join_owned(reports.to_vec())
+}
+
+/// [`join`], taking the reports: their edges and sides move into the joined window instead
+/// of being copied (the operator's ingest joins every window of every node).
+pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
     let mut out = JoinedWindow::default();
-    let mut edges: BTreeMap<EdgeId, JoinedEdge> = BTreeMap::new();
+    // Which joined edge each reported edge belongs to, found on borrowed identities so no
+    // key is copied to find it.
+    let (slot_of, slots) = {
+        let mut ids: HashMap<EdgeIdRef<'_>, usize, FixedState> = HashMap::default();
+        let mut slot_of = Vec::with_capacity(reports.iter().map(|r| r.edges.len()).sum());
+        for e in reports.iter().flat_map(|r| &r.edges) {
+            let n = ids.len();
+            slot_of.push(*ids.entry(EdgeIdRef::of(&e.key)).or_insert(n));
+        }
+        (slot_of, ids.len())
+    };
+    let mut edges: Vec<Option<JoinedEdge>> = std::iter::repeat_with(|| None).take(slots).collect();
+    let mut slot_of = slot_of.into_iter();
     for r in reports {
         let secs = r.end_unix_ms.saturating_sub(r.start_unix_ms) as f64 / 1000.0;
         out.window_secs = out.window_secs.max(secs);
-        for p in &r.pods {
-            let view = out.pods.entry(p.pod.clone()).or_insert_with(|| PodView {
+        for p in r.pods {
+            let view = out.pods.entry(p.pod).or_insert_with(|| PodView {
                 node: r.node.clone(),
                 ..PodView::default()
             });
-            add_counts(&mut view.drops, &p.drops);
-            add_counts(&mut view.netstat, &p.netstat);
+            add_counts(&mut view.drops, p.drops);
+            add_counts(&mut view.netstat, p.netstat);
             view.sockets_opened += p.sockets_opened;
             view.cpu_periods += p.cpu_periods;
             view.cpu_throttled_periods += p.cpu_throttled_periods;
         }
-        add_counts(
-            out.node_drops.entry(r.node.clone()).or_default(),
-            &r.node_drops,
-        );
-        for e in &r.edges {
-            let j = edges
-                .entry(EdgeId::of(&e.key))
-                .or_insert_with(|| JoinedEdge {
-                    key: e.key.clone(),
+        for e in r.edges {
+            let Some(slot) = slot_of.next().and_then(|i| edges.get_mut(i)) else {
+                continue;
+            };
+            // Connect results are only observed on the client's socket, so they also place
+            // the client.
+            let connects = e.l4.connects_ok
+                + e.l4.connect_refused
+                + e.l4.connect_timeout
+                + e.l4.connect_failed_other;
+            let j = match slot {
+                Some(j) => {
+                    fill_pod(&mut j.key.client, e.key.client);
+                    fill_pod(&mut j.key.server, e.key.server);
+                    j.l4 = merge_l4(&j.l4, &e.l4);
+                    j
+                }
+                None => slot.insert(JoinedEdge {
+                    l4: merge_l4(&L4Stats::default(), &e.l4),
+                    key: e.key,
                     client: None,
                     server: None,
-                    l4: L4Stats::default(),
                     client_node: None,
                     server_node: None,
-                });
-            fill_pod(&mut j.key.client, &e.key.client);
-            fill_pod(&mut j.key.server, &e.key.server);
-            if let Some(c) = &e.client {
+                }),
+            };
+            if let Some(c) = e.client {
                 j.client = Some(merge_side(j.client.take(), c));
                 j.client_node.get_or_insert_with(|| r.node.clone());
             }
-            if let Some(s) = &e.server {
+            if let Some(s) = e.server {
                 j.server = Some(merge_side(j.server.take(), s));
                 j.server_node.get_or_insert_with(|| r.node.clone());
             }
-            j.l4 = merge_l4(&j.l4, &e.l4);
-            // Connect results are only observed on the client's socket, so they also place the client.
-            if e.l4.connects_ok
-                + e.l4.connect_refused
-                + e.l4.connect_timeout
-                + e.l4.connect_failed_other
-                > 0
-            {
+            if connects > 0 {
                 j.client_node.get_or_insert_with(|| r.node.clone());
             }
         }
+        add_counts(out.node_drops.entry(r.node).or_default(), r.node_drops);
     }
+    // Joined edges are large: sort their positions, then move each once.
+    let id = |i: usize| edges[i].as_ref().map(|j| EdgeIdRef::of(&j.key));
+    let mut order: Vec<usize> = (0..edges.len()).collect();
+    order.sort_unstable_by(|&a, &b| id(a).cmp(&id(b)));
+    let mut sorted = Vec::with_capacity(order.len());
+    sorted.extend(order.into_iter().filter_map(|i| edges[i].take()));
+    let mut edges = sorted;
     // A side nobody reported (its pod is not watched or had no exchanges) can still be placed
     // from the pod list of the node that watches it.
-    for j in edges.values_mut() {
+    let node_of = |pod: &Option<PodRef>| {
+        pod.as_ref()
+            .and_then(|p| out.pods.get(p))
+            .map(|v| v.node.clone())
+    };
+    for j in &mut edges {
         if j.client_node.is_none() {
-            j.client_node = j
-                .key
-                .client
-                .pod
-                .as_ref()
-                .and_then(|p| out.pods.get(p))
-                .map(|v| v.node.clone());
+            j.client_node = node_of(&j.key.client.pod);
         }
         if j.server_node.is_none() {
-            j.server_node = j
-                .key
-                .server
-                .pod
-                .as_ref()
-                .and_then(|p| out.pods.get(p))
-                .map(|v| v.node.clone());
+            j.server_node = node_of(&j.key.server.pod);
         }
     }
-    out.edges = edges.into_values().collect();
+    out.edges = edges;
     out
 }
 
-fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    if into.is_empty() {
+        *into = from;
+        return;
+    }
     for (k, v) in from {
-        *into.entry(k.clone()).or_default() += v;
+        *into.entry(k).or_default() += v;
     }
 }
 
-fn fill_pod(into: &mut Endpoint, from: &Endpoint) {
+fn fill_pod(into: &mut Endpoint, from: Endpoint) {
     if into.pod.is_none() {
-        into.pod.clone_from(&from.pod);
+        into.pod = from.pod;
     }
 }
 
 /// Merges two reports of the same side (rare: a pod that moved nodes, or overlapping probes).
-fn merge_side(acc: Option<SideStats>, s: &SideStats) -> SideStats {
-    let Some(a) = acc else { return s.clone() };
+fn merge_side(acc: Option<SideStats>, s: SideStats) -> SideStats {
+    let Some(a) = acc else { return s };
     let weight = |x: &SideStats| x.exchanges as f64;
-    let total = weight(&a) + weight(s);
+    let total = weight(&a) + weight(&s);
     SideStats {
         exchanges: a.exchanges + s.exchanges,
         no_response: a.no_response + s.no_response,
@@ -202,7 +268,7 @@ fn merge_side(acc: Option<SideStats>, s: &SideStats) -> SideStats {
         ttfb: merge_latency(&a.ttfb, &s.ttfb),
         wait: merge_latency(&a.wait, &s.wait),
         srtt_us_mean: if total > 0.0 {
-            (a.srtt_us_mean * weight(&a) + s.srtt_us_mean * weight(s)) / total
+            (a.srtt_us_mean * weight(&a) + s.srtt_us_mean * weight(&s)) / total
         } else {
             a.srtt_us_mean.max(s.srtt_us_mean)
         },
@@ -213,8 +279,8 @@ fn merge_side(acc: Option<SideStats>, s: &SideStats) -> SideStats {
         },
         l7_errors: a.l7_errors + s.l7_errors,
         protocols: {
-            let mut p = a.protocols.clone();
-            add_counts(&mut p, &s.protocols);
+            let mut p = a.protocols;
+            add_counts(&mut p, s.protocols);
             p
         },
     }
@@ -224,9 +290,11 @@ fn merge_side(acc: Option<SideStats>, s: &SideStats) -> SideStats {
 /// combined exactly, so the larger (more pessimistic) summary is kept.
 pub fn merge_latency(a: &Latency, b: &Latency) -> Latency {
     match (&a.sketch, &b.sketch) {
-        (Some(Sketch(x)), Some(Sketch(y))) => {
-            let mut m = x.clone();
-            if m.merge(y).is_ok() {
+        (Some(x), Some(y)) => {
+            // Undecodable bytes (the network brought them) count as no sketch.
+            if let (Ok(mut m), Ok(y)) = (x.decode(), y.decode())
+                && m.merge(&y).is_ok()
+            {
                 return Latency::from_sketch(m);
             }
             pessimistic(a, b)

@@ -7,14 +7,17 @@
 //! names S; one client degraded towards all its servers names that client; only the edges
 //! crossing N1-N2 name that link; and a node-wide class names the node.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use netdx_api::windows::EdgeKey;
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classification, Classifier, InstanceKind, RootCause};
-use crate::features::{Baseline, Baselines, Feature, FeatureVector, raw_feature, window_features};
-use crate::join::{EdgeId, JoinedWindow};
+use crate::features::{
+    Baseline, Baselines, Feature, FeatureVector, raw_feature, window_feature_vectors,
+};
+use crate::join::{EdgeIdRef, JoinedWindow};
 
 /// The instance a finding blames.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -70,15 +73,17 @@ pub struct Finding {
     pub edges: Vec<String>,
 }
 
-/// One classified edge of a window.
+/// One classified edge of a window; it borrows the edge and its nodes from the joined window
+/// when there is one (every edge of every window gets a verdict: copying them cost more than
+/// classifying them).
 #[derive(Clone, Debug, PartialEq)]
-pub struct EdgeVerdict {
+pub struct EdgeVerdict<'a> {
     /// The edge.
-    pub key: EdgeKey,
+    pub key: Cow<'a, EdgeKey>,
     /// Node of the client, when known.
-    pub client_node: Option<String>,
+    pub client_node: Option<Cow<'a, str>>,
     /// Node of the server, when known.
-    pub server_node: Option<String>,
+    pub server_node: Option<Cow<'a, str>>,
     /// Its features in the window.
     pub features: FeatureVector,
     /// Its baseline before the window, if any.
@@ -87,7 +92,7 @@ pub struct EdgeVerdict {
     pub classification: Classification,
 }
 
-impl EdgeVerdict {
+impl EdgeVerdict<'_> {
     fn degraded(&self) -> bool {
         self.classification.root_cause != RootCause::Healthy
     }
@@ -126,7 +131,7 @@ impl EdgeVerdict {
             }
             InstanceKind::Node => {
                 for n in self.client_node.iter().chain(self.server_node.iter()) {
-                    out.push(any(InstanceKind::Node, n.clone()));
+                    out.push(any(InstanceKind::Node, n.to_string()));
                 }
                 out.dedup();
             }
@@ -194,16 +199,18 @@ pub fn diagnose(
     baselines: &mut Baselines,
     classifier: &dyn Classifier,
 ) -> Vec<Finding> {
-    let verdicts: Vec<EdgeVerdict> = window
+    let verdicts: Vec<EdgeVerdict<'_>> = window
         .edges
         .iter()
-        .zip(window_features(window, baselines))
-        .map(|(e, (id, features))| {
-            let baseline = baselines.get(&id).cloned();
+        .zip(window_feature_vectors(window, |e| {
+            baselines.get(&EdgeIdRef::of(&e.key))
+        }))
+        .map(|(e, features)| {
+            let baseline = baselines.get(&EdgeIdRef::of(&e.key)).cloned();
             EdgeVerdict {
-                key: e.key.clone(),
-                client_node: e.client_node.clone(),
-                server_node: e.server_node.clone(),
+                key: Cow::Borrowed(&e.key),
+                client_node: e.client_node.as_deref().map(Cow::Borrowed),
+                server_node: e.server_node.as_deref().map(Cow::Borrowed),
                 classification: classifier.classify(&features),
                 features,
                 baseline,
@@ -212,10 +219,15 @@ pub fn diagnose(
         .collect();
     // Only healthy windows feed the baseline, so a lasting fault does not become the new normal.
     for v in verdicts.iter().filter(|v| !v.degraded()) {
-        baselines
-            .entry(EdgeId::of(&v.key))
-            .or_default()
-            .update(&v.features);
+        let id = EdgeIdRef::of(&v.key);
+        match baselines.get_mut(&id) {
+            Some(b) => b.update(&v.features),
+            None => {
+                let mut b = Baseline::default();
+                b.update(&v.features);
+                baselines.insert(id.to_owned(), b);
+            }
+        }
     }
     localize(&verdicts)
 }
@@ -441,12 +453,12 @@ mod tests {
         server: &str,
         snode: &str,
         class: RootCause,
-    ) -> EdgeVerdict {
+    ) -> EdgeVerdict<'static> {
         let ip = |name: &str| format!("10.0.0.{}", name.bytes().map(u32::from).sum::<u32>() % 250);
         EdgeVerdict {
-            key: key((client, &ip(client)), (server, &ip(server)), true),
-            client_node: Some(cnode.into()),
-            server_node: Some(snode.into()),
+            key: Cow::Owned(key((client, &ip(client)), (server, &ip(server)), true)),
+            client_node: Some(Cow::Owned(cnode.into())),
+            server_node: Some(Cow::Owned(snode.into())),
             features: FeatureVector::default(),
             baseline: None,
             classification: Classification {
@@ -633,7 +645,7 @@ mod tests {
     #[test]
     fn dns_failure_names_the_service() {
         let mut v = verdict("c1", "n1", "coredns", "n2", C::DnsFailure);
-        v.key.port = 53;
+        v.key.to_mut().port = 53;
         let f = localize(&[v]);
         assert_eq!(
             names(&f),
@@ -749,7 +761,7 @@ mod tests {
             ..Default::default()
         };
         let rules = RuleTree::new();
-        let mut baselines = Baselines::new();
+        let mut baselines = Baselines::default();
         for _ in 0..3 {
             assert!(diagnose(&window(4.0), &mut baselines, &rules).is_empty());
         }

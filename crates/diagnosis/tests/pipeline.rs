@@ -210,7 +210,7 @@ fn capture(rng: &mut Lcg) -> Vec<LabeledRow> {
         for fault in FAULTS {
             for (li, level) in LEVELS.iter().enumerate() {
                 let scenario = format!("{}-{fault}-{level}", w.name);
-                let mut baselines = Baselines::new();
+                let mut baselines = Baselines::default();
                 for seq in 0..12u64 {
                     let (label, k) = if seq < 6 {
                         (RootCause::Healthy, 1.0)
@@ -284,7 +284,7 @@ fn trained_tree_generalises_to_a_held_out_intensity_and_localizes() {
         rules.to_markdown()
     );
     // Live: the model diagnoses a fresh strong slow-server window after a healthy warm-up.
-    let mut baselines = Baselines::new();
+    let mut baselines = Baselines::default();
     let w = &WORKLOADS[1];
     for seq in 0..5 {
         let healthy = diagnose(

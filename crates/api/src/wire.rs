@@ -1,0 +1,293 @@
+//! How batches of window reports travel from node-probes to the operator (`POST /v1/windows`).
+//!
+//! Probes send a compact binary encoding (postcard, [`BINARY`]): decoding JSON was half of the
+//! operator's ingest time. JSON ([`JSON`]: one report or an array of them) is still accepted,
+//! for older probes and for people debugging with curl. The binary form has no field names, so
+//! its content type carries a version: a change of the report types needs a new one.
+
+use serde::Serialize;
+
+use crate::windows::WindowReport;
+
+/// Content type of a JSON report or array of reports.
+pub const JSON: &str = "application/json";
+/// Content type of a postcard-encoded sequence of reports (version 1 of the report types).
+pub const BINARY: &str = "application/vnd.netdx.windows.v1+postcard";
+
+/// Why a body is not a batch of window reports.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The content type names no encoding this side knows.
+    #[error("unsupported content type {0:?}: expected {JSON} or {BINARY}")]
+    UnsupportedType(String),
+    /// Not JSON of a report or an array of them.
+    #[error("not a WindowReport or an array of them: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Not a binary batch of reports.
+    #[error("not a binary batch of WindowReports: {0}")]
+    Binary(#[from] postcard::Error),
+    /// A binary batch followed by bytes that belong to nothing.
+    #[error("{0} bytes after the binary batch of WindowReports")]
+    Trailing(usize),
+}
+
+/// An encoding of report batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// [`JSON`].
+    Json,
+    /// [`BINARY`].
+    Binary,
+}
+
+impl Encoding {
+    /// The content type that announces this encoding.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => JSON,
+            Encoding::Binary => BINARY,
+        }
+    }
+
+    /// The encoding a request's content type announces; no content type means JSON (what
+    /// probes sent before the binary form existed, and what curl users expect).
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, WireError> {
+        let Some(ct) = content_type else {
+            return Ok(Encoding::Json);
+        };
+        // Parameters (`; charset=utf-8`) do not change the encoding.
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if essence.eq_ignore_ascii_case(JSON) {
+            Ok(Encoding::Json)
+        } else if essence.eq_ignore_ascii_case(BINARY) {
+            Ok(Encoding::Binary)
+        } else {
+            Err(WireError::UnsupportedType(ct.to_string()))
+        }
+    }
+
+    /// Encodes a batch of reports.
+    pub fn encode<R: std::borrow::Borrow<WindowReport>>(
+        self,
+        reports: &[R],
+    ) -> Result<Vec<u8>, WireError> {
+        let batch = Batch(reports);
+        Ok(match self {
+            Encoding::Json => serde_json::to_vec(&batch)?,
+            Encoding::Binary => postcard::to_allocvec(&batch)?,
+        })
+    }
+
+    /// Decodes a batch; JSON may also be a single report (what `curl -d @window.json` sends).
+    pub fn decode(self, bytes: &[u8]) -> Result<Vec<WindowReport>, WireError> {
+        match self {
+            Encoding::Json => {
+                // The first byte decides, so serde's error names the field that is wrong.
+                let batch = bytes
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    .is_some_and(|b| *b == b'[');
+                if batch {
+                    Ok(serde_json::from_slice(bytes)?)
+                } else {
+                    Ok(vec![serde_json::from_slice(bytes)?])
+                }
+            }
+            Encoding::Binary => {
+                let (reports, rest) = postcard::take_from_bytes::<Vec<WindowReport>>(bytes)?;
+                if rest.is_empty() {
+                    Ok(reports)
+                } else {
+                    Err(WireError::Trailing(rest.len()))
+                }
+            }
+        }
+    }
+}
+
+/// Serialises borrowed or owned reports as one sequence.
+struct Batch<'a, R>(&'a [R]);
+
+impl<R: std::borrow::Borrow<WindowReport>> Serialize for Batch<'_, R> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(std::borrow::Borrow::borrow))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sketches_ddsketch::{Config, DDSketch};
+
+    use super::*;
+    use crate::targets::PodRef;
+    use crate::windows::{EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, SideStats};
+
+    fn report(node: &str, seq: u64) -> WindowReport {
+        let mut sketch = DDSketch::new(Config::defaults());
+        for i in 1..200 {
+            sketch.add(f64::from(i) * 0.1);
+        }
+        let pod = |name: &str| PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        let side = SideStats {
+            exchanges: 199,
+            latency: Latency::from_sketch(sketch),
+            srtt_us_min: 40,
+            protocols: [("http".to_string(), 199)].into(),
+            ..Default::default()
+        };
+        WindowReport {
+            node: node.into(),
+            seq,
+            start_unix_ms: 10_000 * seq,
+            end_unix_ms: 10_000 * (seq + 1),
+            edges: vec![EdgeWindow {
+                key: EdgeKey {
+                    client: Endpoint {
+                        pod: Some(pod("web-1")),
+                        ip: "10.0.1.5".into(),
+                    },
+                    server: Endpoint {
+                        pod: None,
+                        ip: "10.0.2.7".into(),
+                    },
+                    port: 8080,
+                    proto: "tcp".into(),
+                },
+                client: Some(side.clone()),
+                server: None,
+                l4: L4Stats {
+                    connects_ok: 3,
+                    connect_ms_mean: 0.25,
+                    ..Default::default()
+                },
+            }],
+            pods: vec![PodWindow {
+                pod: pod("web-1"),
+                drops: [("netfilter_drop".to_string(), 2)].into(),
+                cpu_throttled_ms: 1.5,
+                ..Default::default()
+            }],
+            node_drops: BTreeMap::from([("qdisc_drop".to_string(), 7)]),
+            health: Default::default(),
+        }
+    }
+
+    /// Reports compare equal through their binary form (exact, floats included; JSON text
+    /// may move a float by one unit in the last place).
+    fn same(a: &[WindowReport], b: &[WindowReport]) {
+        assert_eq!(
+            Encoding::Binary.encode(a).expect("binary"),
+            Encoding::Binary.encode(b).expect("binary")
+        );
+    }
+
+    #[test]
+    fn both_encodings_round_trip_and_binary_is_smaller() {
+        let batch = vec![report("node-1", 1), report("node-1", 2)];
+        for enc in [Encoding::Json, Encoding::Binary] {
+            let bytes = enc.encode(&batch).expect("encodes");
+            let back = enc.decode(&bytes).expect("decodes");
+            if enc == Encoding::Binary {
+                same(&batch, &back);
+            } else {
+                let seqs: Vec<u64> = back.iter().map(|r| r.seq).collect();
+                assert_eq!(seqs, vec![1, 2]);
+                assert_eq!(back[1].edges[0].key, batch[1].edges[0].key);
+            }
+            let refs: Vec<&WindowReport> = batch.iter().collect();
+            assert_eq!(
+                enc.encode(&refs).expect("encodes"),
+                bytes,
+                "borrowed = owned"
+            );
+        }
+        let json = Encoding::Json.encode(&batch).expect("json");
+        let binary = Encoding::Binary.encode(&batch).expect("binary");
+        assert!(
+            binary.len() * 2 < json.len(),
+            "{} vs {}",
+            binary.len(),
+            json.len()
+        );
+        // The sketch survives and still decodes to the same quantiles.
+        let back = Encoding::Binary.decode(&binary).expect("decodes");
+        let sketch = |r: &WindowReport| {
+            let side = r.edges[0].client.as_ref().expect("client side");
+            side.latency
+                .sketch
+                .as_ref()
+                .expect("sketch")
+                .decode()
+                .expect("decodes")
+        };
+        assert_eq!(
+            sketch(&back[0]).quantile(0.99).expect("q"),
+            sketch(&batch[0]).quantile(0.99).expect("q")
+        );
+    }
+
+    #[test]
+    fn json_takes_one_report_or_an_array() {
+        let one = serde_json::to_vec(&report("node-2", 3)).expect("json");
+        let back = Encoding::Json.decode(&one).expect("decodes");
+        assert_eq!((back.len(), back[0].node.as_str()), (1, "node-2"));
+        let err = Encoding::Json.decode(br#"{"node": "n"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_binary_is_a_clear_error() {
+        let bytes = Encoding::Binary
+            .encode(&[report("node-1", 1)])
+            .expect("binary");
+        // Cut anywhere: never a panic, always an error.
+        for cut in 0..bytes.len() {
+            let err = Encoding::Binary.decode(&bytes[..cut]);
+            assert!(err.is_err(), "cut at {cut} decoded");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            Encoding::Binary.decode(&longer),
+            Err(WireError::Trailing(1))
+        ));
+        // A batch claiming far more reports than it holds.
+        let err = Encoding::Binary
+            .decode(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3])
+            .unwrap_err();
+        assert!(err.to_string().contains("binary batch"), "{err}");
+        // Flipped bytes may decode to other numbers, but never panic.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xa5;
+            let _ = Encoding::Binary.decode(&b);
+        }
+    }
+
+    #[test]
+    fn content_types_select_the_encoding() {
+        assert_eq!(Encoding::from_content_type(None).ok(), Some(Encoding::Json));
+        assert_eq!(
+            Encoding::from_content_type(Some("application/json; charset=utf-8")).ok(),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type(Some(BINARY)).ok(),
+            Some(Encoding::Binary)
+        );
+        for enc in [Encoding::Json, Encoding::Binary] {
+            assert_eq!(
+                Encoding::from_content_type(Some(enc.content_type())).ok(),
+                Some(enc)
+            );
+        }
+        let err = Encoding::from_content_type(Some("application/vnd.netdx.windows.v9+postcard"))
+            .unwrap_err();
+        assert!(matches!(err, WireError::UnsupportedType(_)), "{err}");
+    }
+}
