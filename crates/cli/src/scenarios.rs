@@ -766,6 +766,7 @@ impl Acted {
     pub fn since(&self, before: &Acted, client: &str, server: &str) -> bool {
         match (self, before) {
             (Acted::Flows(now), Acted::Flows(then)) => {
+                // An end without an address (a peer-less UDP view) cannot be told apart.
                 let (Ok(c), Ok(s)) = (client.parse::<IpAddr>(), server.parse::<IpAddr>()) else {
                     return true;
                 };
@@ -796,7 +797,7 @@ impl Injected {
     /// The injector's record of what it acted on so far.
     pub fn acted(&self) -> netdx_testbed::Result<Acted> {
         Ok(match self {
-            Injected::Nft(g) => g.acted_on()?.map_or(Acted::Always, Acted::Flows),
+            Injected::Nft(g) => Acted::Flows(g.acted_on()?),
             Injected::Quota(cg) => Acted::Throttled(cg.throttling().map_or(0, |(n, _)| n)),
             _ => Acted::Always,
         })

@@ -11,45 +11,25 @@ use crate::{Error, Result, exec::run_in};
 pub struct NftGuard {
     netns: String,
     table: String,
-    /// The table keeps per-source counters in [`ACTED_SET`].
-    records_sources: bool,
 }
 
-/// Name of the per-flow counter set the nftables faults keep.
+/// Name of the per-flow counter set every nftables fault keeps.
 const ACTED_SET: &str = "acted";
-
-/// Declares [`ACTED_SET`]: one counter per (source, destination) IPv4 pair the fault acted on.
-fn acted_set() -> String {
-    format!("  set {ACTED_SET} {{ type ipv4_addr . ipv4_addr; size 4096; flags dynamic; }}\n")
-}
-
-/// nft statement counting the packet's address pair in [`ACTED_SET`] (before the verdict).
-fn count_acted() -> String {
-    format!("update @{ACTED_SET} {{ ip saddr . ip daddr counter }} ")
-}
 
 /// Packets a fault acted on, per (source, destination) address pair.
 pub type ActedOn = HashMap<(IpAddr, IpAddr), u64>;
 
 impl NftGuard {
-    /// Packets the fault acted on so far (dropped, rejected) per address pair, for the faults
-    /// that keep the record (None for the others). This is the injector's own record of whom
-    /// it hit, so datasets can label the edges a fault really reached.
-    pub fn acted_on(&self) -> Result<Option<ActedOn>> {
-        if !self.records_sources {
-            return Ok(None);
-        }
+    /// Packets the fault acted on so far (dropped, rejected) per address pair. This is the
+    /// injector's own record of whom it hit, so datasets can label the edges a fault really
+    /// reached.
+    pub fn acted_on(&self) -> Result<ActedOn> {
         let out = run_in(
             &self.netns,
             "nft",
             &["-j", "list", "set", "inet", &self.table, ACTED_SET],
         )?;
-        parse_acted(&String::from_utf8_lossy(&out.stdout)).map(Some)
-    }
-
-    fn recording_sources(mut self) -> Self {
-        self.records_sources = true;
-        self
+        parse_acted(&String::from_utf8_lossy(&out.stdout))
     }
 }
 
@@ -90,9 +70,29 @@ impl Drop for NftGuard {
     }
 }
 
-/// Loads an nftables ruleset (one `inet` table named `table`, body given) into a namespace.
-pub fn nft_table(netns: &str, table: &str, body: &str) -> Result<NftGuard> {
-    let script = format!("table inet {table} {{\n{body}\n}}\n");
+/// The netfilter hook a fault's chain sits on.
+#[derive(Clone, Copy)]
+enum Hook {
+    /// Packets delivered to this namespace.
+    Input,
+    /// Packets the namespace routes through (a node or the fabric).
+    Forward,
+    /// Packets leaving the namespace.
+    Postrouting,
+}
+
+/// Loads a fault into a namespace: one `inet` table named `table` whose chain on `hook` applies
+/// `verdict` to packets matching `rule`, first counting each one per (source, destination) pair
+/// in [`ACTED_SET`] (read back by [`NftGuard::acted_on`]).
+fn nft_fault(netns: &str, table: &str, hook: Hook, rule: &str, verdict: &str) -> Result<NftGuard> {
+    let (chain, hook) = match hook {
+        Hook::Input => ("input", "input"),
+        Hook::Forward => ("forward_f", "forward"),
+        Hook::Postrouting => ("post", "postrouting"),
+    };
+    let script = format!(
+        "table inet {table} {{\n  set {ACTED_SET} {{ type ipv4_addr . ipv4_addr; size 4096; flags dynamic; }}\n  chain {chain} {{ type filter hook {hook} priority 0; policy accept;\n    {rule} update @{ACTED_SET} {{ ip saddr . ip daddr counter }} {verdict}\n  }}\n}}\n"
+    );
     let path = std::env::temp_dir().join(format!("{netns}-{table}.nft"));
     std::fs::write(&path, script).map_err(crate::io_err("writing nft script"))?;
     let r = run_in(netns, "nft", &["-f", &path.display().to_string()]);
@@ -101,39 +101,33 @@ pub fn nft_table(netns: &str, table: &str, body: &str) -> Result<NftGuard> {
     Ok(NftGuard {
         netns: netns.into(),
         table: table.into(),
-        records_sources: false,
     })
 }
 
 /// Drops `percent`% of packets leaving `netns` through `iface` (random, nftables numgen).
 pub fn loss(netns: &str, iface: &str, percent: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_loss",
-        &format!(
-            "{}  chain post {{ type filter hook postrouting priority 0; policy accept;\n    oifname \"{iface}\" {}{}drop\n  }}",
-            acted_set(),
-            sample(percent),
-            count_acted()
-        ),
+        Hook::Postrouting,
+        &format!("oifname \"{iface}\" {}", sample(percent)),
+        "drop",
     )
-    .map(NftGuard::recording_sources)
 }
 
 /// Drops `percent`% of TCP SYNs to `port` arriving in `netns` (a firewall silently dropping
 /// connects).
 pub fn drop_syn(netns: &str, port: u16, percent: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_syndrop",
+        Hook::Input,
         &format!(
-            "{}  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}{}drop\n  }}",
-            acted_set(),
-            sample(percent),
-            count_acted()
+            "tcp dport {port} tcp flags & (syn | ack) == syn {}",
+            sample(percent)
         ),
+        "drop",
     )
-    .map(NftGuard::recording_sources)
 }
 
 /// A running delay stage; dropping it removes the queue rule and stops the process.
@@ -231,63 +225,50 @@ fn path_match(iif: Option<&str>, oif: &str) -> String {
 /// Drops `percent`% of packets forwarded from `iif` to `oif` in `netns` (one direction of a
 /// node-to-node path through the fabric).
 pub fn loss_path(netns: &str, iif: &str, oif: &str, percent: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_loss",
-        &format!(
-            "{}  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} {}{}drop\n  }}",
-            acted_set(),
-            path_match(Some(iif), oif),
-            sample(percent),
-            count_acted()
-        ),
+        Hook::Forward,
+        &format!("{} {}", path_match(Some(iif), oif), sample(percent)),
+        "drop",
     )
-    .map(NftGuard::recording_sources)
 }
 
 /// Silently drops packets longer than `max_len` bytes forwarded from `iif` to `oif` (a path
 /// MTU black hole: no ICMP, so large segments stall while small ones pass).
 pub fn mtu_blackhole(netns: &str, iif: &str, oif: &str, max_len: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_mtu",
-        &format!(
-            "{}  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    {} meta length > {max_len} {}drop\n  }}",
-            acted_set(),
-            path_match(Some(iif), oif),
-            count_acted()
-        ),
+        Hook::Forward,
+        &format!("{} meta length > {max_len}", path_match(Some(iif), oif)),
+        "drop",
     )
-    .map(NftGuard::recording_sources)
 }
 
 /// Answers `percent`% of SYNs to `port` in `netns` with a reset (no listener / REJECT policy).
 pub fn reject_syn(netns: &str, port: u16, percent: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_reject",
+        Hook::Input,
         &format!(
-            "{}  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} tcp flags & (syn | ack) == syn {}{}reject with tcp reset\n  }}",
-            acted_set(),
-            sample(percent),
-            count_acted()
+            "tcp dport {port} tcp flags & (syn | ack) == syn {}",
+            sample(percent)
         ),
+        "reject with tcp reset",
     )
-    .map(NftGuard::recording_sources)
 }
 
 /// Resets new connections to `port` beyond `max` concurrent ones (connlimit policy).
 pub fn conn_limit(netns: &str, port: u16, max: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_connlimit",
-        &format!(
-            "{}  chain input {{ type filter hook input priority 0; policy accept;\n    tcp dport {port} ct state new ct count over {max} {}reject with tcp reset\n  }}",
-            acted_set(),
-            count_acted()
-        ),
+        Hook::Input,
+        &format!("tcp dport {port} ct state new ct count over {max}"),
+        "reject with tcp reset",
     )
-    .map(NftGuard::recording_sources)
 }
 
 /// A tc qdisc installed on a device; removed (root qdisc deleted) when dropped.
@@ -340,14 +321,11 @@ pub fn bandwidth(netns: &str, dev: &str, dst: &str, rate_kbit: u32) -> Result<Tc
 /// forwards, which drops the same packets (new connections) with the same kernel drop reason
 /// (netfilter_drop) as a full table.
 pub fn conntrack_full(netns: &str, max: u32) -> Result<NftGuard> {
-    nft_table(
+    nft_fault(
         netns,
         "netdx_ct",
-        &format!(
-            "{}  chain forward_f {{ type filter hook forward priority 0; policy accept;\n    ct state new ct count over {max} {}drop\n  }}",
-            acted_set(),
-            count_acted()
-        ),
+        Hook::Forward,
+        &format!("ct state new ct count over {max}"),
+        "drop",
     )
-    .map(NftGuard::recording_sources)
 }
