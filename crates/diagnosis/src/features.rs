@@ -436,20 +436,6 @@ pub fn add_unit_context<K: Eq + Hash>(ends: &[(K, K)], vectors: &mut [&mut Featu
     }
 }
 
-/// Computes one edge's features.
-pub fn edge_features(
-    window: &JoinedWindow,
-    e: &JoinedEdge,
-    baseline: Option<&Baseline>,
-) -> FeatureVector {
-    let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| window.pods.get(p));
-    let ends = EndViews {
-        server: view(&e.key.server.pod),
-        client: view(&e.key.client.pod),
-    };
-    edge_features_with(window, e, baseline, ends)
-}
-
 /// The watched-pod views of an edge's two ends, when their pods are watched.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EndViews<'a> {
@@ -459,8 +445,9 @@ pub struct EndViews<'a> {
     pub client: Option<&'a PodView>,
 }
 
-/// [`edge_features`] with the ends' pod views already looked up: a caller going through all
-/// edges of a large window finds them faster in an index of its own than in the sorted map.
+/// One edge's per-edge features, with the ends' pod views already looked up (a caller going
+/// through all edges of a large window finds them faster in an index of its own than in the
+/// sorted map); [`window_feature_vectors`] adds the unit context across the window.
 pub fn edge_features_with(
     window: &JoinedWindow,
     e: &JoinedEdge,
@@ -765,9 +752,24 @@ pub fn derive(v: &mut FeatureVector) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::join::join;
     use crate::join::tests::{key, latency, pod, report, side};
     use netdx_api::windows::{EdgeWindow, L4Stats, PodWindow};
+
+    /// One edge's per-edge features (without the unit context a whole window adds).
+    fn edge_features(
+        window: &JoinedWindow,
+        e: &JoinedEdge,
+        baseline: Option<&Baseline>,
+    ) -> FeatureVector {
+        let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| window.pods.get(p));
+        let ends = EndViews {
+            server: view(&e.key.server.pod),
+            client: view(&e.key.client.pod),
+        };
+        edge_features_with(window, e, baseline, ends)
+    }
 
     fn approx(a: f64, b: f64) -> bool {
         (a - b).abs() <= 0.02 * b.abs().max(0.01)
