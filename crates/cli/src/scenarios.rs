@@ -391,14 +391,9 @@ impl World {
     /// the churning clients while established connections keep working, which is what tells
     /// it from a server refusing every connection.
     pub fn start_pool(&mut self, secs: u64) {
-        let (w, addr) = (self.workload, self.addr("s1"));
-        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
-        let t = secs.to_string();
-        self.drivers.push(std::thread::spawn({
-            let tb = self.tb.clone();
-            move || {
-                let _ = pooled_client(&tb, w, addr, &ip, &port, &t, secs);
-            }
+        let (tb, w, addr) = (self.tb.clone(), self.workload, self.addr("s1"));
+        self.drivers.push(std::thread::spawn(move || {
+            let _ = pooled_client(&tb, w, addr, secs);
         }));
     }
 
@@ -604,11 +599,10 @@ fn pooled_client(
     tb: &Testbed,
     w: Workload,
     addr: SocketAddr,
-    ip: &str,
-    port: &str,
-    t: &str,
     secs: u64,
 ) -> netdx_testbed::Result<()> {
+    let (ip, port) = (&addr.ip().to_string(), &addr.port().to_string());
+    let t = &secs.to_string();
     let n = (secs * 20).to_string();
     match w {
         Workload::Ndxe => {
