@@ -26,56 +26,16 @@ pub fn redis_benchmark(
     clients: u32,
     pipeline: u32,
 ) -> Result<RedisBench> {
-    redis_benchmark_args(
-        tb,
-        pod,
-        server,
-        tests,
-        requests,
-        clients,
-        &["-P", &pipeline.to_string()],
-    )
-}
-
-/// Runs redis-benchmark from `pod` with values of `data_size` bytes (-d), no pipelining.
-pub fn redis_benchmark_sized(
-    tb: &Testbed,
-    pod: &str,
-    server: SocketAddr,
-    tests: &str,
-    requests: u64,
-    clients: u32,
-    data_size: u32,
-) -> Result<RedisBench> {
-    redis_benchmark_args(
-        tb,
-        pod,
-        server,
-        tests,
-        requests,
-        clients,
-        &["-d", &data_size.to_string()],
-    )
-}
-
-fn redis_benchmark_args(
-    tb: &Testbed,
-    pod: &str,
-    server: SocketAddr,
-    tests: &str,
-    requests: u64,
-    clients: u32,
-    extra: &[&str],
-) -> Result<RedisBench> {
-    let (host, port, n, c) = (
+    let (host, port, n, c, p) = (
         server.ip().to_string(),
         server.port().to_string(),
         requests.to_string(),
         clients.to_string(),
+        pipeline.to_string(),
     );
-    // Bounded well below the scenario timeline: redis-benchmark waits out refused or
-    // unanswered connections instead of failing fast.
-    let mut args = vec![
+    // Bounded well below the scenario timeline: redis-benchmark spins on refused
+    // connections and waits out unanswered ones instead of failing fast.
+    let args = [
         "20",
         "redis-benchmark",
         "-h",
@@ -89,8 +49,9 @@ fn redis_benchmark_args(
         "-t",
         tests,
         "--csv",
+        "-P",
+        &p,
     ];
-    args.extend_from_slice(extra);
     let out = tb.run(pod, "timeout", &args)?;
     let text = String::from_utf8_lossy(&out.stdout);
     // --csv: a header line, then "TEST","rps",... per test.
@@ -115,6 +76,33 @@ fn redis_benchmark_args(
         rps,
     })
 }
+
+/// Runs `conns` concurrent redis-cli connections from `pod`, each alternating `pairs` SET and
+/// GET of a `value_size`-byte value, killed after `max_secs`. Unlike redis-benchmark, which
+/// spins on a refused connection until killed (a core burnt, one attempt per run), redis-cli
+/// gives up at once, so a client looping over short runs retries its connects as a pooled
+/// client would.
+pub fn redis_set_get(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    pairs: u64,
+    conns: u32,
+    value_size: u32,
+    max_secs: u32,
+) -> Result<()> {
+    let (host, port) = (server.ip(), server.port());
+    let script = format!(
+        "v=$(printf '%{value_size}s' | tr ' ' x); \
+         for c in $(seq {conns}); do \
+           (for i in $(seq {pairs}); do echo \"SET netdx:$c $v\"; echo \"GET netdx:$c\"; done \
+             | redis-cli -h {host} -p {port} >/dev/null) & \
+         done; wait"
+    );
+    tb.run(pod, "timeout", &[&max_secs.to_string(), "bash", "-c", &script])
+        .map(|_| ())
+}
+
 
 /// Runs `command` `repeat` times over one connection with redis-cli from `pod`
 /// (redis-benchmark stops at the first error reply; redis-cli carries on).
