@@ -55,6 +55,19 @@ struct Conn {
 /// Idle windows after which a UDP socket is forgotten.
 const UDP_IDLE_WINDOWS: u64 = 6;
 
+/// Server-side connection concurrency of one pod, and how full it was at stray drops.
+#[derive(Clone, Copy, Default)]
+struct Fullness {
+    /// Server TCP connections open now.
+    open: u64,
+    /// Most open at once this window.
+    max: u64,
+    /// Drops of packets no socket owned this window.
+    stray_drops: u64,
+    /// `open` summed over those drops.
+    open_at_stray_drops: u64,
+}
+
 #[derive(Default)]
 struct SideAcc {
     exchanges: u64,
@@ -182,6 +195,7 @@ pub struct Aggregator {
     accs: Vec<Option<EdgeAcc>>,
     pod_drops: HashMap<PodRef, BTreeMap<String, u64>>,
     pod_sockets: HashMap<PodRef, u64>,
+    pod_fullness: HashMap<PodRef, Fullness>,
     node_drops: BTreeMap<String, u64>,
     seq: u64,
     start_unix_ms: u64,
@@ -224,6 +238,7 @@ impl Aggregator {
             accs: Vec::new(),
             pod_drops: HashMap::new(),
             pod_sockets: HashMap::new(),
+            pod_fullness: HashMap::new(),
             node_drops: BTreeMap::new(),
             seq: 0,
             start_unix_ms: unix_ms(),
@@ -335,6 +350,11 @@ impl Aggregator {
         // The first event of any socket (Open, or ConnectOk/Fail for ones seen connecting).
         if let Some(pod) = self.index.pod_of_cgroup(ev.cgroup_id) {
             *self.pod_sockets.entry(pod.clone()).or_default() += 1;
+            if !is_client && ev.proto != 17 {
+                let f = self.pod_fullness.entry(pod.clone()).or_default();
+                f.open += 1;
+                f.max = f.max.max(f.open);
+            }
         }
         self.conns.insert(ev.cookie, conn.clone());
         conn
@@ -401,9 +421,23 @@ impl Aggregator {
     }
 
     fn close(&mut self, cookie: u64, seq: u64) {
-        if let Some(c) = self.conns.get_mut(&cookie) {
-            c.closed_in
-                .get_or_insert(NonZeroU64::MIN.saturating_add(seq));
+        let Some(c) = self.conns.get_mut(&cookie) else {
+            return;
+        };
+        if c.closed_in.is_some() {
+            return;
+        }
+        c.closed_in = Some(NonZeroU64::MIN.saturating_add(seq));
+        if c.is_client || c.udp {
+            return;
+        }
+        // A server socket's pod is its edge's server end.
+        let pod = self
+            .edge_keys
+            .get(c.edge as usize)
+            .and_then(|k| k.server.pod.as_ref());
+        if let Some(f) = pod.and_then(|p| self.pod_fullness.get_mut(p)) {
+            f.open = f.open.saturating_sub(1);
         }
     }
 
@@ -441,7 +475,15 @@ impl Aggregator {
             .or_else(|| self.index.pod_of_netns(d.netns))
             .cloned();
         let bucket = match pod {
-            Some(p) => self.pod_drops.entry(p).or_default(),
+            Some(p) => {
+                // A packet no socket owned (a SYN turned away): how full was the server?
+                if d.cookie == 0 {
+                    let f = self.pod_fullness.entry(p.clone()).or_default();
+                    f.stray_drops += 1;
+                    f.open_at_stray_drops += f.open;
+                }
+                self.pod_drops.entry(p).or_default()
+            }
             None => &mut self.node_drops,
         };
         *bucket.entry(reason).or_default() += 1;
@@ -480,6 +522,16 @@ impl Aggregator {
             .iter()
             .map(|w| {
                 let d = sampler.delta(w);
+                let full = self.pod_fullness.get_mut(&w.pod).map_or_else(Fullness::default, |f| {
+                    // The next window starts with the connections still open.
+                    let this = *f;
+                    *f = Fullness {
+                        open: f.open,
+                        max: f.open,
+                        ..Fullness::default()
+                    };
+                    this
+                });
                 PodWindow {
                     pod: w.pod.clone(),
                     drops: pod_drops.remove(&w.pod).unwrap_or_default(),
@@ -488,9 +540,15 @@ impl Aggregator {
                     cpu_periods: d.nr_periods,
                     cpu_throttled_periods: d.nr_throttled,
                     cpu_throttled_ms: d.throttled_ns as f64 / 1e6,
+                    server_conns_max: full.max,
+                    stray_drops: full.stray_drops,
+                    server_conns_at_stray_drops: full.open_at_stray_drops,
                 }
             })
             .collect();
+        let index = &self.index;
+        self.pod_fullness
+            .retain(|p, _| index.watched.iter().any(|w| &w.pod == p));
         let ids: Vec<u64> = self.index.watched.iter().map(|w| w.cgroup_id).collect();
         sampler.retain(&ids);
         let seq = self.seq;

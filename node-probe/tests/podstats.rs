@@ -1,10 +1,11 @@
 //! Pod-level kernel counters: zero-window advertisements of a receiver that stops reading,
-//! listen queue overflows, and CPU throttling of a pod with a CFS quota.
+//! listen queue overflows, CPU throttling of a pod with a CFS quota, and how full a server was
+//! when a connection limit turned SYNs away.
 mod common;
 
 use common::Harness;
 use netdx_api::windows::{PodWindow, WindowReport};
-use netdx_testbed::{servers, servers::EchoServer, topology::PodSpec, workloads};
+use netdx_testbed::{faults, servers, servers::EchoServer, topology::PodSpec, workloads};
 
 fn pod<'a>(ws: &'a [WindowReport], name: &str) -> &'a PodWindow {
     ws.iter()
@@ -101,4 +102,52 @@ fn cpu_quota_shows_as_throttling() {
     );
     assert!(s.cpu_throttled_periods > 0, "{s:?}");
     assert_eq!(pod(&ws, "app").cpu_throttled_periods, 0);
+}
+
+#[test]
+fn connection_limit_turns_syns_away_while_the_server_is_full() {
+    let h = Harness::new(2, &[PodSpec::new("app", 0), PodSpec::new("server", 1)]);
+    let (server, _) = servers::echo(&h.tb, "server", 7000, &Default::default()).unwrap();
+    let ns = h.tb.pod("server").unwrap().netns.clone();
+    let _limit = faults::conn_limit(&ns, 7000, 2).unwrap();
+    h.close_windows();
+    // Two pooled connections hold the limit for 3 s; fresh connects in the middle are refused.
+    let pool = workloads::EchoClient {
+        connections: 2,
+        requests: 60,
+        rate: 20.0,
+        max_secs: 3,
+        ..Default::default()
+    };
+    let churn = workloads::EchoClient {
+        connections: 1,
+        requests: 10,
+        new_conn: true,
+        max_secs: 2,
+        ..Default::default()
+    };
+    let refused = std::thread::scope(|s| {
+        let held = s.spawn(|| workloads::echo_client(&h.tb, "app", server, &pool));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let run = workloads::echo_client(&h.tb, "app", server, &churn).unwrap();
+        assert!(held.join().unwrap().unwrap().ok > 50, "pooled exchanges kept working");
+        run.connect_refused
+    });
+    assert_eq!(refused, 10);
+    let ws = h.close_windows();
+    let s = pod(&ws, "server");
+    eprintln!(
+        "server: max {} open, {} stray drops, {} open at them",
+        s.server_conns_max, s.stray_drops, s.server_conns_at_stray_drops
+    );
+    assert_eq!(s.server_conns_max, 2, "{s:?}");
+    assert!(s.stray_drops >= 10, "each refused SYN is a drop: {s:?}");
+    assert_eq!(
+        s.server_conns_at_stray_drops,
+        2 * s.stray_drops,
+        "every SYN was turned away while both pooled connections were open: {s:?}"
+    );
+    // The client turned nobody away: whatever it dropped (the RSTs it was refused with), it
+    // served no connections meanwhile.
+    assert_eq!(pod(&ws, "app").server_conns_at_stray_drops, 0);
 }

@@ -286,6 +286,17 @@ pub struct PodWindow {
     pub cpu_throttled_periods: u64,
     /// Time the pod was throttled, ms.
     pub cpu_throttled_ms: f64,
+    /// Most server-side TCP connections the pod had open at once in the window.
+    #[serde(default)]
+    pub server_conns_max: u64,
+    /// Drops in the pod's namespace of packets no tracked socket owned (a refused or filtered
+    /// SYN, a segment to a closed port, a reset for a socket already gone).
+    #[serde(default)]
+    pub stray_drops: u64,
+    /// Sum, over those drops, of the server connections the pod had open at that moment
+    /// (divided by `stray_drops`: how full the server was when it turned packets away).
+    #[serde(default)]
+    pub server_conns_at_stray_drops: u64,
 }
 
 /// Health of the probe's own pipeline, cumulative since start.

@@ -11,8 +11,10 @@ use crate::windows::WindowReport;
 
 /// Content type of a JSON report or array of reports.
 pub const JSON: &str = "application/json";
-/// Content type of a postcard-encoded sequence of reports (version 1 of the report types).
-pub const BINARY: &str = "application/vnd.netdx.windows.v1+postcard";
+/// Content type of a postcard-encoded sequence of reports (version 2 of the report types: pod
+/// windows carry server fullness at stray drops). A v1 body is refused (415) and its probe
+/// falls back to JSON, whose new fields default.
+pub const BINARY: &str = "application/vnd.netdx.windows.v2+postcard";
 
 /// Why a body is not a batch of window reports.
 #[derive(Debug, thiserror::Error)]

@@ -113,6 +113,9 @@ pub fn cluster_window(pods: usize, seq: u64, start_ms: u64) -> Vec<WindowReport>
             cpu_periods: 0,
             cpu_throttled_periods: 0,
             cpu_throttled_ms: 0.0,
+            server_conns_max: 2,
+            stray_drops: 0,
+            server_conns_at_stray_drops: 0,
         });
     }
     reports

@@ -199,7 +199,8 @@ pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SC
 /// From schema 2, the signals it did not record (wait, srtt min) read "not measured" (0,
 /// ratios 1); columns computable from schema-2 columns are computed (connect failure share,
 /// exchanges per successful connect assuming the dataset's 2 s windows). Ratios of the
-/// computable columns to their baseline cannot be recovered and read 1.
+/// computable columns to their baseline cannot be recovered and read 1. Before schema 6 the
+/// server's fullness at its drops was not recorded: it reads 0 ("no such drops").
 pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
     for (f, x) in columns.iter().zip(values) {

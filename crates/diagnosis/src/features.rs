@@ -17,7 +17,7 @@ use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 5;
+pub const FEATURE_SCHEMA_VERSION: u32 = 6;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +127,7 @@ features! {
     ServerBestExchangeRatio = "server_best_exchange_ratio": "largest exchange_rate_ratio among this window's edges to the same server, at most 10: near 0 when the server serves nobody, about 1 while some clients still get through",
     ServerEdgesSlowShare = "server_edges_slow_share": "share of this window's edges to the same server whose client p99 is at least 3x its baseline: a slow server slows all its clients, a slow link only those across it",
     ClientEdgesSlowShare = "client_edges_slow_share": "share of this window's edges from the same client whose client p99 is at least 3x its baseline: a client-side or link problem slows many of its edges, a server problem one",
+    ServerFullAtDrops = "server_full_at_drops": "mean server connections the server pod had open when it dropped packets no socket owned (refused or filtered SYNs) / the most it had open at once in the window, 0..1: about 1 when connections are turned away only while the server is full (connection limit), lower when refusal ignores load (0 without such drops)",
 }
 
 /// Number of features (columns).
@@ -681,6 +682,13 @@ pub fn edge_features_with(
         rate(mib(sp, "TcpExt:ListenDrops")),
     );
     v.set(Feature::ClientThrottledRatio, throttled(cp));
+    if sp.stray_drops > 0 && sp.server_conns_max > 0 {
+        let at_drops = sp.server_conns_at_stray_drops as f64 / sp.stray_drops as f64;
+        v.set(
+            Feature::ServerFullAtDrops,
+            (at_drops / sp.server_conns_max as f64).min(1.0),
+        );
+    }
     v.set(
         Feature::ServerZeroWindowAdv,
         rate(mib(sp, "TcpExt:TCPToZeroWindowAdv")),
@@ -859,6 +867,9 @@ mod tests {
                 .into(),
                 cpu_periods: 100,
                 cpu_throttled_periods: 40,
+                server_conns_max: 4,
+                stray_drops: 10,
+                server_conns_at_stray_drops: 30,
                 ..Default::default()
             }],
         );
@@ -913,6 +924,10 @@ mod tests {
         assert!(approx(v[Feature::NodeDropsTotal], 4.0));
         assert!(approx(v[Feature::NodeDropsNetfilter], 3.0));
         assert!(approx(v[Feature::ServerThrottledRatio], 0.4));
+        assert!(
+            approx(v[Feature::ServerFullAtDrops], 0.75),
+            "3 of at most 4 connections open at the average stray drop"
+        );
         assert!(approx(v[Feature::ServerThrottledPeriods], 4.0));
         assert!(approx(v[Feature::ServerListenOverflows], 2.0));
         assert!(

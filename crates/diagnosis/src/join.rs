@@ -120,6 +120,12 @@ pub struct PodView {
     pub cpu_periods: u64,
     /// CFS periods throttled.
     pub cpu_throttled_periods: u64,
+    /// Most server connections open at once (the largest report when nodes disagree).
+    pub server_conns_max: u64,
+    /// Drops of packets no socket owned.
+    pub stray_drops: u64,
+    /// Server connections open at those drops, summed over the drops.
+    pub server_conns_at_stray_drops: u64,
 }
 
 /// All nodes' reports of one window, joined.
@@ -170,6 +176,10 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
             view.sockets_opened += p.sockets_opened;
             view.cpu_periods += p.cpu_periods;
             view.cpu_throttled_periods += p.cpu_throttled_periods;
+            // A pod is watched by one node; a second report (a move) does not add up peaks.
+            view.server_conns_max = view.server_conns_max.max(p.server_conns_max);
+            view.stray_drops += p.stray_drops;
+            view.server_conns_at_stray_drops += p.server_conns_at_stray_drops;
         }
         for e in r.edges {
             let Some(slot) = slot_of.next().and_then(|i| edges.get_mut(i)) else {
