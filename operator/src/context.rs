@@ -10,6 +10,7 @@ use tokio::sync::RwLock;
 use crate::auth::ProbeAuth;
 use crate::controller::Failures;
 use crate::engine::WindowEngine;
+use crate::incidents::Pending;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::report::DiagnosisEngine;
@@ -93,6 +94,7 @@ impl State {
             }),
             ingest: self.ingest.clone(),
             failures: Arc::default(),
+            pending: Arc::default(),
         })
     }
 }
@@ -119,6 +121,8 @@ pub struct Context {
     pub ingest: Arc<Ingest>,
     /// Consecutive failures per object, for the retry backoff.
     pub failures: Failures,
+    /// Per observation, how many windows in a row each not yet reported problem has shown.
+    pub pending: Pending,
 }
 
 impl Context {

@@ -54,6 +54,7 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         }),
         ingest: state.ingest,
         failures: Arc::default(),
+        pending: Arc::default(),
     };
     (Arc::new(ctx), ApiServerVerifier(handle))
 }
@@ -143,7 +144,7 @@ impl TestObservation for NetworkObservation {
 }
 
 /// Start of [`incident_window`], Unix ms.
-const INCIDENT_START_MS: u64 = 1_800_000_000_000;
+pub const INCIDENT_START_MS: u64 = 1_800_000_000_000;
 
 /// A diagnosed window in which web-2 refuses web-1's connections.
 pub fn incident_window() -> crate::ingest::DiagnosedWindow {
@@ -182,7 +183,7 @@ pub fn incident_window() -> crate::ingest::DiagnosedWindow {
 }
 
 /// The dedupe key of [`incident_window`]'s finding.
-const INCIDENT_KEY: &str = "ConnectionRefused/Pod/default/web-2";
+pub const INCIDENT_KEY: &str = "ConnectionRefused/Pod/default/web-2";
 
 /// Name of the report opened in [`incident_window`] for `key`.
 fn incident_name(key: &str) -> String {
@@ -317,7 +318,11 @@ pub enum Scenario {
     ReportCompletes(DiagnosisReport),
     /// Collection over, no window yet: message updated.
     ReportWaitsForEngine(DiagnosisReport),
-    /// A new incident: observation read, no reports yet, one created with its status.
+    /// A problem seen for the first time (reportPolicy.confirmWindows 2): observation read,
+    /// no reports, nothing created, no active finding.
+    IncidentPending,
+    /// A new incident seen in the window before too: observation read, no reports yet, one
+    /// created whose status covers both windows.
     IncidentOpened,
     /// The incident's report is open: only its status is updated.
     IncidentContinues,
@@ -681,12 +686,20 @@ impl ApiServerVerifier {
                         this = this.handle_event_repeat().await;
                     }
                 }
+                Scenario::IncidentPending => {
+                    self.handle_observation_get_of(NetworkObservation::test())
+                        .await
+                        .handle_incident_list(vec![])
+                        .await
+                        .handle_window_status(0)
+                        .await;
+                }
                 Scenario::IncidentOpened => {
                     self.handle_observation_get_of(NetworkObservation::test())
                         .await
                         .handle_incident_list(vec![])
                         .await
-                        .handle_incident_create()
+                        .handle_incident_create(2, INCIDENT_START_MS - 10_000)
                         .await
                         .handle_window_status(1)
                         .await;
@@ -754,7 +767,7 @@ impl ApiServerVerifier {
                         .await
                         .handle_incident_list(vec![old, other])
                         .await
-                        .handle_incident_create()
+                        .handle_incident_create(1, INCIDENT_START_MS)
                         .await
                         .handle_incident_status(
                             "web-other",
@@ -1087,12 +1100,13 @@ impl ApiServerVerifier {
         self
     }
 
-    /// A report is created for [`incident_window`]'s finding, then its status applied.
-    async fn handle_incident_create(self) -> Self {
+    /// A report is created for [`incident_window`]'s finding, then its status applied: seen
+    /// in `windows` windows since `since_ms`.
+    async fn handle_incident_create(self, windows: u32, since_ms: u64) -> Self {
         let name = incident_name(INCIDENT_KEY);
         let this = self.handle_report_create_for(INCIDENT_KEY).await;
         let start = serde_json::to_value(Time(
-            Timestamp::from_millisecond(INCIDENT_START_MS as i64).expect("valid"),
+            Timestamp::from_millisecond(since_ms as i64).expect("valid"),
         ))
         .expect("json");
         let end = serde_json::to_value(Time(
@@ -1101,7 +1115,7 @@ impl ApiServerVerifier {
         .expect("json");
         this.handle_incident_status(
             &name,
-            json!({"phase": "Running", "windows": 1, "windowStart": start, "lastSeen": end,
+            json!({"phase": "Running", "windows": windows, "windowStart": start, "lastSeen": end,
                    "modelVersion": "rules-1",
                    "findings": [{"rootCause": "ConnectionRefused", "severity": "Critical",
                                  "instance": {"kind": "Pod", "name": "default/web-2"}}]}),

@@ -1,12 +1,13 @@
-//! Incident reports: for each NetworkObservation, a problem (root cause + instance) seen in a
-//! diagnosed window opens a DiagnosisReport; while later windows keep showing it the same
-//! report is updated (lastSeen, windows); the first window without it resolves the report; a
-//! later recurrence opens a new one. Reports are owned by the observation and pruned to its
+//! Incident reports: for each NetworkObservation, a problem (root cause + instance) seen in
+//! `reportPolicy.confirmWindows` consecutive diagnosed windows opens a DiagnosisReport (its
+//! window starts with the first of them); while later windows keep showing it the same report
+//! is updated (lastSeen, windows); the first window without it resolves the report; a later
+//! recurrence opens a new one once confirmed again. Reports are owned by the observation and pruned to its
 //! `reportPolicy.retention`, oldest resolved first. The observation's status gets the window
 //! and the number of active findings.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -18,9 +19,10 @@ use netdx_api::crd::{
     Severity, Slo,
 };
 use netdx_api::targets::PodRef;
+use netdx_diagnosis::confirm::{Confirmation, Streak};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::engine::merge;
 use crate::ingest::DiagnosedWindow;
@@ -43,6 +45,11 @@ pub const SLO_ERRORS: &str = "SloErrorRatioExceeded";
 /// Dedupe key of the report covering quiet windows under `reportPolicy.mode: Always`.
 pub const HEALTHY_KEY: &str = "Healthy";
 
+/// Per observation, the streaks of problems not yet reported (keyed by dedupe key). Kept in
+/// memory: after a restart a problem needs its windows again, which delays it by at most
+/// `confirmWindows - 1` windows.
+pub type Pending = Arc<Mutex<HashMap<PodRef, Confirmation<String>>>>;
+
 /// The dedupe key of a finding: root cause and instance.
 pub fn incident_key(f: &Finding) -> String {
     format!("{}/{:?}/{}", f.root_cause, f.instance.kind, f.instance.name)
@@ -59,6 +66,11 @@ pub(crate) fn label_value(key: &str) -> String {
 fn time(unix_ms: u64) -> Time {
     let ms = i64::try_from(unix_ms).unwrap_or(i64::MAX);
     Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// The pending streaks; a poisoned lock only means a writer panicked, the map is still usable.
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<PodRef, Confirmation<String>>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn phase(r: &DiagnosisReport) -> Option<DiagnosisPhase> {
@@ -88,6 +100,7 @@ pub async fn record(
     let observations: Api<NetworkObservation> = Api::namespaced(ctx.client.clone(), &obs.namespace);
     let Some(observation) = observations.get_opt(&obs.name).await? else {
         // Deleted since the window was filed: its reports go with it (owner references).
+        lock(&ctx.pending).remove(obs);
         return Ok(());
     };
     let reports: Api<DiagnosisReport> = Api::namespaced(ctx.client.clone(), &obs.namespace);
@@ -118,6 +131,27 @@ pub async fn record(
                 .map(|f| (incident_key(&f), vec![f])),
         );
     }
+    let streaks: HashMap<String, (Streak, bool)> = {
+        let need = observation.spec.report_policy.confirm_windows;
+        let mut pending = lock(&ctx.pending);
+        let c = pending
+            .entry(obs.clone())
+            .or_insert_with(|| Confirmation::new(need));
+        c.set_need(need);
+        c.observe(incidents.iter().map(|(k, _)| k.clone()), window.start_ms)
+            .into_iter()
+            .map(|(k, s, ok)| (k, (s, ok)))
+            .collect()
+    };
+    // A problem already reported stays reported; a new one waits for its streak.
+    incidents.retain(|(key, _)| {
+        let reported =
+            open.contains_key(&label_value(key)) || streaks.get(key).is_some_and(|s| s.1);
+        if !reported {
+            debug!(%key, "problem seen, waiting for it to repeat before reporting");
+        }
+        reported
+    });
     if incidents.is_empty() && observation.spec.report_policy.mode == ReportMode::Always {
         // Always: quiet windows are reported too, as one continuing report without findings.
         incidents.push((HEALTHY_KEY.to_string(), Vec::new()));
@@ -151,7 +185,11 @@ pub async fn record(
                     )
                     .await?;
                 info!(report = %report.name_any(), %key, "incident opened");
-                let status = status(&report, 1, time(window.start_ms));
+                // Opened after its streak: the report covers every window of it.
+                let (windows, since) = streaks
+                    .get(&key)
+                    .map_or((1, window.start_ms), |(s, _)| (s.windows, s.since));
+                let status = status(&report, windows, time(since));
                 apply_status(&reports, &report, status).await?;
                 created += 1;
             }
@@ -310,7 +348,10 @@ pub(crate) async fn apply_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{Scenario, TestObservation, incident_window, timeout_after_1s};
+    use crate::fixtures::{
+        INCIDENT_KEY, INCIDENT_START_MS, Scenario, TestObservation, incident_window,
+        timeout_after_1s,
+    };
 
     fn web_pods() -> BTreeSet<PodRef> {
         ["web-1", "web-2"]
@@ -330,8 +371,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_new_problem_opens_a_report() {
+    async fn a_new_problem_is_not_reported_until_it_repeats() {
         let (ctx, server) = crate::fixtures::context();
+        let mock = server.run(Scenario::IncidentPending);
+        record(&ctx, &web(), &web_pods(), &incident_window())
+            .await
+            .expect("recorded");
+        timeout_after_1s(mock).await;
+        let pending = lock(&ctx.pending);
+        let streak = pending[&web()]
+            .clone()
+            .observe([INCIDENT_KEY.to_string()], 0);
+        assert_eq!(streak[0].1.windows, 2, "the first window was counted");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_problem_opens_a_report_covering_its_windows() {
+        let (ctx, server) = crate::fixtures::context();
+        // The window before showed the same problem.
+        let mut streak = Confirmation::new(2);
+        streak.observe([INCIDENT_KEY.to_string()], INCIDENT_START_MS - 10_000);
+        lock(&ctx.pending).insert(web(), streak);
         let mock = server.run(Scenario::IncidentOpened);
         record(&ctx, &web(), &web_pods(), &incident_window())
             .await
@@ -352,9 +412,10 @@ mod tests {
     #[tokio::test]
     async fn gone_problems_resolve_and_retention_deletes_the_oldest_resolved() {
         let (ctx, server) = crate::fixtures::context();
-        let mock = server.run(Scenario::IncidentRetention(
-            NetworkObservation::test().with_retention(2),
-        ));
+        let mut obs = NetworkObservation::test().with_retention(2);
+        // Reported at once: this test is about resolving and retention.
+        obs.spec.report_policy.confirm_windows = 1;
+        let mock = server.run(Scenario::IncidentRetention(obs));
         record(&ctx, &web(), &web_pods(), &incident_window())
             .await
             .expect("recorded");

@@ -9,3 +9,7 @@ pub mod wire;
 
 #[cfg(feature = "crd")]
 pub mod crd;
+
+/// Consecutive windows a finding must show in before it is reported as an incident, unless a
+/// NetworkObservation's `reportPolicy.confirmWindows` says otherwise.
+pub const DEFAULT_CONFIRM_WINDOWS: u32 = 2;

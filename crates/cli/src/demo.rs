@@ -1,7 +1,8 @@
 //! `netdx demo`: the local testbed end to end. A small cluster with real servers and clients,
 //! one node-probe per simulated node, a sequence of injected faults, and each window's
 //! diagnosis shown next to what was injected; DiagnosisReports (the CRD's schema) are written
-//! as YAML per incident, and a summary compares injected and diagnosed.
+//! as YAML per incident (opened as the operator opens them: once a finding repeats in
+//! [`DEFAULT_CONFIRM_WINDOWS`] windows), and a summary compares injected and diagnosed.
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +20,7 @@ use anyhow::Context as _;
 use netdx_api::crd;
 use netdx_diagnosis::{
     classes::{Classifier, RootCause},
+    confirm::{Confirmation, DEFAULT_CONFIRM_WINDOWS},
     eval::target_instance,
     features::Baselines,
     join::join,
@@ -126,7 +128,7 @@ impl Session {
     }
 }
 
-/// One incident: a (root cause, instance) found in consecutive windows.
+/// One incident: a (root cause, instance) reported in consecutive windows.
 struct Incident {
     finding: Finding,
     first_window: u32,
@@ -159,6 +161,7 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let ui = std::thread::spawn(move || live::show(rx, &ui_stop, plain));
 
     let mut incidents: Vec<Incident> = Vec::new();
+    let mut confirm = Confirmation::new(DEFAULT_CONFIRM_WINDOWS);
     let mut phases: Vec<Phase> = Vec::new();
     let mut all_windows = Vec::new();
     let mut w = 0u32;
@@ -212,20 +215,31 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 break 'outer;
             }
             let (reports, findings) = session.diagnose_window()?;
+            let verdicts = confirm.observe(
+                findings.iter().map(|f| (f.root_cause, f.instance.clone())),
+                u64::from(w),
+            );
+            // Reported findings: repeated long enough, as the operator opens incidents.
+            let reported: Vec<(&Finding, u32)> = findings
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, (_, _, ok))| *ok)
+                .map(|(f, (_, streak, _))| (f, streak.windows))
+                .collect();
             if let (Some(s), Some(p)) = (&scenario, phases.last_mut()) {
                 let want = target_instance(World::target(scope_of(s.fault)));
-                for f in &findings {
+                for (f, _) in &reported {
                     *p.diagnosed.entry(short(f)).or_default() += 1;
                 }
                 if p.detected_after.is_none()
-                    && findings
+                    && reported
                         .iter()
-                        .any(|f| f.root_cause == s.fault && Some(&f.instance) == want.as_ref())
+                        .any(|(f, _)| f.root_cause == s.fault && Some(&f.instance) == want.as_ref())
                 {
                     p.detected_after = Some(k + 1);
                 }
             }
-            for f in &findings {
+            for &(f, streak) in &reported {
                 match incidents.iter_mut().find(|i| {
                     i.finding.root_cause == f.root_cause
                         && i.finding.instance == f.instance
@@ -238,11 +252,12 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                             i.finding = f.clone();
                         }
                     }
+                    // Opened covering the windows of its streak.
                     None => incidents.push(Incident {
                         finding: f.clone(),
-                        first_window: w,
+                        first_window: w + 1 - streak,
                         last_window: w,
-                        windows: 1,
+                        windows: streak,
                     }),
                 }
             }
@@ -251,9 +266,14 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             if findings.is_empty() {
                 lines.push("diagnosed: healthy (no finding)".into());
             }
-            for f in findings.iter().take(3) {
+            for (f, (_, streak, ok)) in findings.iter().zip(&verdicts).take(3) {
+                let state = if *ok {
+                    "reported".to_string()
+                } else {
+                    format!("pending, {} of {} windows", streak.windows, confirm.need())
+                };
                 lines.push(format!(
-                    "diagnosed: {} (confidence {:.2}, {:?}) because {}",
+                    "diagnosed: {} (confidence {:.2}, {:?}, {state}) because {}",
                     short(f),
                     f.confidence,
                     f.severity,

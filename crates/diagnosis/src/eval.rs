@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Result,
     classes::{Classification, Classifier, InstanceKind, RootCause},
+    confirm::{Confirmation, DEFAULT_CONFIRM_WINDOWS},
     dataset::{Evaluation, LabeledRow, evaluate},
     localize::{EdgeVerdict, Finding, Instance, localize},
     model::{TrainParams, TreeModel, TreeNode, train},
@@ -48,11 +49,18 @@ pub struct ModelCard {
     pub localization_top1: f64,
     /// Faulty windows with the injected instance among the first three findings.
     pub localization_top3: f64,
-    /// Healthy windows with at least one finding.
+    /// Windows a finding must repeat in before it is reported, as the operator and the demo
+    /// open incidents ([`crate::confirm`]); the two numbers below count reported findings.
+    pub confirm_windows: u32,
+    /// Healthy windows with at least one reported (confirmed) finding.
     pub healthy_false_finding_rate: f64,
-    /// Median number of windows from injection until the right class and instance are found
-    /// (the onset window counts as 1).
+    /// Median number of windows from injection until the right class and instance are
+    /// reported (the onset window counts as 1).
     pub median_windows_to_detection: f64,
+    /// Healthy windows with at least one finding of that window alone (before confirmation).
+    pub healthy_false_finding_rate_single_window: f64,
+    /// Median windows to detection counting findings of single windows.
+    pub median_windows_to_detection_single_window: f64,
     /// Fault scenarios never detected within their windows.
     pub undetected_scenarios: Vec<String>,
     /// Depth of the final tree.
@@ -196,63 +204,129 @@ fn windows<'a>(rows: &'a [LabeledRow], preds: &[Classification]) -> Vec<(String,
 struct Localization {
     top1: f64,
     top3: f64,
+    /// Detection scores counting every window's findings.
+    single: Detection,
+    /// Detection scores counting findings confirmed over [`DEFAULT_CONFIRM_WINDOWS`].
+    confirmed: Detection,
+}
+
+/// False findings and time to detection under one reporting rule.
+struct Detection {
     healthy_false: f64,
     median_detection: f64,
     undetected: Vec<String>,
 }
 
-fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
-    let (mut faulty, mut top1, mut top3, mut healthy, mut false_f) =
-        (0usize, 0usize, 0usize, 0usize, 0usize);
-    let mut detection: BTreeMap<String, Option<u32>> = BTreeMap::new();
-    let mut onset: BTreeMap<String, u32> = BTreeMap::new();
-    for (scenario, w, win) in windows(rows, preds) {
-        let findings = win.findings();
-        match win.truth() {
+/// Tallies of one reporting rule while windows are walked.
+#[derive(Default)]
+struct DetectionTally {
+    healthy: usize,
+    false_findings: usize,
+    detection: BTreeMap<String, Option<u32>>,
+}
+
+/// A window's verdict as the tallies see it: truth, windows since onset, whether it is scored.
+struct Scored<'a> {
+    scenario: &'a str,
+    truth: Option<&'a (RootCause, Instance)>,
+    since_onset: u32,
+    counted: bool,
+}
+
+impl DetectionTally {
+    /// One window's reported findings against the truth.
+    fn add(&mut self, w: &Scored<'_>, findings: &[(RootCause, &Instance)]) {
+        match w.truth {
             Some((class, inst)) => {
-                let first = *onset.entry(scenario.clone()).or_insert(w);
-                let hit = findings
-                    .iter()
-                    .any(|f| f.root_cause == class && f.instance == inst);
-                let slot = detection.entry(scenario.clone()).or_insert(None);
+                let hit = findings.iter().any(|(c, i)| c == class && *i == inst);
+                let slot = self.detection.entry(w.scenario.to_string()).or_insert(None);
                 if hit && slot.is_none() {
-                    *slot = Some(w - first + 1);
-                }
-                if win.transitional() {
-                    continue;
-                }
-                faulty += 1;
-                if findings.first().is_some_and(|f| f.instance == inst) {
-                    top1 += 1;
-                }
-                if findings.iter().take(3).any(|f| f.instance == inst) {
-                    top3 += 1;
+                    *slot = Some(w.since_onset);
                 }
             }
-            None if !win.transitional() => {
-                healthy += 1;
+            None if w.counted => {
+                self.healthy += 1;
                 if !findings.is_empty() {
-                    false_f += 1;
+                    self.false_findings += 1;
                 }
             }
             None => {}
         }
     }
-    let mut times: Vec<u32> = detection.values().filter_map(|d| *d).collect();
-    times.sort_unstable();
-    let ratio = |a: usize, b: usize| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+
+    fn finish(self) -> Detection {
+        let mut times: Vec<u32> = self.detection.values().filter_map(|d| *d).collect();
+        times.sort_unstable();
+        Detection {
+            healthy_false: ratio(self.false_findings, self.healthy),
+            median_detection: times
+                .get(times.len() / 2)
+                .map_or(f64::NAN, |t| f64::from(*t)),
+            undetected: self
+                .detection
+                .into_iter()
+                .filter(|(_, d)| d.is_none())
+                .map(|(s, _)| s)
+                .collect(),
+        }
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b > 0 { a as f64 / b as f64 } else { 0.0 }
+}
+
+fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
+    let (mut faulty, mut top1, mut top3) = (0usize, 0usize, 0usize);
+    let (mut single, mut confirmed) = (DetectionTally::default(), DetectionTally::default());
+    let mut onset: BTreeMap<String, u32> = BTreeMap::new();
+    let mut confirm = Confirmation::new(DEFAULT_CONFIRM_WINDOWS);
+    let mut prev: Option<(String, u32)> = None;
+    for (scenario, w, win) in windows(rows, preds) {
+        // Streaks run over consecutive windows of one scenario.
+        if prev
+            .as_ref()
+            .is_none_or(|(s, p)| *s != scenario || p + 1 != w)
+        {
+            confirm = Confirmation::new(DEFAULT_CONFIRM_WINDOWS);
+        }
+        prev = Some((scenario.clone(), w));
+        let findings = win.findings();
+        let keys: Vec<(RootCause, &Instance)> = findings
+            .iter()
+            .map(|f| (f.root_cause, &f.instance))
+            .collect();
+        let verdicts = confirm.observe(keys.iter().map(|(c, i)| (*c, (*i).clone())), u64::from(w));
+        let reported: Vec<(RootCause, &Instance)> = verdicts
+            .iter()
+            .filter_map(|((c, i), _, ok)| ok.then_some((*c, i)))
+            .collect();
+        let truth = win.truth();
+        let scored = Scored {
+            scenario: &scenario,
+            truth: truth.as_ref(),
+            since_onset: truth
+                .as_ref()
+                .map_or(0, |_| w - *onset.entry(scenario.clone()).or_insert(w) + 1),
+            counted: !win.transitional(),
+        };
+        single.add(&scored, &keys);
+        confirmed.add(&scored, &reported);
+        if let (Some((_, inst)), true) = (&truth, scored.counted) {
+            faulty += 1;
+            if findings.first().is_some_and(|f| f.instance == *inst) {
+                top1 += 1;
+            }
+            if findings.iter().take(3).any(|f| f.instance == *inst) {
+                top3 += 1;
+            }
+        }
+    }
     Localization {
         top1: ratio(top1, faulty),
         top3: ratio(top3, faulty),
-        healthy_false: ratio(false_f, healthy),
-        median_detection: times
-            .get(times.len() / 2)
-            .map_or(f64::NAN, |t| f64::from(*t)),
-        undetected: detection
-            .into_iter()
-            .filter(|(_, d)| d.is_none())
-            .map(|(s, _)| s)
-            .collect(),
+        single: single.finish(),
+        confirmed: confirmed.finish(),
     }
 }
 
@@ -424,14 +498,17 @@ pub fn model_card(
         unseen_intensity_macro_f1: unseen_intensity.macro_f1,
         localization_top1: loc.top1,
         localization_top3: loc.top3,
-        healthy_false_finding_rate: loc.healthy_false,
-        median_windows_to_detection: loc.median_detection,
-        undetected_scenarios: loc.undetected,
+        confirm_windows: DEFAULT_CONFIRM_WINDOWS,
+        healthy_false_finding_rate: loc.confirmed.healthy_false,
+        median_windows_to_detection: loc.confirmed.median_detection,
+        healthy_false_finding_rate_single_window: loc.single.healthy_false,
+        median_windows_to_detection_single_window: loc.single.median_detection,
+        undetected_scenarios: loc.confirmed.undetected,
         tree_depth: depth(&model),
         tree_leaves: model.leaves(),
         baseline_macro_f1: rule_scores.macro_f1,
         baseline_localization_top1: rule_loc.top1,
-        baseline_healthy_false_finding_rate: rule_loc.healthy_false,
+        baseline_healthy_false_finding_rate: rule_loc.confirmed.healthy_false,
         dataset_rows: rows.len(),
         dataset_windows: windows,
         dataset_scenarios: scenarios.len(),

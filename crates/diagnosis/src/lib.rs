@@ -5,11 +5,13 @@
 //! the edge's own healthy baseline), a classifier ([`rules`] or the trained [`model`]) names a
 //! [`classes::RootCause`] per edge, and [`localize`] votes across edges to name the pod, node,
 //! node pair or service responsible. [`dataset`] holds the labelled-row format, grouped splits
-//! and evaluation metrics used to train and score the model.
+//! and evaluation metrics used to train and score the model; [`confirm`] holds findings back
+//! until they repeat.
 
 #![warn(missing_docs)]
 
 pub mod classes;
+pub mod confirm;
 pub mod dataset;
 pub mod eval;
 pub mod features;

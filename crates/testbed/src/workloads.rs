@@ -99,10 +99,13 @@ pub fn redis_set_get(
              | redis-cli -h {host} -p {port} >/dev/null) & \
          done; wait"
     );
-    tb.run(pod, "timeout", &[&max_secs.to_string(), "bash", "-c", &script])
-        .map(|_| ())
+    tb.run(
+        pod,
+        "timeout",
+        &[&max_secs.to_string(), "bash", "-c", &script],
+    )
+    .map(|_| ())
 }
-
 
 /// Runs `command` `repeat` times over one connection with redis-cli from `pod`
 /// (redis-benchmark stops at the first error reply; redis-cli carries on).

@@ -23,6 +23,10 @@ fn default_retention() -> u32 {
     DEFAULT_RETENTION
 }
 
+fn default_confirm_windows() -> u32 {
+    crate::DEFAULT_CONFIRM_WINDOWS
+}
+
 /// Watch the network behaviour of selected pods without touching them.
 // Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -137,6 +141,13 @@ pub struct ReportPolicy {
     #[serde(default = "default_retention")]
     #[schemars(range(min = 1, max = 1000))]
     pub retention: u32,
+
+    /// Consecutive windows a finding (root cause on one instance) must show in before a report
+    /// opens (1 to 10, default 2): one-window blips are not reported, a real problem is
+    /// reported one window later. Windows after it opens keep it open at once.
+    #[serde(default = "default_confirm_windows")]
+    #[schemars(range(min = 1, max = 10))]
+    pub confirm_windows: u32,
 }
 
 impl Default for ReportPolicy {
@@ -144,6 +155,7 @@ impl Default for ReportPolicy {
         ReportPolicy {
             mode: ReportMode::default(),
             retention: DEFAULT_RETENTION,
+            confirm_windows: crate::DEFAULT_CONFIRM_WINDOWS,
         }
     }
 }

@@ -183,13 +183,25 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| healthy windows with a finding | {:.4} | {:.4} |",
-        card.healthy_false_finding_rate, card.baseline_healthy_false_finding_rate
+        "| healthy windows with a reported finding (repeated in {} windows, as incidents open) | {:.4} | {:.4} |",
+        card.confirm_windows,
+        card.healthy_false_finding_rate,
+        card.baseline_healthy_false_finding_rate
     );
     let _ = writeln!(
         s,
-        "| median windows to detection (onset = 1) | {} | - |",
+        "| median windows to a reported detection (onset = 1) | {} | - |",
         card.median_windows_to_detection
+    );
+    let _ = writeln!(
+        s,
+        "| healthy windows with a finding of that window alone | {:.4} | - |",
+        card.healthy_false_finding_rate_single_window
+    );
+    let _ = writeln!(
+        s,
+        "| median windows to a single-window detection | {} | - |",
+        card.median_windows_to_detection_single_window
     );
     let _ = writeln!(
         s,
@@ -276,7 +288,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         markdown(&card, &heldout.to_markdown()),
     )?;
     println!(
-        "held-out macro-F1 {:.3} (rules {:.3}), unseen workload {:.3}, unseen intensity {:.3}, top-1 {:.3}, top-3 {:.3}, healthy false findings {:.4}, median detection {} windows, depth {}",
+        "held-out macro-F1 {:.3} (rules {:.3}), unseen workload {:.3}, unseen intensity {:.3}, top-1 {:.3}, top-3 {:.3}, healthy false findings {:.4} ({:.4} single windows), median detection {} windows, depth {}",
         card.heldout_macro_f1,
         card.baseline_macro_f1,
         card.unseen_workload_macro_f1,
@@ -284,6 +296,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         card.localization_top1,
         card.localization_top3,
         card.healthy_false_finding_rate,
+        card.healthy_false_finding_rate_single_window,
         card.median_windows_to_detection,
         card.tree_depth
     );
