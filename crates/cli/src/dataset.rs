@@ -86,8 +86,10 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
     let mut world = World::up(s.workload).context("building the scenario cluster")?;
     let agents = start_agents(&world)?;
     world.start_clients(s.load);
-    if s.fault == RootCause::ConnLimitExhausted {
-        world.start_pool(t.scenario_secs() as u64);
+    match s.fault {
+        RootCause::ConnLimitExhausted => world.start_pool(t.scenario_secs() as u64),
+        RootCause::ReceiverZeroWindow => world.start_uploader(),
+        _ => {}
     }
     let scope = scope_of(s.fault);
     let mut baselines = Baselines::default();

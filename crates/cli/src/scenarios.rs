@@ -397,6 +397,29 @@ impl World {
         }));
     }
 
+    /// Starts a bulk sender from c1 to s1 for the whole scenario (ndxe servers: 1 MiB uploads
+    /// on two connections, I/O bounded at 1 s, so a stalled upload gives way to fresh
+    /// connections every few seconds). A receiver that stops reading shows as zero windows
+    /// only to a sender with more in flight than the receiver buffers; the usual 16 KiB
+    /// request/response exchanges never fill a window, so without this the fault looked like
+    /// a server that stopped answering.
+    pub fn start_uploader(&mut self) {
+        let addr = self.addr("s1");
+        let c = EchoClient {
+            connections: 2,
+            requests: 2,
+            req_size: 1 << 20,
+            resp_size: 64,
+            max_secs: 1,
+            rate: 1.0,
+            connect_timeout_ms: 1000,
+            ..Default::default()
+        };
+        self.spawn_loop(move |tb| {
+            let _ = workloads::echo_client(tb, "c1", addr, &c);
+        });
+    }
+
     /// Starts an extra client loop (e.g. error traffic) that stops with the world.
     fn spawn_loop(&mut self, f: impl Fn(&Testbed) + Send + 'static) {
         let (tb, stop) = (self.tb.clone(), self.stop.clone());
