@@ -522,16 +522,19 @@ impl Aggregator {
             .iter()
             .map(|w| {
                 let d = sampler.delta(w);
-                let full = self.pod_fullness.get_mut(&w.pod).map_or_else(Fullness::default, |f| {
-                    // The next window starts with the connections still open.
-                    let this = *f;
-                    *f = Fullness {
-                        open: f.open,
-                        max: f.open,
-                        ..Fullness::default()
-                    };
-                    this
-                });
+                let full = self
+                    .pod_fullness
+                    .get_mut(&w.pod)
+                    .map_or_else(Fullness::default, |f| {
+                        // The next window starts with the connections still open.
+                        let this = *f;
+                        *f = Fullness {
+                            open: f.open,
+                            max: f.open,
+                            ..Fullness::default()
+                        };
+                        this
+                    });
                 PodWindow {
                     pod: w.pod.clone(),
                     drops: pod_drops.remove(&w.pod).unwrap_or_default(),
