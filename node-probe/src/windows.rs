@@ -7,6 +7,8 @@ use std::{
     sync::Arc,
 };
 
+use compact_str::ToCompactString as _;
+
 use crate::{
     histogram::LogHistogram,
     pods::PodIndex,
@@ -255,7 +257,7 @@ impl Aggregator {
     fn endpoint(&self, ip: IpAddr) -> Endpoint {
         Endpoint {
             pod: self.index.pod_of_ip(&ip).cloned(),
-            ip: ip.to_string(),
+            ip: ip.to_compact_string(),
         }
     }
 
@@ -296,10 +298,10 @@ impl Aggregator {
         };
         let me = Endpoint {
             pod,
-            ip: local.to_string(),
+            ip: local.to_compact_string(),
         };
         let peer = self.endpoint(remote);
-        let proto = if ev.proto == 17 { "udp" } else { "tcp" }.to_string();
+        let proto = if ev.proto == 17 { "udp" } else { "tcp" }.into();
         let edge = if is_client {
             EdgeKey {
                 client: me,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
@@ -14,8 +15,8 @@ use crate::targets::PodRef;
 pub struct Endpoint {
     /// The pod, when the address belongs to a known pod.
     pub pod: Option<PodRef>,
-    /// IP address.
-    pub ip: String,
+    /// IP address (inline up to 24 bytes, so any IPv4 one, like the [`PodRef`] names).
+    pub ip: CompactString,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -38,7 +39,7 @@ pub struct EdgeKey {
     /// Server port.
     pub port: u16,
     /// "tcp" or "udp".
-    pub proto: String,
+    pub proto: CompactString,
 }
 
 impl std::fmt::Display for EdgeKey {

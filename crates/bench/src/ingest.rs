@@ -32,9 +32,9 @@ fn pod(i: usize) -> Endpoint {
     Endpoint {
         pod: Some(PodRef {
             namespace: "bench".into(),
-            name: format!("pod-{i}"),
+            name: format!("pod-{i}").into(),
         }),
-        ip: format!("10.220.{}.{}", i / 250, i % 250 + 2),
+        ip: format!("10.220.{}.{}", i / 250, i % 250 + 2).into(),
     }
 }
 

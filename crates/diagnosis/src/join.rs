@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::FixedState;
+use netdx_api::CompactString;
 use netdx_api::targets::PodRef;
 use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, WindowReport};
 
@@ -20,13 +21,13 @@ use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, WindowR
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EdgeId {
     /// Client IP.
-    pub client_ip: String,
+    pub client_ip: CompactString,
     /// Server IP.
-    pub server_ip: String,
+    pub server_ip: CompactString,
     /// Server port.
     pub port: u16,
     /// "tcp" or "udp".
-    pub proto: String,
+    pub proto: CompactString,
 }
 
 impl EdgeId {
@@ -64,10 +65,10 @@ impl<'a> EdgeIdRef<'a> {
     /// The owned identity.
     pub fn to_owned(self) -> EdgeId {
         EdgeId {
-            client_ip: self.client_ip.to_string(),
-            server_ip: self.server_ip.to_string(),
+            client_ip: self.client_ip.into(),
+            server_ip: self.server_ip.into(),
             port: self.port,
-            proto: self.proto.to_string(),
+            proto: self.proto.into(),
         }
     }
 }

@@ -92,11 +92,11 @@ fn window(rng: &mut Lcg, w: &Workload, fault: RootCause, k: f64, seq: u64) -> Ve
         let key = EdgeKey {
             client: Endpoint {
                 pod: Some(pod(c)),
-                ip: ip(c),
+                ip: ip(c).into(),
             },
             server: Endpoint {
                 pod: Some(pod("s")),
-                ip: ip("s"),
+                ip: ip("s").into(),
             },
             port: 8080,
             proto: "tcp".into(),
