@@ -149,7 +149,7 @@ impl SideAcc {
                 .iter()
                 .zip(self.protocols)
                 .filter(|(_, n)| *n > 0)
-                .map(|(p, n)| (p.name().to_string(), n))
+                .map(|(p, n)| (p.name().into(), n))
                 .collect(),
         }
     }

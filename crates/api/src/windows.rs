@@ -215,8 +215,9 @@ pub struct SideStats {
     /// Exchanges whose response carried the protocol's error signal (HTTP 5xx, RESP -ERR,
     /// PostgreSQL ErrorResponse, DNS rcode != 0, ...).
     pub l7_errors: u64,
-    /// Exchanges by recognised protocol ("unknown" when no classifier matched).
-    pub protocols: BTreeMap<String, u64>,
+    /// Exchanges by recognised protocol ("unknown" when no classifier matched); the names are
+    /// short, so inline.
+    pub protocols: BTreeMap<CompactString, u64>,
 }
 
 /// Connection-level counters of an edge in a window.

@@ -137,7 +137,7 @@ mod tests {
             exchanges: 199,
             latency: Latency::from_sketch(sketch),
             srtt_us_min: 40,
-            protocols: [("http".to_string(), 199)].into(),
+            protocols: [("http".into(), 199)].into(),
             ..Default::default()
         };
         WindowReport {

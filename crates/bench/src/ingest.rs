@@ -47,7 +47,7 @@ fn side(exchanges: u64, latency: &Latency) -> SideStats {
         ttfb: latency.clone(),
         srtt_us_mean: 80.0,
         srtt_us_max: 300,
-        protocols: [("http".to_string(), exchanges)].into(),
+        protocols: [("http".into(), exchanges)].into(),
         ..Default::default()
     }
 }

@@ -83,14 +83,17 @@ impl hashbrown::Equivalent<EdgeId> for EdgeIdRef<'_> {
 }
 
 /// One edge in one window with everything the nodes reported about it.
+///
+/// The views are boxed: unboxed they made an edge ~850 bytes, moved several times between
+/// the join and the diagnosis of every edge of every window.
 #[derive(Clone, Debug)]
 pub struct JoinedEdge {
     /// The edge, with pod names filled from whichever node knew them.
     pub key: EdgeKey,
     /// Client view merged over the nodes that reported it.
-    pub client: Option<SideStats>,
+    pub client: Option<Box<SideStats>>,
     /// Server view merged over the nodes that reported it.
-    pub server: Option<SideStats>,
+    pub server: Option<Box<SideStats>>,
     /// L4 counters summed over nodes (each socket lives on one node, so no double counting).
     pub l4: L4Stats,
     /// Node running the client, when known.
@@ -238,7 +241,7 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
     out
 }
 
-fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+fn add_counts<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
     if into.is_empty() {
         *into = from;
         return;
@@ -255,11 +258,13 @@ fn fill_pod(into: &mut Endpoint, from: Endpoint) {
 }
 
 /// Merges two reports of the same side (rare: a pod that moved nodes, or overlapping probes).
-fn merge_side(acc: Option<SideStats>, s: SideStats) -> SideStats {
-    let Some(a) = acc else { return s };
+fn merge_side(acc: Option<Box<SideStats>>, s: SideStats) -> Box<SideStats> {
+    let Some(a) = acc else {
+        return Box::new(s);
+    };
     let weight = |x: &SideStats| x.exchanges as f64;
     let total = weight(&a) + weight(&s);
-    SideStats {
+    Box::new(SideStats {
         exchanges: a.exchanges + s.exchanges,
         no_response: a.no_response + s.no_response,
         with_reset: a.with_reset + s.with_reset,
@@ -284,7 +289,7 @@ fn merge_side(acc: Option<SideStats>, s: SideStats) -> SideStats {
             add_counts(&mut p, s.protocols);
             p
         },
-    }
+    })
 }
 
 /// Merges latencies through their sketches; without both sketches the quantiles cannot be
