@@ -468,8 +468,8 @@ impl Aggregator {
                 }
                 EdgeWindow {
                     key,
-                    client: acc.client.map(SideAcc::finish),
-                    server: acc.server.map(SideAcc::finish),
+                    client: acc.client.map(|s| Box::new(s.finish())),
+                    server: acc.server.map(|s| Box::new(s.finish())),
                     l4,
                 }
             })

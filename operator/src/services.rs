@@ -406,7 +406,7 @@ impl ServiceWatch {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use netdx_api::windows::{EdgeKey, EdgeWindow, L4Stats, SideStats};
+    use netdx_api::windows::{EdgeKey, EdgeWindow, L4Stats};
     use serde_json::json;
 
     /// Service `default/web` on 10.96.0.10:80 (port "http") and `default/db` (headless).
@@ -550,8 +550,8 @@ pub(crate) mod tests {
                 port: server.1,
                 proto: "tcp".into(),
             },
-            client: client_side.then(SideStats::default),
-            server: (!client_side).then(SideStats::default),
+            client: client_side.then(Box::default),
+            server: (!client_side).then(Box::default),
             l4: L4Stats::default(),
         }
     }

@@ -158,7 +158,7 @@ mod tests {
                     port: 8080,
                     proto: "tcp".into(),
                 },
-                client: Some(side.clone()),
+                client: Some(Box::new(side.clone())),
                 server: None,
                 l4: L4Stats {
                     connects_ok: 3,

@@ -95,8 +95,8 @@ pub fn cluster_window(pods: usize, seq: u64, start_ms: u64) -> Vec<WindowReport>
             for n in BTreeSet::from([cn, sn]) {
                 reports[n].edges.push(EdgeWindow {
                     key: key.clone(),
-                    client: (n == cn).then(|| side(exchanges, &latency)),
-                    server: (n == sn).then(|| side(exchanges, &latency)),
+                    client: (n == cn).then(|| Box::new(side(exchanges, &latency))),
+                    server: (n == sn).then(|| Box::new(side(exchanges, &latency))),
                     l4: if n == cn {
                         l4.clone()
                     } else {

@@ -84,8 +84,7 @@ impl hashbrown::Equivalent<EdgeId> for EdgeIdRef<'_> {
 
 /// One edge in one window with everything the nodes reported about it.
 ///
-/// The views are boxed: unboxed they made an edge ~850 bytes, moved several times between
-/// the join and the diagnosis of every edge of every window.
+/// The views are boxed as in [`netdx_api::windows::EdgeWindow`], from which they move here.
 #[derive(Clone, Debug)]
 pub struct JoinedEdge {
     /// The edge, with pod names filled from whichever node knew them.
@@ -258,10 +257,8 @@ fn fill_pod(into: &mut Endpoint, from: Endpoint) {
 }
 
 /// Merges two reports of the same side (rare: a pod that moved nodes, or overlapping probes).
-fn merge_side(acc: Option<Box<SideStats>>, s: SideStats) -> Box<SideStats> {
-    let Some(a) = acc else {
-        return Box::new(s);
-    };
+fn merge_side(acc: Option<Box<SideStats>>, s: Box<SideStats>) -> Box<SideStats> {
+    let Some(a) = acc else { return s };
     let weight = |x: &SideStats| x.exchanges as f64;
     let total = weight(&a) + weight(&s);
     Box::new(SideStats {
@@ -363,13 +360,14 @@ pub(crate) mod tests {
         Latency::from_sketch(s)
     }
 
-    pub(crate) fn side(exchanges: u64, samples: &[f64]) -> SideStats {
-        SideStats {
+    /// Boxed, as edges carry their views.
+    pub(crate) fn side(exchanges: u64, samples: &[f64]) -> Box<SideStats> {
+        Box::new(SideStats {
             exchanges,
             latency: latency(samples),
             ttfb: latency(samples),
             ..SideStats::default()
-        }
+        })
     }
 
     pub(crate) fn key(client: (&str, &str), server: (&str, &str), known: bool) -> EdgeKey {

@@ -147,7 +147,7 @@ fn window(rng: &mut Lcg, w: &Workload, fault: RootCause, k: f64, seq: u64) -> Ve
         let client_ms = srv_ms + net_ms + extra_net;
         let client_view = side(rng, client_ms, client_ms * 3.0 + tail_extra, srtt_us);
         let server_view = side(rng, srv_ms, srv_ms * 3.0, srtt_us);
-        let has = |s: SideStats| (exchanges > 0).then_some(s);
+        let has = |s: SideStats| (exchanges > 0).then(|| Box::new(s));
         client_edges.push(EdgeWindow {
             key: key.clone(),
             client: has(client_view),
