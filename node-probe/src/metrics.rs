@@ -307,10 +307,10 @@ mod tests {
                 port: 80,
                 proto: "tcp".into(),
             },
-            client: Some(SideStats {
+            client: Some(Box::new(SideStats {
                 exchanges: 5,
                 ..Default::default()
-            }),
+            })),
             server: None,
             l4: L4Stats::default(),
         };

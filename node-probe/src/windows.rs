@@ -7,6 +7,8 @@ use std::{
     sync::Arc,
 };
 
+use compact_str::ToCompactString as _;
+
 use crate::{
     histogram::LogHistogram,
     pods::PodIndex,
@@ -160,7 +162,7 @@ impl SideAcc {
                 .iter()
                 .zip(self.protocols)
                 .filter(|(_, n)| *n > 0)
-                .map(|(p, n)| (p.name().to_string(), n))
+                .map(|(p, n)| (p.name().into(), n))
                 .collect(),
         }
     }
@@ -270,7 +272,7 @@ impl Aggregator {
     fn endpoint(&self, ip: IpAddr) -> Endpoint {
         Endpoint {
             pod: self.index.pod_of_ip(&ip).cloned(),
-            ip: ip.to_string(),
+            ip: ip.to_compact_string(),
         }
     }
 
@@ -311,10 +313,10 @@ impl Aggregator {
         };
         let me = Endpoint {
             pod,
-            ip: local.to_string(),
+            ip: local.to_compact_string(),
         };
         let peer = self.endpoint(remote);
-        let proto = if ev.proto == 17 { "udp" } else { "tcp" }.to_string();
+        let proto = if ev.proto == 17 { "udp" } else { "tcp" }.into();
         let edge = if is_client {
             EdgeKey {
                 client: me,
@@ -508,8 +510,8 @@ impl Aggregator {
                 }
                 EdgeWindow {
                     key,
-                    client: acc.client.map(SideAcc::finish),
-                    server: acc.server.map(SideAcc::finish),
+                    client: acc.client.map(|s| Box::new(s.finish())),
+                    server: acc.server.map(|s| Box::new(s.finish())),
                     l4,
                 }
             })

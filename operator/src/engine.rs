@@ -59,8 +59,8 @@ impl WindowEngine {
         let pods: Option<BTreeSet<PodRef>> = match &report.spec.target.observation {
             Some(obs) => {
                 let key = PodRef {
-                    namespace: namespace.clone(),
-                    name: obs.clone(),
+                    namespace: namespace.as_str().into(),
+                    name: obs.as_str().into(),
                 };
                 let observations = self.targets.read().await.observations();
                 Some(

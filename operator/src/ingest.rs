@@ -490,10 +490,10 @@ pub(crate) mod tests {
             proto: "tcp".into(),
         };
         let client_side = node == "node-1";
-        let side = SideStats {
+        let side = Box::new(SideStats {
             exchanges: 100,
             ..Default::default()
-        };
+        });
         WindowReport {
             node: node.into(),
             seq: start_ms / 10_000,

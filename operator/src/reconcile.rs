@@ -128,8 +128,8 @@ fn plan(spec: &NetworkObservationSpec) -> Result<Plan, SpecProblem> {
 /// Identity used in the target registry.
 fn key(obs: &NetworkObservation) -> PodRef {
     PodRef {
-        namespace: obs.namespace().unwrap_or_default(),
-        name: obs.name_any(),
+        namespace: obs.namespace().unwrap_or_default().into(),
+        name: obs.name_any().into(),
     }
 }
 

@@ -22,6 +22,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use netdx_api::CompactString;
 use netdx_api::targets::PodRef;
 use netdx_api::windows::{Endpoint, WindowReport};
 use netdx_diagnosis::classes::InstanceKind;
@@ -130,9 +131,10 @@ impl ServiceIndex {
                             Some(PodRef {
                                 namespace: r
                                     .namespace
-                                    .clone()
-                                    .unwrap_or_else(|| service.namespace.clone()),
-                                name: r.name.clone()?,
+                                    .as_deref()
+                                    .unwrap_or(&service.namespace)
+                                    .into(),
+                                name: r.name.as_deref()?.into(),
                             })
                         });
                     backends.entry(key.clone()).or_default().insert(Backend {
@@ -279,7 +281,7 @@ pub fn route_through_services(
             if let [only] = svc.backends.as_slice() {
                 e.key.server = Endpoint {
                     pod: only.pod.clone(),
-                    ip: only.ip.clone(),
+                    ip: only.ip.as_str().into(),
                 };
                 e.key.port = only.port;
             } else {
@@ -298,10 +300,16 @@ pub fn route_through_services(
         return routing;
     }
     // (client IP, backend IP, backend port, proto) -> the unit edge it belongs to.
-    let mut via: HashMap<(String, String, u16, String), EdgeId> = HashMap::new();
+    let mut via: HashMap<(CompactString, CompactString, u16, CompactString), EdgeId> =
+        HashMap::new();
     for (id, u) in &routing.units {
         for b in &u.backends {
-            let key = (id.client_ip.clone(), b.ip.clone(), b.port, id.proto.clone());
+            let key = (
+                id.client_ip.clone(),
+                b.ip.as_str().into(),
+                b.port,
+                id.proto.clone(),
+            );
             match via.entry(key) {
                 Entry::Vacant(v) => {
                     v.insert(id.clone());
@@ -398,7 +406,7 @@ impl ServiceWatch {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use netdx_api::windows::{EdgeKey, EdgeWindow, L4Stats, SideStats};
+    use netdx_api::windows::{EdgeKey, EdgeWindow, L4Stats};
     use serde_json::json;
 
     /// Service `default/web` on 10.96.0.10:80 (port "http") and `default/db` (headless).
@@ -542,8 +550,8 @@ pub(crate) mod tests {
                 port: server.1,
                 proto: "tcp".into(),
             },
-            client: client_side.then(SideStats::default),
-            server: (!client_side).then(SideStats::default),
+            client: client_side.then(Box::default),
+            server: (!client_side).then(Box::default),
             l4: L4Stats::default(),
         }
     }
@@ -596,7 +604,7 @@ pub(crate) mod tests {
         assert!(!routing.is_empty());
         let to = |r: &WindowReport, i: usize| {
             let k = &r.edges[i].key;
-            (k.server.ip.clone(), k.port)
+            (k.server.ip.to_string(), k.port)
         };
         assert_eq!(to(&reports[0], 0), ("10.96.0.10".to_string(), 80));
         assert_eq!(to(&reports[1], 0), ("10.96.0.10".to_string(), 80));

@@ -110,7 +110,10 @@ pub fn resolve(pods: &[Pod], layout: &CgroupLayout) -> Resolution {
         else {
             continue;
         };
-        let pod_ref = PodRef { namespace, name };
+        let pod_ref = PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let (Some(node), Some(uid)) = (node, pod.metadata.uid.as_deref()) else {
             out.unscheduled.push(pod_ref);

@@ -3,6 +3,9 @@
 //! behind the `crd` feature, the netdx.io custom resources.
 #![warn(missing_docs)]
 
+/// The string type of names and addresses in [`targets::PodRef`] and [`windows::EdgeKey`].
+pub use compact_str::CompactString;
+
 pub mod targets;
 pub mod windows;
 pub mod wire;

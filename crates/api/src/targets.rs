@@ -1,14 +1,17 @@
 //! What a node-probe is asked to watch.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-/// A pod identity as Kubernetes names it.
+/// A pod identity as Kubernetes names it. The names are kept inline when they fit (24 bytes,
+/// most do): every edge key holds two pods, and the operator decodes thousands of keys a
+/// window. They serialize as plain strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PodRef {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: CompactString,
     /// Pod name.
-    pub name: String,
+    pub name: CompactString,
 }
 
 impl std::fmt::Display for PodRef {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 
@@ -14,8 +15,8 @@ use crate::targets::PodRef;
 pub struct Endpoint {
     /// The pod, when the address belongs to a known pod.
     pub pod: Option<PodRef>,
-    /// IP address.
-    pub ip: String,
+    /// IP address (inline up to 24 bytes, so any IPv4 one, like the [`PodRef`] names).
+    pub ip: CompactString,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -38,7 +39,7 @@ pub struct EdgeKey {
     /// Server port.
     pub port: u16,
     /// "tcp" or "udp".
-    pub proto: String,
+    pub proto: CompactString,
 }
 
 impl std::fmt::Display for EdgeKey {
@@ -214,8 +215,9 @@ pub struct SideStats {
     /// Exchanges whose response carried the protocol's error signal (HTTP 5xx, RESP -ERR,
     /// PostgreSQL ErrorResponse, DNS rcode != 0, ...).
     pub l7_errors: u64,
-    /// Exchanges by recognised protocol ("unknown" when no classifier matched).
-    pub protocols: BTreeMap<String, u64>,
+    /// Exchanges by recognised protocol ("unknown" when no classifier matched); the names are
+    /// short, so inline.
+    pub protocols: BTreeMap<CompactString, u64>,
 }
 
 /// Connection-level counters of an edge in a window.
@@ -254,15 +256,18 @@ pub struct L4Stats {
 }
 
 /// One edge in one window, as far as this node saw it.
+///
+/// The views are boxed (same encodings): a node sees most edges from one end only, and an
+/// unboxed edge was ~800 bytes, moved at each step from decoding to the operator's join.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EdgeWindow {
     /// Which conversation.
     pub key: EdgeKey,
     /// The client's view (when the client pod is watched on this node).
-    pub client: Option<SideStats>,
+    pub client: Option<Box<SideStats>>,
     /// The server's view (when the server pod is watched on this node).
-    pub server: Option<SideStats>,
+    pub server: Option<Box<SideStats>>,
     /// Connection-level counters.
     pub l4: L4Stats,
 }

@@ -139,7 +139,7 @@ mod tests {
             exchanges: 199,
             latency: Latency::from_sketch(sketch),
             srtt_us_min: 40,
-            protocols: [("http".to_string(), 199)].into(),
+            protocols: [("http".into(), 199)].into(),
             ..Default::default()
         };
         WindowReport {
@@ -160,7 +160,7 @@ mod tests {
                     port: 8080,
                     proto: "tcp".into(),
                 },
-                client: Some(side.clone()),
+                client: Some(Box::new(side.clone())),
                 server: None,
                 l4: L4Stats {
                     connects_ok: 3,

@@ -32,9 +32,9 @@ fn pod(i: usize) -> Endpoint {
     Endpoint {
         pod: Some(PodRef {
             namespace: "bench".into(),
-            name: format!("pod-{i}"),
+            name: format!("pod-{i}").into(),
         }),
-        ip: format!("10.220.{}.{}", i / 250, i % 250 + 2),
+        ip: format!("10.220.{}.{}", i / 250, i % 250 + 2).into(),
     }
 }
 
@@ -47,7 +47,7 @@ fn side(exchanges: u64, latency: &Latency) -> SideStats {
         ttfb: latency.clone(),
         srtt_us_mean: 80.0,
         srtt_us_max: 300,
-        protocols: [("http".to_string(), exchanges)].into(),
+        protocols: [("http".into(), exchanges)].into(),
         ..Default::default()
     }
 }
@@ -95,8 +95,8 @@ pub fn cluster_window(pods: usize, seq: u64, start_ms: u64) -> Vec<WindowReport>
             for n in BTreeSet::from([cn, sn]) {
                 reports[n].edges.push(EdgeWindow {
                     key: key.clone(),
-                    client: (n == cn).then(|| side(exchanges, &latency)),
-                    server: (n == sn).then(|| side(exchanges, &latency)),
+                    client: (n == cn).then(|| Box::new(side(exchanges, &latency))),
+                    server: (n == sn).then(|| Box::new(side(exchanges, &latency))),
                     l4: if n == cn {
                         l4.clone()
                     } else {

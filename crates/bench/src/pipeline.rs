@@ -113,7 +113,7 @@ impl SyntheticNode {
             pods.push(PodTarget {
                 pod: PodRef {
                     namespace: "bench".into(),
-                    name: format!("pod-{i}"),
+                    name: format!("pod-{i}").into(),
                 },
                 uid: None,
                 node: if local {

@@ -105,7 +105,7 @@ pub fn parse_edge(s: &str) -> Option<EdgeKey> {
             name: n.into(),
         }),
         ip: if t.contains('/') {
-            String::new()
+            Default::default()
         } else {
             t.into()
         },

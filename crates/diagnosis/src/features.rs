@@ -319,8 +319,8 @@ pub fn raw_feature(f: Feature) -> Feature {
 }
 
 /// Whether a view saw any request.
-fn active(s: &Option<SideStats>) -> Option<&SideStats> {
-    s.as_ref().filter(|s| s.exchanges + s.no_response > 0)
+fn active(s: &Option<Box<SideStats>>) -> Option<&SideStats> {
+    s.as_deref().filter(|s| s.exchanges + s.no_response > 0)
 }
 
 fn div(n: f64, d: f64) -> f64 {

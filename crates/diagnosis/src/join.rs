@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::FixedState;
+use netdx_api::CompactString;
 use netdx_api::targets::PodRef;
 use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, WindowReport};
 
@@ -20,13 +21,13 @@ use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, WindowR
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EdgeId {
     /// Client IP.
-    pub client_ip: String,
+    pub client_ip: CompactString,
     /// Server IP.
-    pub server_ip: String,
+    pub server_ip: CompactString,
     /// Server port.
     pub port: u16,
     /// "tcp" or "udp".
-    pub proto: String,
+    pub proto: CompactString,
 }
 
 impl EdgeId {
@@ -64,10 +65,10 @@ impl<'a> EdgeIdRef<'a> {
     /// The owned identity.
     pub fn to_owned(self) -> EdgeId {
         EdgeId {
-            client_ip: self.client_ip.to_string(),
-            server_ip: self.server_ip.to_string(),
+            client_ip: self.client_ip.into(),
+            server_ip: self.server_ip.into(),
             port: self.port,
-            proto: self.proto.to_string(),
+            proto: self.proto.into(),
         }
     }
 }
@@ -82,14 +83,16 @@ impl hashbrown::Equivalent<EdgeId> for EdgeIdRef<'_> {
 }
 
 /// One edge in one window with everything the nodes reported about it.
+///
+/// The views are boxed as in [`netdx_api::windows::EdgeWindow`], from which they move here.
 #[derive(Clone, Debug)]
 pub struct JoinedEdge {
     /// The edge, with pod names filled from whichever node knew them.
     pub key: EdgeKey,
     /// Client view merged over the nodes that reported it.
-    pub client: Option<SideStats>,
+    pub client: Option<Box<SideStats>>,
     /// Server view merged over the nodes that reported it.
-    pub server: Option<SideStats>,
+    pub server: Option<Box<SideStats>>,
     /// L4 counters summed over nodes (each socket lives on one node, so no double counting).
     pub l4: L4Stats,
     /// Node running the client, when known.
@@ -247,7 +250,7 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
     out
 }
 
-fn add_counts(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+fn add_counts<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
     if into.is_empty() {
         *into = from;
         return;
@@ -264,11 +267,11 @@ fn fill_pod(into: &mut Endpoint, from: Endpoint) {
 }
 
 /// Merges two reports of the same side (rare: a pod that moved nodes, or overlapping probes).
-fn merge_side(acc: Option<SideStats>, s: SideStats) -> SideStats {
+fn merge_side(acc: Option<Box<SideStats>>, s: Box<SideStats>) -> Box<SideStats> {
     let Some(a) = acc else { return s };
     let weight = |x: &SideStats| x.exchanges as f64;
     let total = weight(&a) + weight(&s);
-    SideStats {
+    Box::new(SideStats {
         exchanges: a.exchanges + s.exchanges,
         no_response: a.no_response + s.no_response,
         with_reset: a.with_reset + s.with_reset,
@@ -293,7 +296,7 @@ fn merge_side(acc: Option<SideStats>, s: SideStats) -> SideStats {
             add_counts(&mut p, s.protocols);
             p
         },
-    }
+    })
 }
 
 /// Merges latencies through their sketches; without both sketches the quantiles cannot be
@@ -367,13 +370,14 @@ pub(crate) mod tests {
         Latency::from_sketch(s)
     }
 
-    pub(crate) fn side(exchanges: u64, samples: &[f64]) -> SideStats {
-        SideStats {
+    /// Boxed, as edges carry their views.
+    pub(crate) fn side(exchanges: u64, samples: &[f64]) -> Box<SideStats> {
+        Box::new(SideStats {
             exchanges,
             latency: latency(samples),
             ttfb: latency(samples),
             ..SideStats::default()
-        }
+        })
     }
 
     pub(crate) fn key(client: (&str, &str), server: (&str, &str), known: bool) -> EdgeKey {

@@ -740,7 +740,7 @@ mod tests {
             key: EdgeKey {
                 client: Endpoint {
                     pod: Some(pod(client)),
-                    ip: format!("10.0.1.{}", client.len()),
+                    ip: format!("10.0.1.{}", client.len()).into(),
                 },
                 server: Endpoint {
                     pod: Some(pod("s")),

@@ -92,11 +92,11 @@ fn window(rng: &mut Lcg, w: &Workload, fault: RootCause, k: f64, seq: u64) -> Ve
         let key = EdgeKey {
             client: Endpoint {
                 pod: Some(pod(c)),
-                ip: ip(c),
+                ip: ip(c).into(),
             },
             server: Endpoint {
                 pod: Some(pod("s")),
-                ip: ip("s"),
+                ip: ip("s").into(),
             },
             port: 8080,
             proto: "tcp".into(),
@@ -147,7 +147,7 @@ fn window(rng: &mut Lcg, w: &Workload, fault: RootCause, k: f64, seq: u64) -> Ve
         let client_ms = srv_ms + net_ms + extra_net;
         let client_view = side(rng, client_ms, client_ms * 3.0 + tail_extra, srtt_us);
         let server_view = side(rng, srv_ms, srv_ms * 3.0, srtt_us);
-        let has = |s: SideStats| (exchanges > 0).then_some(s);
+        let has = |s: SideStats| (exchanges > 0).then(|| Box::new(s));
         client_edges.push(EdgeWindow {
             key: key.clone(),
             client: has(client_view),

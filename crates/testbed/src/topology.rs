@@ -250,7 +250,7 @@ impl Testbed {
             self.pods.push(PodHandle {
                 pod: PodRef {
                     namespace: "default".into(),
-                    name: p.name.clone(),
+                    name: p.name.as_str().into(),
                 },
                 uid,
                 node: p.node,

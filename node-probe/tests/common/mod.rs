@@ -89,9 +89,9 @@ pub fn side_sum(
         .iter()
         .filter_map(|e| {
             if client_side {
-                e.client.as_ref()
+                e.client.as_deref()
             } else {
-                e.server.as_ref()
+                e.server.as_deref()
             }
         })
         .map(f)
