@@ -21,7 +21,7 @@ demo: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/netdx demo --secs $(DEMO_SECS)
 
-# Labelled windows from every fault scenario through the real probes (~70 min; resumable).
+# Labelled windows from every fault scenario through the real probes (~80 min; resumable).
 dataset: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/netdx dataset --out data/dataset

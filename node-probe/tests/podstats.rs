@@ -130,7 +130,10 @@ fn connection_limit_turns_syns_away_while_the_server_is_full() {
         let held = s.spawn(|| workloads::echo_client(&h.tb, "app", server, &pool));
         std::thread::sleep(std::time::Duration::from_millis(800));
         let run = workloads::echo_client(&h.tb, "app", server, &churn).unwrap();
-        assert!(held.join().unwrap().unwrap().ok > 50, "pooled exchanges kept working");
+        assert!(
+            held.join().unwrap().unwrap().ok > 50,
+            "pooled exchanges kept working"
+        );
         run.connect_refused
     });
     assert_eq!(refused, 10);

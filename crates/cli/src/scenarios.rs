@@ -161,7 +161,11 @@ fn catalog() -> Vec<CatalogEntry> {
             ],
             ALL,
         ),
-        (MtuBlackhole, &[("1200B", 1200), ("600B", 600)], ALL),
+        (
+            MtuBlackhole,
+            &[("1200B", 1200), ("600B", 600), ("900B", 900)],
+            ALL,
+        ),
         (SynDroppedFirewall, &[("50pct", 50), ("100pct", 100)], ALL),
         (
             ConnectionRefused,
@@ -175,6 +179,7 @@ fn catalog() -> Vec<CatalogEntry> {
                 ("30ms", 30_000),
                 ("10ms", 10_000),
                 ("15ms", 15_000),
+                ("20ms", 20_000),
             ],
             &[Ndxe, Redis],
         ),
@@ -186,7 +191,13 @@ fn catalog() -> Vec<CatalogEntry> {
         ),
         (
             ListenBacklogOverflow,
-            &[("50ms", 50), ("200ms", 200)],
+            &[
+                ("50ms", 50),
+                ("200ms", 200),
+                ("100ms", 100),
+                ("400ms", 400),
+                ("30ms", 30),
+            ],
             &[Ndxe],
         ),
         (
@@ -196,10 +207,21 @@ fn catalog() -> Vec<CatalogEntry> {
         ),
         (
             ServerReset,
-            &[("every5", 5), ("every1", 1), ("every2", 2), ("every10", 10)],
+            &[
+                ("every5", 5),
+                ("every1", 1),
+                ("every2", 2),
+                ("every10", 10),
+                ("every3", 3),
+                ("every20", 20),
+            ],
             &[Ndxe],
         ),
-        (L7Errors, &[("10pct", 10), ("50pct", 50)], &[Redis, Http]),
+        (
+            L7Errors,
+            &[("10pct", 10), ("50pct", 50), ("25pct", 25), ("100pct", 100)],
+            &[Redis, Http],
+        ),
         (
             ConnLimitExhausted,
             &[("limit2", 2), ("limit1", 1), ("limit3", 3)],

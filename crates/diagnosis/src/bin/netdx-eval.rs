@@ -32,8 +32,8 @@ struct Args {
     /// Version recorded in the model.
     #[arg(long, default_value = "tree-1")]
     model_version: String,
-    /// Deepest split level.
-    #[arg(long, default_value_t = 16)]
+    /// Deepest split level (TrainParams' default).
+    #[arg(long, default_value_t = TrainParams::default().max_depth.unwrap_or(usize::MAX))]
     max_depth: usize,
     /// Fewest (class-balanced) training weight in a leaf; see TrainParams.
     #[arg(long)]
