@@ -31,9 +31,10 @@ eval: setup
 	$(CARGO) build --release -p netdx-diagnosis --bins
 	./target/release/netdx-eval --data data/dataset --docs docs --model-out operator/model/model.json
 
-# Regenerates crds/ from the Rust types (a test fails when they drift).
+# Regenerates crds/ and docs/crd-reference.md from the Rust types (tests fail when they drift).
 crds: setup
 	$(CARGO) run -p netdx-operator --bin crdgen > crds/crds.yaml
+	$(CARGO) run -p netdx-operator --bin crdgen -- --reference > docs/crd-reference.md
 
 # Benchmarks into docs/benchmarks/ and docs/benchmarks.md: application impact next to bpftrace,
 # hook costs, collection throughput, scale (full: < 20 min on 2 cores; quick: < 3 min, one round).

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
 };
-use netdx_operator::crdgen::{CRDS_FILE, REGENERATE, render};
+use netdx_operator::crdgen::{
+    CRDS_FILE, REFERENCE_FILE, REGENERATE, REGENERATE_REFERENCE, reference, render,
+};
 use serde::Deserialize;
 
 fn crds_path() -> PathBuf {
@@ -86,6 +88,28 @@ fn committed_crds_match_the_rust_types() {
         fresh == committed(),
         "{CRDS_FILE} is out of date with the CRD types in crates/api/src/crd; regenerate it with:\n    {REGENERATE}"
     );
+}
+
+#[test]
+fn committed_field_reference_matches_the_schemas() {
+    let path = crds_path()
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|root| root.join(REFERENCE_FILE))
+        .expect("workspace root");
+    let committed = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {REFERENCE_FILE}: {e}; run `{REGENERATE_REFERENCE}`"));
+    let fresh = reference();
+    assert!(
+        fresh == committed,
+        "{REFERENCE_FILE} is out of date with the CRD schemas; regenerate it with:\n    {REGENERATE_REFERENCE}"
+    );
+    for field in [
+        "spec.reportPolicy.confirmWindows",
+        "status.findings[].rootCause",
+    ] {
+        assert!(fresh.contains(&format!("`{field}`")), "{field} listed");
+    }
 }
 
 #[test]
