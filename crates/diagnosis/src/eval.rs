@@ -538,6 +538,63 @@ fn intensity_rank(scenario: &str, intensity: &str, rows: &[LabeledRow]) -> usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::FEATURE_COUNT;
+
+    fn row(scenario: &str, fault: RootCause, window: u32) -> LabeledRow {
+        LabeledRow {
+            scenario_id: scenario.into(),
+            workload: "ndxe".into(),
+            intensity: "x".into(),
+            fault,
+            target: if fault == RootCause::Healthy {
+                String::new()
+            } else {
+                "pod:default/s1".into()
+            },
+            window,
+            transitional: false,
+            features: vec![0.0; FEATURE_COUNT],
+            edge: "default/c1 -> default/s1:7000/tcp".into(),
+            client_node: "node-0".into(),
+            server_node: "node-2".into(),
+        }
+    }
+
+    fn predicted(class: RootCause) -> Classification {
+        Classification {
+            root_cause: class,
+            confidence: 1.0,
+            path: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reported_findings_need_two_windows_in_a_row() {
+        use RootCause::{Healthy, ServerAppSlow};
+        let rows: Vec<LabeledRow> = (0..4)
+            .map(|w| row("a-healthy", Healthy, w))
+            .chain((0..3).map(|w| row("b-slow", ServerAppSlow, w)))
+            .collect();
+        // Healthy windows: blips at 0, then 2 and 3 in a row; the fault is seen at once.
+        let preds: Vec<Classification> = [
+            ServerAppSlow,
+            Healthy,
+            ServerAppSlow,
+            ServerAppSlow,
+            ServerAppSlow,
+            ServerAppSlow,
+            ServerAppSlow,
+        ]
+        .into_iter()
+        .map(predicted)
+        .collect();
+        let loc = localization(&rows, &preds);
+        assert_eq!(loc.single.healthy_false, 0.75);
+        assert_eq!(loc.confirmed.healthy_false, 0.25, "only window 3 repeats 2");
+        assert_eq!(loc.single.median_detection, 1.0);
+        assert_eq!(loc.confirmed.median_detection, 2.0);
+        assert_eq!(loc.top1, 1.0);
+    }
 
     #[test]
     fn parses_edges_and_targets() {
