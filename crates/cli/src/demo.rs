@@ -294,7 +294,13 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let ui_result = ui.join();
     let model_version = session.model_version();
     drop(session);
-    std::fs::create_dir_all(opts.out_dir.join("reports"))?;
+    // Reports of an earlier run would read as incidents of this one.
+    let reports_dir = opts.out_dir.join("reports");
+    if reports_dir.exists() {
+        std::fs::remove_dir_all(&reports_dir)
+            .with_context(|| format!("clearing {}", reports_dir.display()))?;
+    }
+    std::fs::create_dir_all(&reports_dir)?;
     std::fs::write(
         opts.out_dir.join("windows.json"),
         serde_json::to_vec_pretty(&all_windows)?,
