@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use netdx_api::windows::EdgeKey;
 use serde::{Deserialize, Serialize};
 
-use crate::classes::{Classification, Classifier, InstanceKind, RootCause};
+use crate::classes::{Classification, Classifier, Condition, InstanceKind, Op, RootCause};
 use crate::features::{
     Baseline, Baselines, Feature, FeatureVector, raw_feature, window_feature_vectors,
 };
@@ -387,10 +387,17 @@ const FLAGS: [Feature; 4] = [
     Feature::IsDns,
 ];
 
+/// The features the decision path tested, as evidence: first those it required to be high
+/// (what points at the class), then those it required to be low (what rules others out), each
+/// group leaf first, since a long path opens with tests that only exclude rare classes
+/// (`server_throttled_periods < 0.5` is no evidence of a refused connection).
 fn evidence(v: &EdgeVerdict) -> Vec<Evidence> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for cond in &v.classification.path {
+    let path = &v.classification.path;
+    let (high, low): (Vec<&Condition>, Vec<&Condition>) =
+        path.iter().rev().partition(|c| c.op == Op::AtLeast);
+    for cond in high.into_iter().chain(low) {
         if FLAGS.contains(&cond.feature) {
             continue;
         }
@@ -654,6 +661,35 @@ mod tests {
                 InstanceKind::Service,
                 "default/coredns:53".to_string()
             )]
+        );
+    }
+
+    #[test]
+    fn evidence_leads_with_what_the_path_required_to_be_high() {
+        let mut v = verdict("c1", "n1", "s1", "n2", C::ConnectionRefused);
+        v.features.set(Feature::ConnectRefusedRatio, 0.9);
+        let cond = |feature, op, threshold| Condition {
+            feature,
+            op,
+            threshold,
+        };
+        v.classification.path = vec![
+            cond(Feature::ServerThrottledPeriods, Op::Below, 0.5),
+            cond(Feature::ConnectRefusedRatio, Op::AtLeast, 0.125),
+            cond(Feature::ServerFullAtDrops, Op::Below, 0.6),
+        ];
+        let names: Vec<String> = localize(&[v])[0]
+            .evidence
+            .iter()
+            .map(|e| e.feature.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "connect_refused_ratio",
+                "server_full_at_drops",
+                "server_throttled_periods"
+            ]
         );
     }
 
