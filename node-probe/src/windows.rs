@@ -58,7 +58,7 @@ struct Conn {
 const UDP_IDLE_WINDOWS: u64 = 6;
 
 /// Server-side connection concurrency of one pod, and how full it was at stray drops.
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct Fullness {
     /// Server TCP connections open now.
     open: u64,
@@ -300,6 +300,7 @@ impl Aggregator {
             return c.clone();
         }
         let remote = ip_of(ev.family, &ev.daddr);
+        let udp = ev.proto == 17;
         let is_client = ev.role == ROLE_CLIENT;
         let pod = self.index.pod_of_cgroup(ev.cgroup_id).cloned();
         // An unconnected UDP server socket is bound to the wildcard address: name it by its
@@ -316,7 +317,7 @@ impl Aggregator {
             ip: local.to_compact_string(),
         };
         let peer = self.endpoint(remote);
-        let proto = if ev.proto == 17 { "udp" } else { "tcp" }.into();
+        let proto = if udp { "udp" } else { "tcp" }.into();
         let edge = if is_client {
             EdgeKey {
                 client: me,
@@ -345,14 +346,14 @@ impl Aggregator {
             edge,
             is_client,
             closed_in: None,
-            udp: ev.proto == 17,
+            udp,
             last_seq: self.seq,
             protocol: None,
         };
         // The first event of any socket (Open, or ConnectOk/Fail for ones seen connecting).
         if let Some(pod) = self.index.pod_of_cgroup(ev.cgroup_id) {
             *self.pod_sockets.entry(pod.clone()).or_default() += 1;
-            if !is_client && ev.proto != 17 {
+            if !is_client && !udp {
                 let f = self.pod_fullness.entry(pod.clone()).or_default();
                 f.open += 1;
                 f.max = f.max.max(f.open);
@@ -529,13 +530,12 @@ impl Aggregator {
                     .get_mut(&w.pod)
                     .map_or_else(Fullness::default, |f| {
                         // The next window starts with the connections still open.
-                        let this = *f;
-                        *f = Fullness {
+                        let next = Fullness {
                             open: f.open,
                             max: f.open,
                             ..Fullness::default()
                         };
-                        this
+                        std::mem::replace(f, next)
                     });
                 PodWindow {
                     pod: w.pod.clone(),
