@@ -2,9 +2,9 @@
 //! `reportPolicy.confirmWindows` consecutive diagnosed windows opens a DiagnosisReport (its
 //! window starts with the first of them); while later windows keep showing it the same report
 //! is updated (lastSeen, windows); the first window without it resolves the report; a later
-//! recurrence opens a new one once confirmed again. Reports are owned by the observation and pruned to its
-//! `reportPolicy.retention`, oldest resolved first. The observation's status gets the window
-//! and the number of active findings.
+//! recurrence opens a new one once confirmed again. Reports are owned by the observation and
+//! pruned to its `reportPolicy.retention`, oldest resolved first. The observation's status gets
+//! the window and the number of active (reported) findings.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
