@@ -212,10 +212,10 @@ mod tests {
             classes: vec![netdx_diagnosis::classes::RootCause::Healthy],
             params: Default::default(),
             training_rows: 1,
-            nodes: vec![netdx_diagnosis::model::TreeNode::Leaf {
+            trees: vec![vec![netdx_diagnosis::model::TreeNode::Leaf {
                 class: 0,
                 counts: vec![1],
-            }],
+            }]],
         };
         good.save(&path).expect("save");
         reloader.loaded = None;

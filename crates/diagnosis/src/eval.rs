@@ -63,10 +63,14 @@ pub struct ModelCard {
     pub median_windows_to_detection_single_window: f64,
     /// Fault scenarios never detected within their windows.
     pub undetected_scenarios: Vec<String>,
-    /// Depth of the final tree.
+    /// Depth of the final model's deepest tree.
     pub tree_depth: usize,
-    /// Leaves of the final tree.
+    /// Leaves of the final model, over all its trees.
     pub tree_leaves: usize,
+    /// Trees in the model (bagged when more than one).
+    pub trees: usize,
+    /// Share of the features each bagged tree may split on.
+    pub feature_share: f32,
     /// Macro-F1 of the hand-written rules on the same held-out rows.
     pub baseline_macro_f1: f64,
     /// Localization top-1 of the rules.
@@ -83,7 +87,7 @@ pub struct ModelCard {
     pub confusion: Vec<Vec<u64>>,
 }
 
-/// Tree depth (root alone = 0).
+/// Depth of the deepest tree (root alone = 0).
 pub fn depth(m: &TreeModel) -> usize {
     fn d(nodes: &[TreeNode], i: usize) -> usize {
         match nodes.get(i) {
@@ -91,7 +95,7 @@ pub fn depth(m: &TreeModel) -> usize {
             _ => 0,
         }
     }
-    d(&m.nodes, 0)
+    m.trees.iter().map(|t| d(t, 0)).max().unwrap_or(0)
 }
 
 /// Parses an edge as written in dataset rows ("ns/a -> ns/b:port/proto", ends may be IPs).
@@ -506,6 +510,8 @@ pub fn model_card(
         undetected_scenarios: loc.confirmed.undetected,
         tree_depth: depth(&model),
         tree_leaves: model.leaves(),
+        trees: model.trees.len(),
+        feature_share: params.feature_share,
         baseline_macro_f1: rule_scores.macro_f1,
         baseline_localization_top1: rule_loc.top1,
         baseline_healthy_false_finding_rate: rule_loc.confirmed.healthy_false,

@@ -41,6 +41,18 @@ struct Args {
     /// Split on information gain (entropy) instead of Gini impurity.
     #[arg(long)]
     entropy: bool,
+    /// Trees in the model (more than 1: bagged trees that vote; see TrainParams).
+    #[arg(long, default_value_t = TrainParams::default().trees)]
+    trees: usize,
+    /// Share of the features each bagged tree may split on.
+    #[arg(long, default_value_t = TrainParams::default().feature_share)]
+    feature_share: f32,
+    /// Seed of the bootstrap samples and feature draws.
+    #[arg(long, default_value_t = TrainParams::default().seed)]
+    seed: u64,
+    /// Place split thresholds on a log scale (see TrainParams).
+    #[arg(long, default_value_t = TrainParams::default().log_thresholds, action = clap::ArgAction::Set)]
+    log_thresholds: bool,
     /// Features the tree may not split on, besides the workload-scaled ones (comma-separated).
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
@@ -132,7 +144,9 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     let _ = writeln!(s, "## What it is\n");
     let _ = writeln!(
         s,
-        "A decision tree (linfa-trees, our flat copy with per-leaf class counts) classifies each edge-window (client workload -> server:port, one window) into a root cause; a vote across the edges that share a pod, node or node pair names the instance to blame (`crates/diagnosis/src/localize.rs`). Confidence is the leaf's share of its winning class times the share of the instance's edges that agree. The hand-written rule tree `{RULES_VERSION}` (`rules.rs`) is the baseline it must beat. All of this — features, classes, thresholds, the model — is our design; the ICPADS 2020 abstract only claims that machine learning finds the bottleneck and the instance.\n"
+        "{} decision trees (linfa-trees, our flat copy with per-leaf class counts), each trained on a bootstrap sample of the rows and a random {:.0} % of the features, vote on each edge-window (client workload -> server:port, one window); the class most trees name is its root cause, and a vote across the edges that share a pod, node or node pair names the instance to blame (`crates/diagnosis/src/localize.rs`). Confidence is the winning class's leaf share averaged over all trees, times the share of the instance's edges that agree; the decision path shown is that of the agreeing tree whose leaf is surest. The hand-written rule tree `{RULES_VERSION}` (`rules.rs`) is the baseline it must beat. All of this — features, classes, thresholds, the model — is our design; the ICPADS 2020 abstract only claims that machine learning finds the bottleneck and the instance.\n",
+        card.trees,
+        card.feature_share * 100.0
     );
     let _ = writeln!(s, "## Data\n");
     let _ = writeln!(
@@ -205,8 +219,8 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| final tree depth / leaves | {} / {} | - |\n",
-        card.tree_depth, card.tree_leaves
+        "| final model: trees / deepest tree / leaves (all trees) | {} / {} / {} | - |\n",
+        card.trees, card.tree_depth, card.tree_leaves
     );
     if !card.undetected_scenarios.is_empty() {
         let _ = writeln!(
@@ -242,6 +256,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .min_weight_leaf
             .unwrap_or(TrainParams::default().min_weight_leaf),
         entropy: args.entropy,
+        trees: args.trees,
+        feature_share: args.feature_share,
+        seed: args.seed,
+        log_thresholds: args.log_thresholds,
         exclude: TrainParams::default()
             .exclude
             .into_iter()
