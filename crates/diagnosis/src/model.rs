@@ -442,6 +442,35 @@ fn leaf_of(nodes: &[TreeNode], v: &FeatureVector, mut path: Option<&mut Vec<Cond
 }
 
 impl TreeModel {
+    /// Every tree's leaf for a vector (the same leaves [`leaf_of`] finds tree by tree).
+    fn leaves_of(&self, v: &FeatureVector) -> Vec<usize> {
+        let mut at = vec![0usize; self.trees.len()];
+        let x = v.as_slice();
+        // Each level moves every tree still at a split one step down; a tree is never deeper
+        // than its node count, so this ends for unvalidated models too.
+        let deepest = self.trees.iter().map(Vec::len).max().unwrap_or(0);
+        for _ in 0..deepest {
+            let mut moved = false;
+            for (i, nodes) in at.iter_mut().zip(&self.trees) {
+                if let Some(TreeNode::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                }) = nodes.get(*i)
+                    && let Some(&value) = x.get(*feature)
+                {
+                    *i = if value < *threshold { *left } else { *right };
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        at
+    }
+
     /// Serialises the model to compact JSON (a bagged model must fit a 1 MiB ConfigMap).
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string(self).map_err(|source| Error::Serialize {
@@ -580,9 +609,10 @@ impl Classifier for TreeModel {
     /// averaged over all trees, so dissent lowers it; the path is that of the agreeing tree
     /// most sure of the winner.
     fn classify(&self, v: &FeatureVector) -> Classification {
-        // The operator runs this for every edge of every window: one walk per tree, shares
-        // computed only for the classes that can win.
-        let leaves: Vec<usize> = self.trees.iter().map(|t| leaf_of(t, v, None)).collect();
+        // The operator runs this for every edge of every window: shares are computed only for
+        // the classes that can win, and the trees are walked a level at a time, all of them
+        // together, so the loads of different trees overlap instead of waiting on each other.
+        let leaves = self.leaves_of(v);
         let mut votes = vec![0usize; self.classes.len()];
         for (nodes, &leaf) in self.trees.iter().zip(&leaves) {
             // Anything but a leaf is only reachable for an unvalidated model: no vote.
