@@ -77,9 +77,8 @@ struct SideAcc {
     with_reset: u64,
     req_bytes: u64,
     resp_bytes: u64,
-    latency: LogHistogram,
-    ttfb: LogHistogram,
-    wait: LogHistogram,
+    /// Lanes: latency (to last byte), time to first byte, wait ([`LANE_LATENCY`], ...).
+    latencies: LogHistogram<3>,
     srtt_sum: u64,
     srtt_n: u64,
     srtt_max: u32,
@@ -93,25 +92,36 @@ fn head(b: &[u8; netdx_common::HEAD_LEN], n: u8) -> &[u8] {
     &b[..usize::from(n).min(b.len())]
 }
 
-/// Latency summary of a histogram of nanoseconds, in milliseconds (default when empty).
-fn latency_ms(h: &LogHistogram) -> Latency {
+/// Lanes of [`SideAcc::latencies`].
+const LANE_LATENCY: usize = 0;
+const LANE_TTFB: usize = 1;
+const LANE_WAIT: usize = 2;
+
+/// Latency summary of a histogram lane of nanoseconds, in milliseconds (default when empty).
+fn latency_ms(h: &LogHistogram<3>, lane: usize) -> Latency {
     if h.count() == 0 {
         return Latency::default();
     }
-    Latency::from_sketch(h.to_sketch(1e6))
+    Latency::from_sketch(h.to_sketch(lane, 1e6))
 }
 
 impl SideAcc {
+    /// The values `ex` records in [`SideAcc::latencies`], in lane order.
+    fn lanes(ex: &Exchange) -> [u64; 3] {
+        [
+            ex.ttlb_ns,
+            ex.ttfb_ns,
+            ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)),
+        ]
+    }
+
     /// Adds an exchange; returns its protocol.
     fn add(&mut self, ex: &Exchange, hint: Option<Protocol>) -> Protocol {
         if ex.flags & EXF_NO_RESPONSE != 0 {
             self.no_response += 1;
         } else {
             self.exchanges += 1;
-            self.latency.record(ex.ttlb_ns);
-            self.ttfb.record(ex.ttfb_ns);
-            self.wait
-                .record(ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)));
+            self.latencies.record(Self::lanes(ex));
         }
         if ex.flags & EXF_RESET != 0 {
             self.with_reset += 1;
@@ -147,9 +157,9 @@ impl SideAcc {
             with_reset: self.with_reset,
             req_bytes: self.req_bytes,
             resp_bytes: self.resp_bytes,
-            latency: latency_ms(&self.latency),
-            ttfb: latency_ms(&self.ttfb),
-            wait: latency_ms(&self.wait),
+            latency: latency_ms(&self.latencies, LANE_LATENCY),
+            ttfb: latency_ms(&self.latencies, LANE_TTFB),
+            wait: latency_ms(&self.latencies, LANE_WAIT),
             srtt_us_mean: if self.srtt_n > 0 {
                 self.srtt_sum as f64 / self.srtt_n as f64
             } else {
