@@ -405,41 +405,64 @@ pub fn ends_of(edge: &str) -> Option<(&str, &str)> {
 pub fn add_unit_context<K: Eq + Hash>(ends: &[(K, K)], vectors: &mut [&mut FeatureVector]) {
     let failing = |v: &FeatureVector| v[Feature::ConnectFailRatio] >= 0.5;
     let slow = |v: &FeatureVector| v[Feature::ClientP99Ratio] >= 3.0;
-    let share = |group: &[usize], vs: &[&mut FeatureVector], f: &dyn Fn(&FeatureVector) -> bool| {
-        group.iter().filter(|&&j| f(vs[j])).count() as f64 / group.len().max(1) as f64
-    };
-    // Sized for every edge up front: growing them rehashed every key several times per window.
+    let share = |k: usize, of: usize| k as f64 / of.max(1) as f64;
+    // One pass counts each unit's edges into its totals, the second reads them by position: no
+    // list of edges per unit (an allocation per pod per window) and no second hash lookup.
     let n = ends.len().min(vectors.len());
-    let mut by_server: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> =
+    let mut units: Vec<Unit> = Vec::with_capacity(2 * n);
+    let mut servers: HashMap<&K, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(n, Default::default());
-    let mut by_client: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> =
+    let mut clients: HashMap<&K, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(n, Default::default());
-    for (i, (c, s)) in ends.iter().enumerate().take(vectors.len()) {
-        by_server.entry(s).or_default().push(i);
-        by_client.entry(c).or_default().push(i);
+    let mut at = Vec::with_capacity(n);
+    for (c, s) in ends.iter().take(n) {
+        let server = *servers.entry(s).or_insert(units.len());
+        if server == units.len() {
+            units.push(Unit::default());
+        }
+        let client = *clients.entry(c).or_insert(units.len());
+        if client == units.len() {
+            units.push(Unit::default());
+        }
+        at.push((server, client));
     }
-    let mut context = Vec::with_capacity(vectors.len());
-    for (c, s) in ends.iter().take(vectors.len()) {
-        let server = &by_server[s];
-        let client = &by_client[c];
-        let best = server
-            .iter()
-            .map(|&j| vectors[j][Feature::ExchangeRateRatio])
-            .fold(0.0, f64::max)
-            .min(10.0);
-        context.push([
-            share(server, vectors, &failing),
-            best,
-            share(server, vectors, &slow),
-            share(client, vectors, &slow),
-        ]);
+    for (v, &(s, c)) in vectors.iter().zip(&at) {
+        let server = &mut units[s];
+        server.edges += 1;
+        server.failing += usize::from(failing(v));
+        server.slow += usize::from(slow(v));
+        server.best = server.best.max(v[Feature::ExchangeRateRatio]);
+        let client = &mut units[c];
+        client.edges += 1;
+        client.slow += usize::from(slow(v));
     }
-    for (v, [fail, best, server_slow, client_slow]) in vectors.iter_mut().zip(context) {
-        v.set(Feature::ServerEdgesFailingShare, fail);
-        v.set(Feature::ServerBestExchangeRatio, best);
-        v.set(Feature::ServerEdgesSlowShare, server_slow);
-        v.set(Feature::ClientEdgesSlowShare, client_slow);
+    for (v, (s, c)) in vectors.iter_mut().zip(at) {
+        let (server, client) = (&units[s], &units[c]);
+        v.set(
+            Feature::ServerEdgesFailingShare,
+            share(server.failing, server.edges),
+        );
+        v.set(Feature::ServerBestExchangeRatio, server.best.min(10.0));
+        v.set(
+            Feature::ServerEdgesSlowShare,
+            share(server.slow, server.edges),
+        );
+        v.set(
+            Feature::ClientEdgesSlowShare,
+            share(client.slow, client.edges),
+        );
     }
+}
+
+/// The edges of one window that share a server (or a client), as [`add_unit_context`] counts
+/// them.
+#[derive(Default)]
+struct Unit {
+    edges: usize,
+    failing: usize,
+    slow: usize,
+    /// Largest exchange-rate ratio among them (0 when none is above 0).
+    best: f64,
 }
 
 /// The watched-pod views of an edge's two ends, when their pods are watched.
