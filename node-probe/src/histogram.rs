@@ -7,7 +7,8 @@
 //!
 //! Counters are 16 bits: every exchange increments three histograms at random places, so their
 //! size decides how many of those land in cache (half the bytes, a third more records per
-//! second). A bucket that fills carries on in a side table, so no count is ever lost.
+//! second). A bucket that fills carries on in a side table, so no count is ever lost. The three
+//! histograms of an exchange share their buckets' cache lines (see [`LogHistogram`]).
 
 use sketches_ddsketch::{Config, DDSketch};
 
@@ -38,77 +39,104 @@ fn midpoint(i: usize) -> f64 {
     ((SUB + sub) * width) as f64 + (width as f64 - 1.0) / 2.0
 }
 
-/// Counts per bucket over the range of indexes seen so far.
-#[derive(Clone, Debug, Default)]
-pub struct LogHistogram {
+/// `N` histograms over one bucket range, recorded together: bucket `i` of every lane sits in
+/// one `[u16; N]`. An exchange's latency, time to first byte and wait are close to each other
+/// (often in the same bucket), so recording all three touches one or two cache lines instead
+/// of three, with one range check and one count.
+#[derive(Clone, Debug)]
+pub struct LogHistogram<const N: usize> {
     /// Index of `counts[0]`.
     first: usize,
-    counts: Vec<u16>,
-    /// Multiples of 2^16 counted by buckets that wrapped, by bucket index (rare: a bucket needs
-    /// 65536 values in one window).
-    overflow: Vec<(usize, u64)>,
+    counts: Vec<[u16; N]>,
+    /// Multiples of 2^16 counted by buckets that wrapped, by (bucket index, lane) (rare: a
+    /// bucket needs 65536 values in one window).
+    overflow: Vec<(usize, usize, u64)>,
     total: u64,
 }
 
-impl LogHistogram {
-    /// Records one value.
+impl<const N: usize> Default for LogHistogram<N> {
+    fn default() -> Self {
+        LogHistogram {
+            first: 0,
+            counts: Vec::new(),
+            overflow: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl<const N: usize> LogHistogram<N> {
+    /// Records one value per lane.
     #[inline]
-    pub fn record(&mut self, v: u64) {
-        let i = index(v);
+    pub fn record(&mut self, vs: [u64; N]) {
+        let idx = vs.map(index);
         self.total += 1;
-        // Below `first` wraps to a huge offset: one bounds check covers both ends.
-        if let Some(c) = self.counts.get_mut(i.wrapping_sub(self.first)) {
+        // Below `first` wraps to a huge offset: one comparison covers both ends.
+        let len = self.counts.len();
+        if idx.iter().any(|&i| i.wrapping_sub(self.first) >= len) {
+            self.grow_to(&idx);
+        }
+        for (lane, &i) in idx.iter().enumerate() {
+            let c = &mut self.counts[i - self.first][lane];
             let (n, wrapped) = c.overflowing_add(1);
             *c = n;
             if wrapped {
-                self.carry(i);
+                self.carry(i, lane);
             }
+        }
+    }
+
+    /// Moves the 2^16 values bucket `i` of `lane` just wrapped around from into the side table.
+    #[cold]
+    fn carry(&mut self, i: usize, lane: usize) {
+        const WRAP: u64 = 1 << 16;
+        match self
+            .overflow
+            .iter_mut()
+            .find(|(b, l, _)| *b == i && *l == lane)
+        {
+            Some((_, _, n)) => *n += WRAP,
+            None => self.overflow.push((i, lane, WRAP)),
+        }
+    }
+
+    /// Widens the covered range to include every bucket of `idx` (new buckets are empty).
+    #[cold]
+    fn grow_to(&mut self, idx: &[usize; N]) {
+        let (Some(&lo), Some(&hi)) = (idx.iter().min(), idx.iter().max()) else {
+            return;
+        };
+        if self.counts.is_empty() {
+            self.first = lo;
+            self.counts.resize(hi - lo + 1, [0; N]);
             return;
         }
-        self.grow_to(i);
-        self.counts[i - self.first] = 1;
-    }
-
-    /// Moves the 2^16 values a bucket `i` just wrapped around from into the side table.
-    #[cold]
-    fn carry(&mut self, i: usize) {
-        const WRAP: u64 = 1 << 16;
-        match self.overflow.iter_mut().find(|(b, _)| *b == i) {
-            Some((_, n)) => *n += WRAP,
-            None => self.overflow.push((i, WRAP)),
-        }
-    }
-
-    /// Widens the covered range to include bucket `i` (which is empty).
-    #[cold]
-    fn grow_to(&mut self, i: usize) {
-        if self.counts.is_empty() {
-            self.first = i;
-            self.counts.push(0);
-        } else if i < self.first {
-            let mut c = vec![0; self.first - i];
+        if lo < self.first {
+            let mut c = vec![[0; N]; self.first - lo];
             c.extend_from_slice(&self.counts);
             self.counts = c;
-            self.first = i;
-        } else {
-            self.counts.resize(i - self.first + 1, 0);
+            self.first = lo;
+        }
+        if hi >= self.first + self.counts.len() {
+            self.counts.resize(hi - self.first + 1, [0; N]);
         }
     }
 
-    /// Values recorded.
+    /// Values recorded in each lane.
     pub fn count(&self) -> u64 {
         self.total
     }
 
-    /// The histogram as a DDSketch of `v / divisor` (e.g. 1e6 for ns -> ms).
-    pub fn to_sketch(&self, divisor: f64) -> DDSketch {
+    /// Lane `lane` as a DDSketch of `v / divisor` (e.g. 1e6 for ns -> ms).
+    pub fn to_sketch(&self, lane: usize, divisor: f64) -> DDSketch {
         let mut s = DDSketch::new(Config::defaults());
-        for (k, &n) in self.counts.iter().enumerate() {
+        for (k, c) in self.counts.iter().enumerate() {
+            let n = c.get(lane).copied().unwrap_or(0);
             if n > 0 {
                 s.add_with_count(midpoint(self.first + k) / divisor, u64::from(n));
             }
         }
-        for &(i, n) in &self.overflow {
+        for &(i, _, n) in self.overflow.iter().filter(|(_, l, _)| *l == lane) {
             s.add_with_count(midpoint(i) / divisor, n);
         }
         s
@@ -133,16 +161,41 @@ mod tests {
 
     #[test]
     fn full_buckets_lose_no_count() {
-        let mut h = LogHistogram::default();
+        let mut h = LogHistogram::<1>::default();
         let n = 3 * u64::from(u16::MAX) + 7;
         for _ in 0..n {
-            h.record(1_000_000);
+            h.record([1_000_000]);
         }
-        h.record(2_000_000);
-        let s = h.to_sketch(1e6);
+        h.record([2_000_000]);
+        let s = h.to_sketch(0, 1e6);
         assert_eq!(s.count() as u64, n + 1);
         assert!((s.quantile(0.5).unwrap().unwrap() - 1.0).abs() < 0.02);
         assert!((s.max().unwrap() - 2.0).abs() < 0.02);
+    }
+
+    #[test]
+    fn lanes_are_counted_apart() {
+        // Lane 0 wraps its bucket twice, lane 1 shares it once per value, lane 2 stays apart.
+        let mut h = LogHistogram::<3>::default();
+        let n = 2 * u64::from(u16::MAX) + 5;
+        for k in 0..n {
+            h.record([
+                1_000_000,
+                if k % 2 == 0 { 1_000_000 } else { 10 },
+                5_000_000,
+            ]);
+        }
+        h.record([7, 2_000_000, 1]);
+        let (a, b, c) = (
+            h.to_sketch(0, 1e6),
+            h.to_sketch(1, 1e6),
+            h.to_sketch(2, 1e6),
+        );
+        assert_eq!([a.count(), b.count(), c.count()], [n as usize + 1; 3]);
+        assert!((a.quantile(0.5).unwrap().unwrap() - 1.0).abs() < 0.02);
+        assert!((b.max().unwrap() - 2.0).abs() < 0.02);
+        assert!((c.quantile(0.5).unwrap().unwrap() - 5.0).abs() < 0.1);
+        assert_eq!(h.to_sketch(3, 1e6).count(), 0, "no such lane: empty");
     }
 
     proptest! {
@@ -154,13 +207,13 @@ mod tests {
 
         #[test]
         fn quantiles_match_an_exact_sketch(vs in proptest::collection::vec(1_000u64..5_000_000_000, 1..300)) {
-            let mut h = LogHistogram::default();
+            let mut h = LogHistogram::<1>::default();
             let mut exact = DDSketch::new(Config::defaults());
             for &v in &vs {
-                h.record(v);
+                h.record([v]);
                 exact.add(v as f64 / 1e6);
             }
-            let s = h.to_sketch(1e6);
+            let s = h.to_sketch(0, 1e6);
             prop_assert_eq!(s.count(), vs.len());
             for q in [0.5, 0.9, 0.99] {
                 let a = s.quantile(q).unwrap().unwrap();

@@ -3,7 +3,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    num::NonZeroU64,
     sync::Arc,
 };
 
@@ -36,26 +35,43 @@ const ETIMEDOUT: u32 = 110;
 const AF_INET6: u8 = 10;
 
 /// What userspace knows about one socket (by cookie). Every record looks its socket up, so
-/// the entry is kept to 24 bytes: the table then stays in cache for thousands of sockets.
-#[derive(Clone, Debug)]
+/// the entry is kept to 8 bytes (16 with its key, half what three bools and two window numbers
+/// took): the table then stays in cache for thousands of sockets.
+#[derive(Clone, Copy, Debug)]
 struct Conn {
     /// Index into the aggregator's edge table (edges are far fewer than 2^32).
     edge: u32,
-    is_client: bool,
-    /// One more than the window sequence in which the socket closed (non-zero, so the option
-    /// costs no room); purged one window later so late events (a reset sent after close)
-    /// still find it.
-    closed_in: Option<NonZeroU64>,
-    /// UDP sockets never report a close: they are forgotten after [`UDP_IDLE_WINDOWS`].
-    udp: bool,
-    /// Last window with activity.
-    last_seq: u64,
+    /// `CONN_*` bits.
+    flags: u8,
+    /// Low byte of the sequence of the last window with activity: only UDP sockets are
+    /// purged by it, at most [`UDP_IDLE_WINDOWS`] + 1 windows later, long before it wraps.
+    last_seq: u8,
     /// Protocol of the last classified exchange.
     protocol: Option<Protocol>,
 }
 
+/// [`Conn::flags`]: the client end of its connection.
+const CONN_CLIENT: u8 = 1;
+/// UDP sockets never report a close: they are forgotten after [`UDP_IDLE_WINDOWS`].
+const CONN_UDP: u8 = 1 << 1;
+/// The socket closed; it is purged at the second window close after, so late events (a reset
+/// sent after close) still find it.
+const CONN_CLOSED: u8 = 1 << 2;
+/// The socket closed before the window now open.
+const CONN_CLOSED_BEFORE: u8 = 1 << 3;
+
+impl Conn {
+    fn is_client(self) -> bool {
+        self.flags & CONN_CLIENT != 0
+    }
+
+    fn udp(self) -> bool {
+        self.flags & CONN_UDP != 0
+    }
+}
+
 /// Idle windows after which a UDP socket is forgotten.
-const UDP_IDLE_WINDOWS: u64 = 6;
+const UDP_IDLE_WINDOWS: u8 = 6;
 
 /// Server-side connection concurrency of one pod, and how full it was at stray drops.
 #[derive(Default)]
@@ -77,9 +93,8 @@ struct SideAcc {
     with_reset: u64,
     req_bytes: u64,
     resp_bytes: u64,
-    latency: LogHistogram,
-    ttfb: LogHistogram,
-    wait: LogHistogram,
+    /// Lanes: latency (to last byte), time to first byte, wait ([`LANE_LATENCY`], ...).
+    latencies: LogHistogram<3>,
     srtt_sum: u64,
     srtt_n: u64,
     srtt_max: u32,
@@ -93,25 +108,36 @@ fn head(b: &[u8; netdx_common::HEAD_LEN], n: u8) -> &[u8] {
     &b[..usize::from(n).min(b.len())]
 }
 
-/// Latency summary of a histogram of nanoseconds, in milliseconds (default when empty).
-fn latency_ms(h: &LogHistogram) -> Latency {
+/// Lanes of [`SideAcc::latencies`].
+const LANE_LATENCY: usize = 0;
+const LANE_TTFB: usize = 1;
+const LANE_WAIT: usize = 2;
+
+/// Latency summary of a histogram lane of nanoseconds, in milliseconds (default when empty).
+fn latency_ms(h: &LogHistogram<3>, lane: usize) -> Latency {
     if h.count() == 0 {
         return Latency::default();
     }
-    Latency::from_sketch(h.to_sketch(1e6))
+    Latency::from_sketch(h.to_sketch(lane, 1e6))
 }
 
 impl SideAcc {
+    /// The values `ex` records in [`SideAcc::latencies`], in lane order.
+    fn lanes(ex: &Exchange) -> [u64; 3] {
+        [
+            ex.ttlb_ns,
+            ex.ttfb_ns,
+            ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)),
+        ]
+    }
+
     /// Adds an exchange; returns its protocol.
     fn add(&mut self, ex: &Exchange, hint: Option<Protocol>) -> Protocol {
         if ex.flags & EXF_NO_RESPONSE != 0 {
             self.no_response += 1;
         } else {
             self.exchanges += 1;
-            self.latency.record(ex.ttlb_ns);
-            self.ttfb.record(ex.ttfb_ns);
-            self.wait
-                .record(ex.ttfb_ns.saturating_sub(u64::from(ex.req_dur_ns)));
+            self.latencies.record(Self::lanes(ex));
         }
         if ex.flags & EXF_RESET != 0 {
             self.with_reset += 1;
@@ -147,9 +173,9 @@ impl SideAcc {
             with_reset: self.with_reset,
             req_bytes: self.req_bytes,
             resp_bytes: self.resp_bytes,
-            latency: latency_ms(&self.latency),
-            ttfb: latency_ms(&self.ttfb),
-            wait: latency_ms(&self.wait),
+            latency: latency_ms(&self.latencies, LANE_LATENCY),
+            ttfb: latency_ms(&self.latencies, LANE_TTFB),
+            wait: latency_ms(&self.latencies, LANE_WAIT),
             srtt_us_mean: if self.srtt_n > 0 {
                 self.srtt_sum as f64 / self.srtt_n as f64
             } else {
@@ -281,8 +307,8 @@ impl Aggregator {
             self.health.exchanges_unattributed += 1;
             return;
         };
-        conn.last_seq = self.seq;
-        let is_client = conn.is_client;
+        conn.last_seq = self.seq as u8;
+        let is_client = conn.is_client();
         let acc = acc_mut(&mut self.accs, conn.edge as usize);
         let side = if is_client {
             &mut acc.client
@@ -297,7 +323,7 @@ impl Aggregator {
 
     fn conn_for(&mut self, ev: &ConnEvent) -> Conn {
         if let Some(c) = self.conns.get(&ev.cookie) {
-            return c.clone();
+            return *c;
         }
         let remote = ip_of(ev.family, &ev.daddr);
         let udp = ev.proto == 17;
@@ -344,10 +370,8 @@ impl Aggregator {
         };
         let conn = Conn {
             edge,
-            is_client,
-            closed_in: None,
-            udp,
-            last_seq: self.seq,
+            flags: if is_client { CONN_CLIENT } else { 0 } | if udp { CONN_UDP } else { 0 },
+            last_seq: self.seq as u8,
             protocol: None,
         };
         // The first event of any socket (Open, or ConnectOk/Fail for ones seen connecting).
@@ -359,7 +383,7 @@ impl Aggregator {
                 f.max = f.max.max(f.open);
             }
         }
-        self.conns.insert(ev.cookie, conn.clone());
+        self.conns.insert(ev.cookie, conn);
         conn
     }
 
@@ -369,7 +393,6 @@ impl Aggregator {
             return;
         };
         let conn = self.conn_for(ev);
-        let seq = self.seq;
         let acc = acc_mut(&mut self.accs, conn.edge as usize);
         let l4 = &mut acc.l4;
         let ms = ev.duration_ns as f64 / 1e6;
@@ -391,30 +414,30 @@ impl Aggregator {
                 } else {
                     l4.connect_failed_other += 1;
                 }
-                self.close(ev.cookie, seq);
+                self.close(ev.cookie);
             }
             ConnEventKind::Close => {
                 l4.closes += 1;
-                self.close(ev.cookie, seq);
+                self.close(ev.cookie);
             }
             ConnEventKind::Retransmit => {
                 if ev.flags & CF_CONNECTING != 0 {
                     l4.syn_retrans += 1;
-                } else if conn.is_client {
+                } else if conn.is_client() {
                     l4.retrans_client_to_server += 1;
                 } else {
                     l4.retrans_server_to_client += 1;
                 }
             }
             ConnEventKind::ResetRx => {
-                if conn.is_client {
+                if conn.is_client() {
                     l4.resets_to_client += 1;
                 } else {
                     l4.resets_to_server += 1;
                 }
             }
             ConnEventKind::ResetTx => {
-                if conn.is_client {
+                if conn.is_client() {
                     l4.resets_by_client += 1;
                 } else {
                     l4.resets_by_server += 1;
@@ -423,15 +446,15 @@ impl Aggregator {
         }
     }
 
-    fn close(&mut self, cookie: u64, seq: u64) {
+    fn close(&mut self, cookie: u64) {
         let Some(c) = self.conns.get_mut(&cookie) else {
             return;
         };
-        if c.closed_in.is_some() {
+        if c.flags & CONN_CLOSED != 0 {
             return;
         }
-        c.closed_in = Some(NonZeroU64::MIN.saturating_add(seq));
-        if c.is_client || c.udp {
+        c.flags |= CONN_CLOSED;
+        if c.is_client() || c.udp() {
             return;
         }
         // A server socket's pod is its edge's server end.
@@ -558,8 +581,14 @@ impl Aggregator {
         sampler.retain(&ids);
         let seq = self.seq;
         self.conns.retain(|_, c| {
-            c.closed_in.is_none_or(|s| s.get() > seq)
-                && !(c.udp && c.last_seq + UDP_IDLE_WINDOWS < seq)
+            let idle = (seq as u8).wrapping_sub(c.last_seq);
+            if c.flags & CONN_CLOSED_BEFORE != 0 || (c.udp() && idle > UDP_IDLE_WINDOWS) {
+                return false;
+            }
+            if c.flags & CONN_CLOSED != 0 {
+                c.flags |= CONN_CLOSED_BEFORE;
+            }
+            true
         });
         self.compact_edges();
         self.health.kernel = kernel;

@@ -332,7 +332,7 @@ pub fn window_features(
     window: &JoinedWindow,
     baselines: &Baselines,
 ) -> Vec<(EdgeId, FeatureVector)> {
-    let vectors = window_feature_vectors(window, |e| baselines.get(&EdgeIdRef::of(&e.key)));
+    let vectors = window_feature_vectors(window, |_, e| baselines.get(&EdgeIdRef::of(&e.key)));
     window
         .edges
         .iter()
@@ -342,11 +342,11 @@ pub fn window_features(
 }
 
 /// Every edge's features for one window, in edge order, with `baseline` giving each edge's
-/// baseline. What the operator runs on every window, so lookups go by hash and nothing is
+/// baseline (from its position and the edge). What the operator runs on every window, so lookups go by hash and nothing is
 /// formatted or copied per edge.
 pub fn window_feature_vectors<'b>(
     window: &JoinedWindow,
-    baseline: impl Fn(&JoinedEdge) -> Option<&'b Baseline>,
+    baseline: impl Fn(usize, &JoinedEdge) -> Option<&'b Baseline>,
 ) -> Vec<FeatureVector> {
     let pods: HashMap<&PodRef, &PodView, foldhash::fast::RandomState> =
         window.pods.iter().collect();
@@ -354,12 +354,13 @@ pub fn window_feature_vectors<'b>(
     let mut vectors: Vec<FeatureVector> = window
         .edges
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let ends = EndViews {
                 server: view(&e.key.server.pod),
                 client: view(&e.key.client.pod),
             };
-            edge_features_with(window, e, baseline(e), ends)
+            edge_features_with(window, e, baseline(i, e), ends)
         })
         .collect();
     let ends: Vec<(EndName<'_>, EndName<'_>)> = window
@@ -404,37 +405,64 @@ pub fn ends_of(edge: &str) -> Option<(&str, &str)> {
 pub fn add_unit_context<K: Eq + Hash>(ends: &[(K, K)], vectors: &mut [&mut FeatureVector]) {
     let failing = |v: &FeatureVector| v[Feature::ConnectFailRatio] >= 0.5;
     let slow = |v: &FeatureVector| v[Feature::ClientP99Ratio] >= 3.0;
-    let share = |group: &[usize], vs: &[&mut FeatureVector], f: &dyn Fn(&FeatureVector) -> bool| {
-        group.iter().filter(|&&j| f(vs[j])).count() as f64 / group.len().max(1) as f64
-    };
-    let mut by_server: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
-    let mut by_client: HashMap<&K, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
-    for (i, (c, s)) in ends.iter().enumerate().take(vectors.len()) {
-        by_server.entry(s).or_default().push(i);
-        by_client.entry(c).or_default().push(i);
+    let share = |k: usize, of: usize| k as f64 / of.max(1) as f64;
+    // One pass counts each unit's edges into its totals, the second reads them by position: no
+    // list of edges per unit (an allocation per pod per window) and no second hash lookup.
+    let n = ends.len().min(vectors.len());
+    let mut units: Vec<Unit> = Vec::with_capacity(2 * n);
+    let mut servers: HashMap<&K, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(n, Default::default());
+    let mut clients: HashMap<&K, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(n, Default::default());
+    let mut at = Vec::with_capacity(n);
+    for (c, s) in ends.iter().take(n) {
+        let server = *servers.entry(s).or_insert(units.len());
+        if server == units.len() {
+            units.push(Unit::default());
+        }
+        let client = *clients.entry(c).or_insert(units.len());
+        if client == units.len() {
+            units.push(Unit::default());
+        }
+        at.push((server, client));
     }
-    let mut context = Vec::with_capacity(vectors.len());
-    for (c, s) in ends.iter().take(vectors.len()) {
-        let server = &by_server[s];
-        let client = &by_client[c];
-        let best = server
-            .iter()
-            .map(|&j| vectors[j][Feature::ExchangeRateRatio])
-            .fold(0.0, f64::max)
-            .min(10.0);
-        context.push([
-            share(server, vectors, &failing),
-            best,
-            share(server, vectors, &slow),
-            share(client, vectors, &slow),
-        ]);
+    for (v, &(s, c)) in vectors.iter().zip(&at) {
+        let server = &mut units[s];
+        server.edges += 1;
+        server.failing += usize::from(failing(v));
+        server.slow += usize::from(slow(v));
+        server.best = server.best.max(v[Feature::ExchangeRateRatio]);
+        let client = &mut units[c];
+        client.edges += 1;
+        client.slow += usize::from(slow(v));
     }
-    for (v, [fail, best, server_slow, client_slow]) in vectors.iter_mut().zip(context) {
-        v.set(Feature::ServerEdgesFailingShare, fail);
-        v.set(Feature::ServerBestExchangeRatio, best);
-        v.set(Feature::ServerEdgesSlowShare, server_slow);
-        v.set(Feature::ClientEdgesSlowShare, client_slow);
+    for (v, (s, c)) in vectors.iter_mut().zip(at) {
+        let (server, client) = (&units[s], &units[c]);
+        v.set(
+            Feature::ServerEdgesFailingShare,
+            share(server.failing, server.edges),
+        );
+        v.set(Feature::ServerBestExchangeRatio, server.best.min(10.0));
+        v.set(
+            Feature::ServerEdgesSlowShare,
+            share(server.slow, server.edges),
+        );
+        v.set(
+            Feature::ClientEdgesSlowShare,
+            share(client.slow, client.edges),
+        );
     }
+}
+
+/// The edges of one window that share a server (or a client), as [`add_unit_context`] counts
+/// them.
+#[derive(Default)]
+struct Unit {
+    edges: usize,
+    failing: usize,
+    slow: usize,
+    /// Largest exchange-rate ratio among them (0 when none is above 0).
+    best: f64,
 }
 
 /// The watched-pod views of an edge's two ends, when their pods are watched.
@@ -473,14 +501,15 @@ pub fn edge_features_with(
     v.set(Feature::IsDns, f64::from(u8::from(e.key.port == 53)));
 
     // Both views count the same exchanges; the larger is the one that missed fewer.
-    let views: Vec<&SideStats> = client.into_iter().chain(server).collect();
-    let exchanges = views.iter().map(|s| s.exchanges).max().unwrap_or(0) as f64;
-    let requests = views
-        .iter()
+    // An iterator, not a collected list: a small allocation per edge, two with `rtts`, was a
+    // visible share of the operator's time.
+    let views = || client.into_iter().chain(server);
+    let exchanges = views().map(|s| s.exchanges).max().unwrap_or(0) as f64;
+    let requests = views()
         .map(|s| s.exchanges + s.no_response)
         .max()
         .unwrap_or(0) as f64;
-    let resp_bytes = views.iter().map(|s| s.resp_bytes).max().unwrap_or(0) as f64;
+    let resp_bytes = views().map(|s| s.resp_bytes).max().unwrap_or(0) as f64;
     let attempts =
         (l4.connects_ok + l4.connect_refused + l4.connect_timeout + l4.connect_failed_other) as f64;
 
@@ -504,8 +533,7 @@ pub fn edge_features_with(
     }
 
     let worst = |f: fn(&SideStats) -> u64| {
-        views
-            .iter()
+        views()
             .map(|s| div(f(s) as f64, (s.exchanges + s.no_response) as f64))
             .fold(0.0, f64::max)
     };
@@ -549,16 +577,12 @@ pub fn edge_features_with(
         l4.syn_retrans as f64 / attempts.max(1.0),
     );
 
-    let rtts: Vec<&SideStats> = views
-        .iter()
-        .copied()
-        .filter(|s| s.srtt_us_mean > 0.0)
-        .collect();
+    let rtts = || views().filter(|s| s.srtt_us_mean > 0.0);
     let srtt_mean = div(
-        rtts.iter().map(|s| s.srtt_us_mean).sum::<f64>(),
-        rtts.len() as f64,
+        rtts().map(|s| s.srtt_us_mean).sum::<f64>(),
+        rtts().count() as f64,
     ) / 1000.0;
-    let srtt_max = views.iter().map(|s| s.srtt_us_max).max().unwrap_or(0) as f64 / 1000.0;
+    let srtt_max = views().map(|s| s.srtt_us_max).max().unwrap_or(0) as f64 / 1000.0;
     v.set(Feature::SrttMeanMs, srtt_mean);
     v.set(Feature::SrttMaxMs, srtt_max);
     v.set(
@@ -570,8 +594,7 @@ pub fn edge_features_with(
         },
     );
 
-    let srtt_min = views
-        .iter()
+    let srtt_min = views()
         .map(|s| s.srtt_us_min)
         .filter(|m| *m > 0)
         .min()

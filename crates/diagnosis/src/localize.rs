@@ -199,14 +199,21 @@ pub fn diagnose(
     baselines: &mut Baselines,
     classifier: &dyn Classifier,
 ) -> Vec<Finding> {
+    // One lookup per edge: the features read the baseline and the verdict keeps a copy.
+    let known: Vec<Option<&Baseline>> = window
+        .edges
+        .iter()
+        .map(|e| baselines.get(&EdgeIdRef::of(&e.key)))
+        .collect();
     let verdicts: Vec<EdgeVerdict<'_>> = window
         .edges
         .iter()
-        .zip(window_feature_vectors(window, |e| {
-            baselines.get(&EdgeIdRef::of(&e.key))
+        .zip(window_feature_vectors(window, |i, _| {
+            known.get(i).copied().flatten()
         }))
-        .map(|(e, features)| {
-            let baseline = baselines.get(&EdgeIdRef::of(&e.key)).cloned();
+        .zip(&known)
+        .map(|((e, features), baseline)| {
+            let baseline = baseline.cloned();
             EdgeVerdict {
                 key: Cow::Borrowed(&e.key),
                 client_node: e.client_node.as_deref().map(Cow::Borrowed),

@@ -44,6 +44,9 @@ pub const WORKLOAD_SCALED: [Feature; 13] = [
     Feature::WaitGapMs,
 ];
 
+/// [`TrainParams::max_depth`] unless told otherwise.
+const DEFAULT_MAX_DEPTH: usize = 20;
+
 /// Training hyper-parameters (kept in the model file for provenance).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -107,7 +110,7 @@ fn all_features() -> f32 {
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            max_depth: Some(20),
+            max_depth: Some(DEFAULT_MAX_DEPTH),
             // Grouped CV on the 190-scenario schema-6 dataset (diagnosis-notes.md): depth 20
             // (the tree stops at 18) with leaves of weight 2 gave the best macro-F1 (0.906;
             // 0.882 at depth 16, 0.763 at 12; leaf weight 3-4: 0.882-0.898).
@@ -664,7 +667,8 @@ impl Classifier for TreeModel {
                 path: Vec::new(),
             };
         };
-        let mut path = Vec::new();
+        // One allocation for any path the trainer's default depth allows.
+        let mut path = Vec::with_capacity(DEFAULT_MAX_DEPTH);
         leaf_of(&self.trees[tree], v, Some(&mut path));
         Classification {
             root_cause: self.classes.get(w).copied().unwrap_or(RootCause::Healthy),
