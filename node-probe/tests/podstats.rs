@@ -41,15 +41,21 @@ fn receiver_that_stops_reading_advertises_zero_window() {
     };
     let run = workloads::echo_client(&h.tb, "app", server, &c).unwrap();
     assert_eq!(run.ok, 0, "{run:?}");
-    let ws = h.close_windows();
-    let sink = pod(&ws, "sink");
-    eprintln!("sink netstat {:?}", sink.netstat);
-    assert!(
-        netstat(sink, "TcpExt:TCPToZeroWindowAdv") > 0,
-        "{:?}",
-        sink.netstat
-    );
-    assert_eq!(netstat(pod(&ws, "app"), "TcpExt:TCPToZeroWindowAdv"), 0);
+    // The counters are read when a window closes; under a loaded suite the sink's advertisement
+    // was once missing from the first window after the run (1 failure in 3 full runs), so up
+    // to three windows after it count.
+    let (mut sink, mut app) = (0, 0);
+    for _ in 0..3 {
+        let ws = h.close_windows();
+        eprintln!("sink netstat {:?}", pod(&ws, "sink").netstat);
+        sink += netstat(pod(&ws, "sink"), "TcpExt:TCPToZeroWindowAdv");
+        app += netstat(pod(&ws, "app"), "TcpExt:TCPToZeroWindowAdv");
+        if sink > 0 {
+            break;
+        }
+    }
+    assert!(sink > 0, "the sink never advertised a zero window");
+    assert_eq!(app, 0);
 }
 
 #[test]

@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value = "operator/model/model.json")]
     model_out: PathBuf,
     /// Version recorded in the model.
-    #[arg(long, default_value = "tree-1")]
+    #[arg(long, default_value = "forest-1")]
     model_version: String,
     /// Deepest split level (TrainParams' default).
     #[arg(long, default_value_t = TrainParams::default().max_depth.unwrap_or(usize::MAX))]
@@ -144,7 +144,7 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     let _ = writeln!(s, "## What it is\n");
     let _ = writeln!(
         s,
-        "{} decision trees (linfa-trees, our flat copy with per-leaf class counts), each trained on a bootstrap sample of the rows and a random {:.0} % of the features, vote on each edge-window (client workload -> server:port, one window); the class most trees name is its root cause, and a vote across the edges that share a pod, node or node pair names the instance to blame (`crates/diagnosis/src/localize.rs`). Confidence is the winning class's leaf share averaged over all trees, times the share of the instance's edges that agree; the decision path shown is that of the agreeing tree whose leaf is surest. The hand-written rule tree `{RULES_VERSION}` (`rules.rs`) is the baseline it must beat. All of this — features, classes, thresholds, the model — is our design; the ICPADS 2020 abstract only claims that machine learning finds the bottleneck and the instance.\n",
+        "{} decision trees (linfa-trees, our flat copy with per-leaf class counts), each trained on a bootstrap sample of the rows and a random {:.0} % of the features, vote on each edge-window (client workload -> server:port, one window); the class most trees name is its root cause, and a vote across the edges that share a pod, node or node pair names the instance to blame (`crates/diagnosis/src/localize.rs`). Confidence is the winning class's leaf share averaged over all trees, times the share of the instance's edges that agree; the decision path shown is that of the agreeing tree whose leaf is surest. Thresholds are placed on a log scale: the trees train on ln(1 + x/0.001) of every feature and their cuts are mapped back to the features' units, so a cut between two training values falls at their geometric rather than arithmetic middle (intensities training never saw land on the right side more often). The hand-written rule tree `{RULES_VERSION}` (`rules.rs`) is the baseline it must beat. All of this — features, classes, thresholds, the model — is our design; the ICPADS 2020 abstract only claims that machine learning finds the bottleneck and the instance.\n",
         card.trees,
         card.feature_share * 100.0
     );
