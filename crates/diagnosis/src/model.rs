@@ -273,6 +273,9 @@ pub fn train(
     let usable: Vec<usize> = (0..FEATURE_COUNT)
         .filter(|j| !excluded.contains(j))
         .collect();
+    if usable.is_empty() {
+        return Err(Error::Train("every feature is excluded".into()));
+    }
     let mut rng = SplitMix(params.seed);
     let mut trees = Vec::with_capacity(params.trees);
     for _ in 0..params.trees {
@@ -286,7 +289,7 @@ pub fn train(
                 .filter(|_| rng.unit() < f64::from(params.feature_share))
                 .collect();
             if columns.is_empty() {
-                columns.push(usable[rng.below(usable.len().max(1))]);
+                columns.push(usable[rng.below(usable.len())]);
             }
             (sample, columns)
         };
@@ -1112,6 +1115,10 @@ pub(crate) mod tests {
             },
             TrainParams {
                 feature_share: f32::NAN,
+                ..TrainParams::default()
+            },
+            TrainParams {
+                exclude: feature_names(),
                 ..TrainParams::default()
             },
         ] {
