@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
-DEMO_SECS ?= 60
+# Extra `netdx demo` options, e.g. DEMO_ARGS="--workload redis" (see `netdx demo --help`).
+DEMO_ARGS ?=
 
 .PHONY: setup build test demo dataset eval crds kind-test lint fmt cleanup bench bench-quick
 
@@ -19,7 +20,7 @@ test: build
 
 demo: setup
 	$(CARGO) build --release --workspace --bins
-	./target/release/netdx demo --secs $(DEMO_SECS)
+	./target/release/netdx demo $(DEMO_ARGS)
 
 # Labelled windows from every fault scenario through the real probes (~80 min; resumable).
 dataset: setup

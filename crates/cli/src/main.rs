@@ -153,3 +153,37 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `netdx` command the Makefile runs parses (a flag the binary does not have once
+    /// broke `make demo`, the first command a newcomer runs).
+    #[test]
+    fn makefile_commands_parse() {
+        let makefile = include_str!("../../../Makefile");
+        let commands: Vec<Vec<&str>> = makefile
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("./target/release/netdx ")
+                    .or_else(|| l.strip_prefix("./target/debug/netdx "))
+            })
+            .map(|rest| {
+                std::iter::once("netdx")
+                    .chain(rest.split_whitespace().filter(|w| !w.starts_with("$(")))
+                    .collect()
+            })
+            .collect();
+        assert!(
+            commands.iter().any(|c| c.get(1) == Some(&"demo")),
+            "the Makefile runs `netdx demo`"
+        );
+        for c in commands {
+            if let Err(e) = Args::try_parse_from(&c) {
+                panic!("Makefile runs `{}`: {e}", c.join(" "));
+            }
+        }
+    }
+}
