@@ -183,7 +183,7 @@ pub struct Finding {
     #[serde(default)]
     pub evidence: Vec<Evidence>,
 
-    /// The decision tree's tests from root to leaf, readable by a person.
+    /// The tests from root to leaf of the voting tree surest of this finding, readable by a person.
     #[serde(default)]
     pub decision_path: Vec<String>,
 }
