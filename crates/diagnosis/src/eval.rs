@@ -71,6 +71,8 @@ pub struct ModelCard {
     pub trees: usize,
     /// Share of the features each bagged tree may split on.
     pub feature_share: f32,
+    /// Whether split thresholds were placed on a log scale.
+    pub log_thresholds: bool,
     /// Macro-F1 of the hand-written rules on the same held-out rows.
     pub baseline_macro_f1: f64,
     /// Localization top-1 of the rules.
@@ -512,6 +514,7 @@ pub fn model_card(
         tree_leaves: model.leaves(),
         trees: model.trees.len(),
         feature_share: params.feature_share,
+        log_thresholds: params.log_thresholds,
         baseline_macro_f1: rule_scores.macro_f1,
         baseline_localization_top1: rule_loc.top1,
         baseline_healthy_false_finding_rate: rule_loc.confirmed.healthy_false,

@@ -342,8 +342,8 @@ pub fn window_features(
 }
 
 /// Every edge's features for one window, in edge order, with `baseline` giving each edge's
-/// baseline (from its position and the edge). What the operator runs on every window, so lookups go by hash and nothing is
-/// formatted or copied per edge.
+/// baseline (from its position and the edge). What the operator runs on every window, so
+/// lookups go by hash and nothing is formatted or copied per edge.
 pub fn window_feature_vectors<'b>(
     window: &JoinedWindow,
     baseline: impl Fn(usize, &JoinedEdge) -> Option<&'b Baseline>,
@@ -416,15 +416,10 @@ pub fn add_unit_context<K: Eq + Hash>(ends: &[(K, K)], vectors: &mut [&mut Featu
         HashMap::with_capacity_and_hasher(n, Default::default());
     let mut at = Vec::with_capacity(n);
     for (c, s) in ends.iter().take(n) {
-        let server = *servers.entry(s).or_insert(units.len());
-        if server == units.len() {
-            units.push(Unit::default());
-        }
-        let client = *clients.entry(c).or_insert(units.len());
-        if client == units.len() {
-            units.push(Unit::default());
-        }
-        at.push((server, client));
+        at.push((
+            Unit::slot(&mut servers, s, &mut units),
+            Unit::slot(&mut clients, c, &mut units),
+        ));
     }
     for (v, &(s, c)) in vectors.iter().zip(&at) {
         let server = &mut units[s];
@@ -463,6 +458,20 @@ struct Unit {
     slow: usize,
     /// Largest exchange-rate ratio among them (0 when none is above 0).
     best: f64,
+}
+
+impl Unit {
+    /// The position in `units` of `key`'s unit, added when the key is new.
+    fn slot<'k, K: Eq + Hash>(
+        index: &mut HashMap<&'k K, usize, foldhash::fast::RandomState>,
+        key: &'k K,
+        units: &mut Vec<Unit>,
+    ) -> usize {
+        *index.entry(key).or_insert_with(|| {
+            units.push(Unit::default());
+            units.len() - 1
+        })
+    }
 }
 
 /// The watched-pod views of an edge's two ends, when their pods are watched.
