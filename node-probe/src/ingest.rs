@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub probe: ProbeConfig,
     /// The node's network namespace (drops there count as node-level); the host's by default.
     pub node_netns: Option<PathBuf>,
+    /// SCHED_FIFO priority of the ingest loop (1-99), None for normal scheduling.
+    pub drain_priority: Option<u8>,
 }
 
 impl AgentConfig {
@@ -55,6 +57,7 @@ impl AgentConfig {
             history: 360,
             probe: ProbeConfig::default(),
             node_netns: Some(PathBuf::from("/proc/1/ns/net")),
+            drain_priority: None,
         }
     }
 }
@@ -334,6 +337,18 @@ fn run(
     commands: mpsc::Receiver<Command>,
 ) {
     let _span = info_span!("ingest", node = %cfg.node).entered();
+    if let Some(prio) = cfg.drain_priority {
+        let on = match set_realtime(prio) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, priority = prio, "ring-buffer reader stays at normal priority (real-time needs CAP_SYS_NICE); busy pods can starve it and records are then lost (counted as ringbuf_full)");
+                false
+            }
+        };
+        if let Ok(mut m) = shared.metrics.lock() {
+            m.drain_realtime(on);
+        }
+    }
     let reasons: Arc<HashMap<u32, String>> = Arc::new(std::mem::take(&mut probe.drop_reasons));
     let mut sync = TargetSync {
         file: cfg.targets_file.clone(),
@@ -387,6 +402,22 @@ fn run(
         }
         waiter.wait(cfg.poll);
     }
+}
+
+/// Moves the calling thread to SCHED_FIFO at `prio`. On a node whose pods keep every CPU busy
+/// in the kernel, the scheduler can leave a normal thread waiting for seconds (measured: 3-5 s
+/// of a 5 s loopback flood in cgroup-v1 CPU groups), long enough to overflow the ring; a
+/// real-time reader runs as soon as it wakes. Its work per turn is bounded (one ring's worth
+/// of records, one window close), and the kernel's RT throttling caps it in any case.
+fn set_realtime(prio: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(prio),
+    };
+    // SAFETY: pid 0 is the calling thread; param is a valid struct.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sleeps until the poll interval passed or the kernel woke the ring, which it does only when

@@ -56,6 +56,10 @@ struct Args {
     /// Windows kept while the operator is unreachable; older ones are dropped and counted.
     #[arg(long, default_value_t = DEFAULT_OUTBOX)]
     push_buffer: usize,
+    /// SCHED_FIFO priority (1-99) of the thread that reads the ring buffer, so busy pods cannot
+    /// starve it into losing records; 0 leaves it at normal priority. Needs CAP_SYS_NICE.
+    #[arg(long, env = "NETDX_DRAIN_PRIORITY", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=99))]
+    drain_priority: u8,
     /// Push windows as JSON instead of the compact binary encoding (readable on the wire).
     #[arg(long, env = "NETDX_PUSH_JSON")]
     push_json: bool,
@@ -76,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg = AgentConfig::new(&args.node, &targets_file);
     cfg.window = Duration::from_secs(args.window_secs);
     cfg.node_netns = Some(args.node_netns.clone());
+    cfg.drain_priority = (args.drain_priority > 0).then_some(args.drain_priority);
     cfg.probe = ProbeConfig {
         ring_bytes: args.ring_bytes,
         programs: args.programs,

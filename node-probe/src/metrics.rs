@@ -67,6 +67,7 @@ pub struct Metrics {
     push_failures: Family<NameLabels, Counter>,
     targets_fetched: Counter,
     targets_fetch_failures: Family<NameLabels, Counter>,
+    drain_realtime: Gauge,
     last_pipeline: HashMap<String, u64>,
 }
 
@@ -86,6 +87,7 @@ impl Default for Metrics {
             push_failures: Family::default(),
             targets_fetched: Counter::default(),
             targets_fetch_failures: Family::default(),
+            drain_realtime: Gauge::default(),
             last_pipeline: HashMap::new(),
             registry: Registry::default(),
         };
@@ -145,11 +147,21 @@ impl Default for Metrics {
             "Failed target fetches, by reason (the last good set stays in use)",
             m.targets_fetch_failures.clone(),
         );
+        registry.register(
+            "probe_drain_realtime",
+            "1 when the ring-buffer reader runs at real-time priority (it cannot be starved by busy pods)",
+            m.drain_realtime.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
 
 impl Metrics {
+    /// Records whether the ring-buffer reader got its real-time priority.
+    pub fn drain_realtime(&mut self, on: bool) {
+        self.drain_realtime.set(i64::from(on));
+    }
+
     /// Folds a closed window into the metrics.
     pub fn observe(&mut self, w: &WindowReport) {
         self.windows.inc();

@@ -79,6 +79,10 @@ fn api_serves_health_metrics_and_windows() {
         metrics.contains("netdx_probe_pipeline_events_total{name=\"kernel_ringbuf_full\"} 0"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("netdx_probe_drain_realtime 1"),
+        "the ring reader got SCHED_FIFO: {metrics}"
+    );
     assert!(metrics.trim_end().ends_with("# EOF"));
 
     // Bad input gets a clear 4xx, not a crash.

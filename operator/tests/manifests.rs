@@ -244,9 +244,16 @@ fn node_probe_has_only_the_capabilities_it_needs() {
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let want: BTreeSet<String> = ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"]
-        .map(String::from)
-        .into();
+    let want: BTreeSet<String> = [
+        "BPF",
+        "PERFMON",
+        "NET_ADMIN",
+        "SYS_RESOURCE",
+        "SYS_PTRACE",
+        "SYS_NICE",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(add, want);
     assert!(
         !add.contains("SYS_ADMIN"),

@@ -43,6 +43,8 @@ impl Harness {
                 cfg.window = Duration::from_secs(3600);
                 cfg.node_netns = Some(netdx_testbed::netns::netns_path(&n.netns).into());
                 cfg.probe = probe.clone();
+                // As the binary runs it: the reader at real-time priority.
+                cfg.drain_priority = Some(1);
                 let a = Agent::start(cfg).expect("probe loads and attaches");
                 assert!(a.wait_ready(Duration::from_secs(10)), "agent ready");
                 a
