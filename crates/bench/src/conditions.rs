@@ -5,7 +5,7 @@ use crate::{
     Result,
     bpftrace::Bpftrace,
     probe::{self, ProbeProcess, Programs},
-    world::World,
+    world::{WORKLOAD_PODS, World},
 };
 
 /// What is attached while a workload runs.
@@ -59,9 +59,12 @@ impl Active {
     pub fn start(c: Condition, world: &World) -> Result<Self> {
         Ok(match c {
             Condition::None => Active::None,
-            Condition::Netdx => {
-                Active::Netdx(probe::start_all(&world.tb, WINDOW_SECS, Programs::Real)?)
-            }
+            Condition::Netdx => Active::Netdx(probe::start_for(
+                &world.tb,
+                &WORKLOAD_PODS,
+                WINDOW_SECS,
+                Programs::Real,
+            )?),
             Condition::Bpftrace => Active::Bpftrace(Bpftrace::start(&world.watched_cgroup_ids()?)?),
         })
     }

@@ -13,7 +13,7 @@ use crate::{
     probe::{self, ProbeProcess, Programs},
     progress::Progress,
     report::Results,
-    world::{CLIENT, World},
+    world::{CLIENT, WORKLOAD_PODS, World},
 };
 
 /// redis-benchmark clients of the fixed workload.
@@ -122,7 +122,12 @@ fn measure(
     requests: u64,
     results: &mut Results,
 ) -> Result<()> {
-    let mut probes = probe::start_all(&world.tb, crate::conditions::WINDOW_SECS, programs)?;
+    let mut probes = probe::start_for(
+        &world.tb,
+        &WORKLOAD_PODS,
+        crate::conditions::WINDOW_SECS,
+        programs,
+    )?;
     let stats = probe::run_stats()?;
     let real = programs == Programs::Real;
     let before = snapshot(&mut probes, real)?;

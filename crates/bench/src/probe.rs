@@ -335,13 +335,22 @@ impl ProbeProcess {
     }
 }
 
-/// Starts one probe per node that hosts watched pods.
-pub fn start_all(tb: &Testbed, window_secs: u64, programs: Programs) -> Result<Vec<ProbeProcess>> {
+/// Starts one probe per node that hosts any of `pods` (each watches all its node's pods).
+pub fn start_for(
+    tb: &Testbed,
+    pods: &[&str],
+    window_secs: u64,
+    programs: Programs,
+) -> Result<Vec<ProbeProcess>> {
     let bin = binary()?;
     let nodes: Vec<&NodeInfo> = tb
         .nodes
         .iter()
-        .filter(|n| tb.pods.iter().any(|p| p.watched && p.node == n.index))
+        .filter(|n| {
+            tb.pods
+                .iter()
+                .any(|p| p.watched && p.node == n.index && pods.contains(&p.pod.name.as_str()))
+        })
         .collect();
     debug!(nodes = nodes.len(), ?programs, "starting node-probes");
     nodes

@@ -503,10 +503,13 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
 /// How the numbers are taken.
 fn method() -> String {
     let text = "## Method\n\n\
-- **Cluster**: the testbed (`crates/testbed`) with two simulated nodes: the load generators in pod \
-`client` on node-0, the servers (redis-server, nginx with 1 KiB and 64 KiB bodies, PostgreSQL) on \
-node-1, so traffic crosses the node-to-node fabric. Every pod is watched.\n\
-- **Conditions**: `none`; `netdx`: the release `node-probe` binary, one process per node, \
+- **Cluster**: the testbed (`crates/testbed`): the load generators in pod `client` and the \
+servers (redis-server, nginx with 1 KiB and 64 KiB bodies, PostgreSQL), each in its own pod and \
+network namespace, on one simulated node; traffic between them crosses the node's bridge as between \
+pods of one real node. Every pod is watched. One node because the simulated nodes share one \
+kernel: a real node runs one node-probe, but with a probe per simulated node every socket hook \
+would run each probe's program and the workload would pay the hook cost twice.\n\
+- **Conditions**: `none`; `netdx`: the release `node-probe` binary of that node, \
 `--window-secs 10`, started and healthy (/healthz) before the run and stopped (SIGTERM) after; \
 `bpftrace`: one bpftrace 0.17 process on `tracepoint:sock:sock_send_length` and \
 `sock_recv_length`, filtered on the watched pods' cgroup ids, counting per pod and socket the \

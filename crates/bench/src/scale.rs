@@ -162,7 +162,12 @@ pub fn run(
     let client_ns = world.tb.pod(HOLD_CLIENT)?.netns.clone();
     netns::sysctl(&client_ns, "net.ipv4.ip_local_port_range", "1024 65000")?;
     progress.step("scale: idle probes");
-    let probes = probe::start_all(&world.tb, WINDOW_SECS, Programs::Real)?;
+    let probes = probe::start_for(
+        &world.tb,
+        &[HOLD_CLIENT, HOLD_SERVER],
+        WINDOW_SECS,
+        Programs::Real,
+    )?;
     let probe_cmd = probes
         .iter()
         .map(|p| p.command.clone())

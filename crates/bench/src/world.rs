@@ -1,6 +1,9 @@
-//! The benchmark cluster: a testbed with a client pod on one node and the servers on another
-//! (so traffic crosses the node-to-node fabric, as between pods of a real cluster), every pod
-//! watched.
+//! The benchmark cluster: a testbed whose workload (load generators and servers, each in its own
+//! pod, every pod watched) runs on one simulated node, and whose scale pods span two.
+//!
+//! One node for the workload because the simulated nodes share one kernel: a real node runs one
+//! node-probe, but with a probe per simulated node every socket hook would run each probe's
+//! program, and the workload would pay the hook cost twice.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -25,6 +28,11 @@ pub const PINGPONG: &str = "pp";
 pub const HOLD_CLIENT: &str = "holdc";
 /// Accepts and keeps them (server side, node 1).
 pub const HOLD_SERVER: &str = "holds";
+
+/// The simulated node of the workload's pods.
+const WORKLOAD_NODE: usize = 1;
+/// The pods of the impact, hook and kernel-path workloads (all on one node: one probe).
+pub const WORKLOAD_PODS: [&str; 6] = [CLIENT, REDIS, WEB_1K, WEB_64K, PG, PINGPONG];
 
 /// Port of the ping-pong server inside its pod.
 pub const PINGPONG_PORT: u16 = 7000;
@@ -61,13 +69,13 @@ impl World {
     /// Builds the testbed and starts every server.
     pub fn up() -> Result<Self> {
         let pods = [
-            (CLIENT, 0),
+            (CLIENT, WORKLOAD_NODE),
             (HOLD_CLIENT, 0),
-            (REDIS, 1),
-            (WEB_1K, 1),
-            (WEB_64K, 1),
-            (PG, 1),
-            (PINGPONG, 1),
+            (REDIS, WORKLOAD_NODE),
+            (WEB_1K, WORKLOAD_NODE),
+            (WEB_64K, WORKLOAD_NODE),
+            (PG, WORKLOAD_NODE),
+            (PINGPONG, WORKLOAD_NODE),
             (HOLD_SERVER, 1),
         ];
         let tb = Testbed::up(&TestbedSpec {
