@@ -103,11 +103,6 @@ struct SideAcc {
     protocols: [u64; Protocol::ALL.len()],
 }
 
-/// The valid part of a captured message head (the length comes from the kernel: clamp it).
-fn head(b: &[u8; netdx_common::HEAD_LEN], n: u8) -> &[u8] {
-    &b[..usize::from(n).min(b.len())]
-}
-
 /// Lanes of [`SideAcc::latencies`].
 const LANE_LATENCY: usize = 0;
 const LANE_TTFB: usize = 1;
@@ -147,8 +142,8 @@ impl SideAcc {
         let l7 = classify_with_hint(
             hint,
             ex.proto == 17,
-            head(&ex.req_head, ex.req_head_len),
-            head(&ex.resp_head, ex.resp_head_len),
+            ex.req_head.bytes(ex.req_head_len),
+            ex.resp_head.bytes(ex.resp_head_len),
         );
         if l7.error {
             self.l7_errors += 1;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use netdx_common::{COUNTER_COUNT, Counter, HEAD_LEN, Heads};
+use netdx_common::{COUNTER_COUNT, Counter, Head, Heads};
 
 /// Per-socket exchange state, kernel-only.
 #[repr(C)]
@@ -50,7 +50,7 @@ pub struct SockState {
     /// Valid bytes of `req_head`.
     pub req_head_len: u8,
     /// First bytes of the open request (copied from `heads` when it opened).
-    pub req_head: [u8; HEAD_LEN],
+    pub req_head: Head,
     /// Latest message heads, written by the cgroup_skb programs.
     pub heads: Heads,
 }

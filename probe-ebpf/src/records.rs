@@ -2,7 +2,7 @@
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use netdx_common::{
-    ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, HEAD_LEN, ROLE_CLIENT, RecordKind,
+    ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, Head, ROLE_CLIENT, RecordKind,
 };
 
 use crate::{
@@ -23,7 +23,7 @@ pub fn srtt_us(sk: *const u8, proto: u8) -> u32 {
 
 /// The latest message head of a socket in one direction (empty when not captured).
 #[inline(always)]
-pub fn message_head(st: &SockState, egress: bool) -> ([u8; HEAD_LEN], u8) {
+pub fn message_head(st: &SockState, egress: bool) -> (Head, u8) {
     if egress {
         (st.heads.egress, st.heads.egress_len)
     } else {
@@ -55,7 +55,7 @@ pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flag
     let (resp_head, resp_head_len) = if phase == PHASE_RESPONSE {
         message_head(st, st.role != ROLE_CLIENT)
     } else {
-        ([0; HEAD_LEN], 0)
+        (Head::EMPTY, 0)
     };
     // One helper call (output) instead of two (reserve, submit): helper calls dominate the
     // cost here. The counter is bumped first (its value samples the srtt read and the ring's

@@ -13,7 +13,8 @@ use netdx_api::{
     windows::WindowReport,
 };
 use netdx_common::{
-    ConnEvent, ConnEventKind, DropEvent, Exchange, HEAD_LEN, ROLE_CLIENT, ROLE_SERVER, RecordKind,
+    ConnEvent, ConnEventKind, DropEvent, Exchange, HEAD_LEN, Head, ROLE_CLIENT, ROLE_SERVER,
+    RecordKind,
 };
 use node_probe::{pods::PodIndex, podstats::PodSampler, records::decode, windows::Aggregator};
 
@@ -48,10 +49,10 @@ impl Rng {
     }
 }
 
-fn head(s: &[u8]) -> ([u8; HEAD_LEN], u8) {
-    let mut h = [0u8; HEAD_LEN];
+fn head(s: &[u8]) -> (Head, u8) {
+    let mut h = Head::EMPTY;
     let n = s.len().min(HEAD_LEN);
-    h[..n].copy_from_slice(&s[..n]);
+    h.0[..n].copy_from_slice(&s[..n]);
     (h, n as u8)
 }
 

@@ -83,13 +83,30 @@ pub struct Exchange {
     /// Delay from the first to the last request byte (upload time), saturating.
     pub req_dur_ns: u32,
     /// First bytes of the request, for protocol classifiers.
-    pub req_head: [u8; HEAD_LEN],
+    pub req_head: Head,
     /// First bytes of the response.
-    pub resp_head: [u8; HEAD_LEN],
+    pub resp_head: Head,
 }
 
 /// Payload bytes kept from the start of each message.
 pub const HEAD_LEN: usize = 16;
+
+/// The first [`HEAD_LEN`] bytes of a message (only the recorded length is valid). 8-byte
+/// aligned so the eBPF programs move it in two 8-byte words: as a plain byte array it was
+/// zeroed by a byte-wise memset loop (a BPF-to-BPF call) and copied a byte at a time.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Head(pub [u8; HEAD_LEN]);
+
+impl Head {
+    /// All zero.
+    pub const EMPTY: Head = Head([0; HEAD_LEN]);
+
+    /// The valid part, `len` clamped to the buffer (the length comes from the kernel).
+    pub fn bytes(&self, len: u8) -> &[u8] {
+        &self.0[..usize::from(len).min(HEAD_LEN)]
+    }
+}
 
 /// First bytes of the latest message in each direction of a socket, written by the
 /// cgroup_skb programs and read when an exchange opens and closes.
@@ -97,9 +114,9 @@ pub const HEAD_LEN: usize = 16;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Heads {
     /// Start of the latest outgoing message.
-    pub egress: [u8; HEAD_LEN],
+    pub egress: Head,
     /// Start of the latest incoming message.
-    pub ingress: [u8; HEAD_LEN],
+    pub ingress: Head,
     /// Valid bytes in `egress`.
     pub egress_len: u8,
     /// Valid bytes in `ingress`.
@@ -376,6 +393,8 @@ mod tests {
     fn layouts_have_no_surprises() {
         assert_eq!(size_of::<Exchange>(), 96);
         assert_eq!(size_of::<Heads>(), 40);
+        assert_eq!(core::mem::align_of::<Head>(), 8);
+        assert_eq!(core::mem::offset_of!(Exchange, req_head), 64);
         assert_eq!(size_of::<ConnEvent>(), 88);
         assert_eq!(size_of::<DropEvent>(), 40);
         assert_eq!(size_of::<KernelOffsets>(), 19 * 4);

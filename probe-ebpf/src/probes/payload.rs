@@ -103,21 +103,25 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
     // In 1..=HEAD_LEN, written so the verifier can see it is never zero.
     let n = ((total - off - 1).min(HEAD_LEN - 1) & (HEAD_LEN - 1)) + 1;
     h.last_dir = dir;
-    let mut buf = [0u8; HEAD_LEN];
+    // Straight into the socket's storage: bytes past `n` are stale, and the length says so.
+    let (buf, len) = if dir == DIR_EGRESS {
+        (&mut h.egress, &mut h.egress_len)
+    } else {
+        (&mut h.ingress, &mut h.ingress_len)
+    };
     // SAFETY: buf has HEAD_LEN bytes and n <= HEAD_LEN.
-    let r =
-        unsafe { bpf_skb_load_bytes(ctx.as_ptr(), off as u32, buf.as_mut_ptr().cast(), n as u32) };
-    let n = if r == 0 {
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            off as u32,
+            buf.0.as_mut_ptr().cast(),
+            n as u32,
+        )
+    };
+    *len = if r == 0 {
         n as u8
     } else {
         count(Counter::PayloadReadFailed);
         0
     };
-    if dir == DIR_EGRESS {
-        h.egress = buf;
-        h.egress_len = n;
-    } else {
-        h.ingress = buf;
-        h.ingress_len = n;
-    }
 }
