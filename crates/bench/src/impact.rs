@@ -278,20 +278,12 @@ pub fn run(
     progress.step("impact: calibration without probe");
     let sizes = calibrate(world, plan, results)?;
     progress.done();
+    // Workload by workload, the three conditions back to back (the tool started for each run):
+    // a run and the `none` run it is compared with are seconds apart, not the minute a block of
+    // every workload under one condition took, so the machine's drift cancels in the ratio.
     for round in 1..=plan.rounds as u32 {
-        for cond in Condition::order(round as usize - 1) {
-            let active = match Active::start(cond, world) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    results.note(format!(
-                        "impact round {round}: {} could not start: {e}",
-                        cond.name()
-                    ));
-                    None
-                }
-            };
-            let mut active = active;
-            for w in Workload::ALL {
+        for w in Workload::ALL {
+            for cond in Condition::order(round as usize - 1) {
                 crate::check_stop()?;
                 progress.step(&format!(
                     "impact round {round}/{}: {} under {}",
@@ -299,19 +291,26 @@ pub fn run(
                     w.id(),
                     cond.name()
                 ));
-                if let Some(a) = active.as_mut()
-                    && let Err(e) = measure(a, cond, round, w, world, plan, &sizes, results)
-                {
-                    results.note(format!(
-                        "impact round {round}: {} under {} failed: {e}",
-                        w.id(),
-                        cond.name()
-                    ));
+                match Active::start(cond, world) {
+                    Ok(mut a) => {
+                        if let Err(e) =
+                            measure(&mut a, cond, round, w, world, plan, &sizes, results)
+                        {
+                            results.note(format!(
+                                "impact round {round}: {} under {} failed: {e}",
+                                w.id(),
+                                cond.name()
+                            ));
+                        }
+                        a.stop();
+                    }
+                    Err(e) => results.note(format!(
+                        "impact round {round}: {} could not start for {}: {e}",
+                        cond.name(),
+                        w.id()
+                    )),
                 }
                 progress.done();
-            }
-            if let Some(a) = active {
-                a.stop();
             }
         }
     }

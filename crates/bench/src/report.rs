@@ -514,9 +514,10 @@ would run each probe's program and the workload would pay the hook cost twice.\n
 `bpftrace`: one bpftrace 0.17 process on `tracepoint:sock:sock_send_length` and \
 `sock_recv_length`, filtered on the watched pods' cgroup ids, counting per pod and socket the \
 bytes each way and the exchanges (a new exchange when a send follows a receive), measured once it \
-printed `Attaching 2 probes`. Within each round the three conditions run one after the other, \
-rotated from round to round so each is first, second and last equally often; every ratio is taken \
-against the `none` run of the same round, and the table gives the median and the spread over rounds.\n\
+printed `Attaching 2 probes`. Within each round, workload by workload, the three conditions run \
+back to back (the tool started before and stopped after each run), rotated from round to round so \
+each is first, second and last equally often; every ratio is taken against the `none` run of the \
+same workload and round, seconds away, and the table gives the median and the spread over rounds.\n\
 - **Workloads**: redis-benchmark GET/SET with 50 clients, non-pipelined and `-P 16`; wrk (one \
 thread, 32 keep-alive connections) against nginx; pgbench select-only with 8 clients; a ping-pong \
 of 16-byte writes on two TCP connections over one pod's loopback (`netdx-bench pingpong`, both \
