@@ -1,8 +1,8 @@
 //! cgroup_skb on watched pods' cgroups: keeps the first bytes of each message per socket so
 //! userspace can name the protocol and read its error signal. Never drops a packet.
 //!
-//! Only the first payload packet after a change of direction is parsed; every other packet
-//! costs one socket-storage lookup.
+//! Only the first payload packet after a change of direction is copied; other payload packets
+//! cost one socket-storage lookup, packets without payload none.
 
 use aya_ebpf::{
     EbpfContext, bindings::__sk_buff, helpers::bpf_skb_load_bytes, macros::cgroup_skb,
@@ -83,6 +83,15 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
     if sk.is_null() {
         return;
     }
+    // Headers first (direct packet reads): packets without payload (pure ACK, SYN, FIN) do not
+    // change the direction and cost no storage lookup.
+    let Some(off) = payload_offset(ctx) else {
+        return;
+    };
+    let total = ctx.len() as usize;
+    if off >= total {
+        return;
+    }
     // The storage helper itself refuses request and time-wait sockets (no full socket), so no
     // separate bpf_sk_fullsock call is needed.
     let Some(st) = sock_state(sk.cast(), true) else {
@@ -92,13 +101,6 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
     let h = &mut st.heads;
     if h.last_dir == dir {
         return; // continuation of the same message
-    }
-    let Some(off) = payload_offset(ctx) else {
-        return;
-    };
-    let total = ctx.len() as usize;
-    if off >= total {
-        return; // no payload (pure ACK, SYN, FIN): the direction has not changed
     }
     // In 1..=HEAD_LEN, written so the verifier can see it is never zero.
     let n = ((total - off - 1).min(HEAD_LEN - 1) & (HEAD_LEN - 1)) + 1;
