@@ -53,7 +53,8 @@ struct Args {
     /// Place split thresholds on a log scale (see TrainParams).
     #[arg(long, default_value_t = TrainParams::default().log_thresholds, action = clap::ArgAction::Set)]
     log_thresholds: bool,
-    /// Features the tree may not split on, besides the workload-scaled ones (comma-separated).
+    /// Features the tree may not split on, besides the workload-scaled and workload-shaped ones
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
     /// Also write every row's held-out predictions here (CSV: grouped CV with its path, unseen
