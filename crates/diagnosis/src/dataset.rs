@@ -200,7 +200,8 @@ pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SC
 /// ratios 1); columns computable from schema-2 columns are computed (connect failure share,
 /// exchanges per successful connect assuming the dataset's 2 s windows). Ratios of the
 /// computable columns to their baseline cannot be recovered and read 1. Before schema 6 the
-/// server's fullness at its drops was not recorded: it reads 0 ("no such drops").
+/// server's fullness at its drops was not recorded: it reads 0 ("no such drops"). Every column
+/// schema 7 added is derived from schema-6 ones, so it is computed.
 pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
     for (f, x) in columns.iter().zip(values) {
@@ -662,6 +663,35 @@ mod tests {
             read_jsonl(other.as_bytes()),
             Err(Error::SchemaMismatch { found: 1, .. })
         ));
+    }
+
+    #[test]
+    fn schema_6_files_gain_the_derived_columns() {
+        let names = feature_names();
+        let n_old = Feature::ServerFullAtDrops.index() + 1;
+        let mut vals = vec![1.0; n_old];
+        vals[Feature::IsDns.index()] = 0.0;
+        vals[Feature::L7ErrorRatio.index()] = 0.25;
+        vals[Feature::ServerWaitRatio.index()] = 40.0;
+        vals[Feature::WaitGapRatio.index()] = 2.0;
+        let header = format!(
+            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":6,\"features\":{}}}",
+            serde_json::to_string(&names[..n_old]).unwrap()
+        );
+        let row = serde_json::json!({
+            "scenarioId": "s", "workload": "w", "intensity": "none", "fault": "healthy",
+            "target": "", "window": 0, "transitional": false, "features": vals,
+        });
+        let rows = read_jsonl(format!("{header}\n{row}\n").as_bytes()).unwrap();
+        assert_eq!(rows[0].features.len(), FEATURE_COUNT);
+        let v = rows[0].vector().unwrap();
+        assert_eq!(v[Feature::AppErrorRatio], 0.25);
+        assert_eq!(v[Feature::ServerWaitExcess], 20.0);
+        assert_eq!(
+            v[Feature::ServerFullAtDrops],
+            1.0,
+            "recorded columns are kept"
+        );
     }
 
     #[test]

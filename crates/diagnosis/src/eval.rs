@@ -407,14 +407,25 @@ fn out_of_group(
         .collect())
 }
 
+/// Every row's prediction by a model that never saw it, per hold-out (same order as the rows).
+#[derive(Clone, Debug, Default)]
+pub struct HeldOutPredictions {
+    /// Grouped cross-validation (scenarios held out).
+    pub cv: Vec<Classification>,
+    /// Leave one workload out.
+    pub unseen_workload: Vec<Classification>,
+    /// Train on one intensity, test on the other.
+    pub unseen_intensity: Vec<Classification>,
+}
+
 /// Runs the whole evaluation and trains the final model on every row.
-/// Returns the card, the final model, the held-out evaluation and the held-out prediction of
-/// every row (same order as `rows`).
+/// Returns the card, the final model, the held-out evaluation and every row's held-out
+/// predictions.
 pub fn model_card(
     rows: &[LabeledRow],
     params: &TrainParams,
     version: &str,
-) -> Result<(ModelCard, TreeModel, Evaluation, Vec<Classification>)> {
+) -> Result<(ModelCard, TreeModel, Evaluation, HeldOutPredictions)> {
     let scenarios: Vec<&str> = rows
         .iter()
         .map(|r| r.scenario_id.as_str())
@@ -458,7 +469,7 @@ pub fn model_card(
     let single = single_workload_classes(rows);
     let (judgeable, judgeable_preds): (Vec<&LabeledRow>, Vec<Classification>) = rows
         .iter()
-        .zip(by_workload)
+        .zip(by_workload.iter().cloned())
         .filter(|(r, _)| !single.contains(&r.fault))
         .unzip();
     let unseen_workload = scores(&judgeable, &judgeable_preds);
@@ -523,7 +534,12 @@ pub fn model_card(
         dataset_scenarios: scenarios.len(),
         confusion: heldout.confusion.clone(),
     };
-    Ok((card, model, heldout, cv))
+    let preds = HeldOutPredictions {
+        cv,
+        unseen_workload: by_workload,
+        unseen_intensity: by_intensity,
+    };
+    Ok((card, model, heldout, preds))
 }
 
 /// 0 for the first intensity label of a (workload, class) seen in the dataset, 1 otherwise.

@@ -17,7 +17,7 @@ use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 6;
+pub const FEATURE_SCHEMA_VERSION: u32 = 7;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +128,8 @@ features! {
     ServerEdgesSlowShare = "server_edges_slow_share": "share of this window's edges to the same server whose client p99 is at least 3x its baseline: a slow server slows all its clients, a slow link only those across it",
     ClientEdgesSlowShare = "client_edges_slow_share": "share of this window's edges from the same client whose client p99 is at least 3x its baseline: a client-side or link problem slows many of its edges, a server problem one",
     ServerFullAtDrops = "server_full_at_drops": "mean server connections the server pod had open when it dropped packets no socket owned (refused or filtered SYNs) / the most it had open at once in the window, 0..1: about 1 when connections are turned away only while the server is full (connection limit), lower when refusal ignores load (0 without such drops)",
+    AppErrorRatio = "app_error_ratio": "(1 - is_dns) x l7_error_ratio: exchanges answered with the protocol's error signal off port 53 (DNS errors count in dns_failure_ratio); one cut tells application errors from healthy and from DNS failures alike, whatever the workload",
+    ServerWaitExcess = "server_wait_excess": "server_wait_ratio / max(wait_gap_ratio, 1), at most 10000: how much the server's own processing time grew beyond the path's; well above 1 when the server itself got slower, about 1 or below when nothing or the path did (1 without the wait signals)",
 }
 
 /// Number of features (columns).
@@ -787,6 +789,14 @@ pub fn derive(v: &mut FeatureVector) {
         (v[Feature::IsDns] * (v[Feature::L7ErrorRatio] + v[Feature::NoResponseRatio])).min(1.0),
     );
     v.set(Feature::ClientP50PerRtt, p50_per_rtt);
+    v.set(
+        Feature::AppErrorRatio,
+        (1.0 - v[Feature::IsDns]).clamp(0.0, 1.0) * v[Feature::L7ErrorRatio],
+    );
+    v.set(
+        Feature::ServerWaitExcess,
+        (v[Feature::ServerWaitRatio] / v[Feature::WaitGapRatio].max(1.0)).min(10_000.0),
+    );
 }
 
 #[cfg(test)]
@@ -1211,6 +1221,50 @@ mod tests {
             v[Feature::SrttRangeRatio] > 3.0,
             "{}",
             v[Feature::SrttRangeRatio]
+        );
+    }
+
+    #[test]
+    fn app_errors_are_told_from_dns_failures() {
+        // two_node_window: 20 of 200 exchanges answered with an error, on port 8080.
+        let w = two_node_window();
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(approx(v[Feature::AppErrorRatio], 0.1));
+        assert_eq!(v[Feature::DnsFailureRatio], 0.0);
+        // The same errors from a DNS server are DNS failures, not application errors.
+        let mut dns = w.clone();
+        dns.edges[0].key.port = 53;
+        let v = edge_features(&dns, &dns.edges[0], None);
+        assert_eq!(v[Feature::AppErrorRatio], 0.0);
+        assert!(v[Feature::DnsFailureRatio] >= 0.1);
+    }
+
+    #[test]
+    fn server_wait_excess_tells_a_slow_server_from_a_slow_path() {
+        let healthy = window_with_waits(2.0, 3.0, 900);
+        let h = edge_features(&healthy, &healthy.edges[0], None);
+        assert_eq!(h[Feature::ServerWaitExcess], 1.0, "no baseline: as usual");
+        let mut b = Baseline::default();
+        for _ in 0..3 {
+            b.update(&h);
+        }
+        let v = edge_features(&healthy, &healthy.edges[0], Some(&b));
+        assert!(approx(v[Feature::ServerWaitExcess], 1.0));
+        // The server's processing got 6x slower, the path did not.
+        let slow = window_with_waits(12.0, 13.0, 900);
+        let v = edge_features(&slow, &slow.edges[0], Some(&b));
+        assert!(
+            v[Feature::ServerWaitExcess] > 5.0,
+            "{}",
+            v[Feature::ServerWaitExcess]
+        );
+        // The path got 20 ms slower, the server did not: the excess falls below 1.
+        let path = window_with_waits(2.0, 23.0, 900);
+        let v = edge_features(&path, &path.edges[0], Some(&b));
+        assert!(
+            v[Feature::ServerWaitExcess] < 0.2,
+            "{}",
+            v[Feature::ServerWaitExcess]
         );
     }
 

@@ -44,6 +44,26 @@ pub const WORKLOAD_SCALED: [Feature; 13] = [
     Feature::WaitGapMs,
 ];
 
+/// Features whose healthy level tells the workloads apart (how each client reuses
+/// connections, how many round trips its exchanges take, its own pod's background drops and
+/// zero windows) while their fault signal is carried by a ratio to the baseline or a share.
+/// A tree that splits on them first learns a class per workload branch, and a workload it
+/// never saw goes down a branch with no such class: with them, leave-one-workload-out
+/// macro-F1 0.665 and unseen intensity 0.731, without them 0.745 and 0.788 (seed 1,
+/// docs/diagnosis-notes.md). Left out of training by default, like [`WORKLOAD_SCALED`].
+pub const WORKLOAD_SHAPED: [Feature; 5] = [
+    // Healthy medians 2000 (wrk, keep-alive) vs 75-150 (the others); its ratio stays.
+    Feature::ExchangesPerOkConnect,
+    // 12 round trips per median exchange on nginx, 2.5-3.3 elsewhere.
+    Feature::ClientP50PerRtt,
+    // The client pod's background drops: 0 (DNS) to 7 per second (redis).
+    Feature::ClientDropsTotal,
+    // Only the redis client advertises zero windows, healthy or not.
+    Feature::ClientZeroWindowAdv,
+    // Absolute ms like srtt_mean_ms and srtt_max_ms; srtt_min_ratio carries it.
+    Feature::SrttMinMs,
+];
+
 /// [`TrainParams::max_depth`] unless told otherwise.
 const DEFAULT_MAX_DEPTH: usize = 20;
 
@@ -118,6 +138,7 @@ impl Default for TrainParams {
             min_weight_split: 4.0,
             exclude: WORKLOAD_SCALED
                 .iter()
+                .chain(&WORKLOAD_SHAPED)
                 .map(|f| f.name().to_string())
                 .collect(),
             balance_classes: true,
@@ -972,7 +993,10 @@ pub(crate) mod tests {
             .collect();
         assert!(!used.is_empty());
         assert!(
-            WORKLOAD_SCALED.iter().all(|f| !used.contains(&f.index())),
+            WORKLOAD_SCALED
+                .iter()
+                .chain(&WORKLOAD_SHAPED)
+                .all(|f| !used.contains(&f.index())),
             "{used:?}"
         );
         let everything = TrainParams {

@@ -53,10 +53,12 @@ struct Args {
     /// Place split thresholds on a log scale (see TrainParams).
     #[arg(long, default_value_t = TrainParams::default().log_thresholds, action = clap::ArgAction::Set)]
     log_thresholds: bool,
-    /// Features the tree may not split on, besides the workload-scaled ones (comma-separated).
+    /// Features the tree may not split on, besides the workload-scaled and workload-shaped ones
+    /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
-    /// Also write every row's held-out prediction here (CSV), to see which windows fail.
+    /// Also write every row's held-out predictions here (CSV: grouped CV with its path, unseen
+    /// workload, unseen intensity), to see which windows fail.
     #[arg(long)]
     predictions: Option<PathBuf>,
 }
@@ -280,14 +282,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .collect(),
         ..TrainParams::default()
     };
-    let (card, model, heldout, cv) = model_card(&rows, &params, &args.model_version)?;
+    let (card, model, heldout, preds) = model_card(&rows, &params, &args.model_version)?;
     if let Some(path) = &args.predictions {
-        let mut csv =
-            String::from("scenario,window,edge,truth,predicted,confidence,transitional,path\n");
-        for (r, p) in rows.iter().zip(&cv) {
+        let mut csv = String::from(
+            "scenario,window,edge,truth,predicted,confidence,transitional,path,unseen_workload,unseen_intensity\n",
+        );
+        for (((r, p), w), i) in rows
+            .iter()
+            .zip(&preds.cv)
+            .zip(&preds.unseen_workload)
+            .zip(&preds.unseen_intensity)
+        {
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{:.3},{},{}",
+                "{},{},{},{},{},{:.3},{},{},{},{}",
                 r.scenario_id,
                 r.window,
                 r.edge,
@@ -299,7 +307,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
-                    .join(" & ")
+                    .join(" & "),
+                w.root_cause.as_str(),
+                i.root_cause.as_str()
             );
         }
         std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;

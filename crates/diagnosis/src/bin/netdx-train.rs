@@ -35,7 +35,8 @@ struct Args {
     /// Deepest split level.
     #[arg(long, default_value_t = 10)]
     max_depth: usize,
-    /// Also let the tree split on workload-scaled features (absolute latency, rate, RTT).
+    /// Also let the tree split on workload-scaled and workload-shaped features (absolute
+    /// latency, rate, RTT; connection reuse, round trips per exchange, client background drops).
     #[arg(long)]
     all_features: bool,
 }
