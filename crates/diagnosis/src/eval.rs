@@ -472,7 +472,12 @@ pub fn model_card(
         .zip(by_workload.iter().cloned())
         .filter(|(r, _)| !single.contains(&r.fault))
         .unzip();
-    let unseen_workload = scores(&judgeable, &judgeable_preds);
+    let mut unseen_workload = scores(&judgeable, &judgeable_preds);
+    // Averaged over the classes judged (as sklearn's `labels=`): a judged window taken for a
+    // class left out already counts against its own class's recall, and must not also add
+    // that class to the average with an F1 of 0.
+    unseen_workload.per_class.retain(|m| m.support > 0);
+    unseen_workload.macro_f1 = mean_f1(&unseen_workload.per_class);
 
     // Intensity rank within its class: the scenario id ends with the intensity label, and
     // healthy scenarios split by load (low/mid vs high).
@@ -542,22 +547,49 @@ pub fn model_card(
     Ok((card, model, heldout, preds))
 }
 
-/// 0 for the first intensity label of a (workload, class) seen in the dataset, 1 otherwise.
+/// Mean F1 of the given classes' metrics (0 without any).
+fn mean_f1(per_class: &[crate::dataset::ClassMetrics]) -> f64 {
+    if per_class.is_empty() {
+        return 0.0;
+    }
+    per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64
+}
+
+/// An intensity label split into its kind and strength: `timeout20pct` -> ("timeout", 20),
+/// `1mbit` -> ("", 1000) in kbit, `every5` -> ("every", 5); a label without a number has
+/// strength 1 (`all`).
+fn intensity_value(label: &str) -> (&str, f64) {
+    let start = label
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(label.len());
+    let (kind, rest) = label.split_at(start);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, unit) = rest.split_at(end);
+    let scale = if unit == "mbit" { 1000.0 } else { 1.0 };
+    (kind, number.parse::<f64>().map_or(1.0, |v| v * scale))
+}
+
+/// 0 for the lower half (by strength) of the intensities a (workload, class, kind) was
+/// recorded at, 1 for the upper half; a lone intensity is 0. Training on one half and testing
+/// on the other, both ways, asks the model for strengths it never saw.
 fn intensity_rank(scenario: &str, intensity: &str, rows: &[LabeledRow]) -> usize {
     let stem = scenario.strip_suffix(intensity).unwrap_or(scenario);
-    let labels: BTreeSet<&str> = rows
+    let (kind, value) = intensity_value(intensity);
+    let mut values: Vec<f64> = rows
         .iter()
         .filter(|r| {
             r.scenario_id.starts_with(stem) && r.scenario_id.len() == stem.len() + r.intensity.len()
         })
-        .map(|r| r.intensity.as_str())
+        .map(|r| intensity_value(&r.intensity))
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, v)| v)
         .collect();
-    // Labels sort as the catalog lists them only by luck; order by first appearance instead.
-    let first = rows
-        .iter()
-        .find(|r| r.scenario_id.starts_with(stem))
-        .map(|r| r.intensity.as_str());
-    usize::from(labels.len() > 1 && first != Some(intensity))
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    let position = values.iter().position(|v| *v == value).unwrap_or(0);
+    usize::from(values.len() > 1 && position >= values.len().div_ceil(2))
 }
 
 #[cfg(test)]
@@ -591,6 +623,35 @@ mod tests {
             confidence: 1.0,
             path: Vec::new(),
         }
+    }
+
+    #[test]
+    fn intensities_split_by_strength_within_their_kind() {
+        assert_eq!(intensity_value("timeout20pct"), ("timeout", 20.0));
+        assert_eq!(intensity_value("1mbit"), ("", 1000.0));
+        assert_eq!(intensity_value("1500kbit"), ("", 1500.0));
+        assert_eq!(intensity_value("0.5pct"), ("", 0.5));
+        assert_eq!(intensity_value("all"), ("all", 1.0));
+        let mut rows = Vec::new();
+        for i in ["10ms", "5ms", "30ms", "20ms", "15ms"] {
+            let mut r = row(&format!("redis-path_delay-{i}"), RootCause::PathDelay, 1);
+            r.intensity = i.into();
+            rows.push(r);
+        }
+        for i in ["nxdomain30pct", "nxdomain100pct", "timeout20pct"] {
+            let mut r = row(&format!("dns-dns_failure-{i}"), RootCause::DnsFailure, 1);
+            r.intensity = i.into();
+            rows.push(r);
+        }
+        let rank = |s: &str, i: &str| intensity_rank(s, i, &rows);
+        // 5, 10, 15 below; 20, 30 above (not the alphabetical 10ms first).
+        assert_eq!(rank("redis-path_delay-5ms", "5ms"), 0);
+        assert_eq!(rank("redis-path_delay-15ms", "15ms"), 0);
+        assert_eq!(rank("redis-path_delay-20ms", "20ms"), 1);
+        assert_eq!(rank("redis-path_delay-30ms", "30ms"), 1);
+        assert_eq!(rank("dns-dns_failure-nxdomain30pct", "nxdomain30pct"), 0);
+        assert_eq!(rank("dns-dns_failure-nxdomain100pct", "nxdomain100pct"), 1);
+        assert_eq!(rank("dns-dns_failure-timeout20pct", "timeout20pct"), 0);
     }
 
     #[test]

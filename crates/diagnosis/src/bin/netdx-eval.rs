@@ -187,7 +187,7 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| unseen workload macro-F1 (leave one workload out; classes two workloads show) | {:.3} | - |",
+        "| unseen workload macro-F1 (leave one workload out; averaged over the classes two workloads show) | {:.3} | - |",
         card.unseen_workload_macro_f1
     );
     let _ = writeln!(
@@ -197,7 +197,7 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| unseen intensity macro-F1 (train one intensity, test the other) | {:.3} | - |",
+        "| unseen intensity macro-F1 (train on the weaker half of each fault's intensities, test on the stronger, and back) | {:.3} | - |",
         card.unseen_intensity_macro_f1
     );
     let _ = writeln!(
