@@ -582,7 +582,10 @@ impl World {
                     },
                 };
                 self.restart_s1(&knobs, &Default::default())?;
-                Injected::Nothing
+                match (s.fault, self.s1_pid) {
+                    (ListenBacklogOverflow, Some(pid)) => Injected::ListenQueue(pid),
+                    _ => Injected::Nothing,
+                }
             }
             L7Errors => {
                 let addr = self.addr("s1");
@@ -779,6 +782,8 @@ pub enum Injected {
     Delay(faults::DelayGuard),
     /// CPU quota on a pod.
     Quota(netdx_testbed::cgroups::PodCgroups),
+    /// A server restarted with a tiny, slowly drained accept queue (its pid).
+    ListenQueue(u32),
 }
 
 /// What an injected fault has acted on so far, from the injector's own counters.
@@ -791,6 +796,9 @@ pub enum Acted {
     Flows(faults::ActedOn),
     /// CFS periods the pod was throttled in (a quota acts only while the pod needs the CPU).
     Throttled(u64),
+    /// Connections the server's namespace turned away at a full accept queue (ListenOverflows
+    /// + ListenDrops): a slow accept overflows the queue only when connections arrive meanwhile.
+    Overflowed(u64),
 }
 
 impl Acted {
@@ -808,7 +816,8 @@ impl Acted {
                 };
                 count(now) > count(then)
             }
-            (Acted::Throttled(now), Acted::Throttled(then)) => now > then,
+            (Acted::Throttled(now), Acted::Throttled(then))
+            | (Acted::Overflowed(now), Acted::Overflowed(then)) => now > then,
             _ => true,
         }
     }
@@ -820,7 +829,8 @@ impl Acted {
             (Acted::Flows(now), Acted::Flows(then)) => {
                 now.values().sum::<u64>() > then.values().sum::<u64>()
             }
-            (Acted::Throttled(now), Acted::Throttled(then)) => now > then,
+            (Acted::Throttled(now), Acted::Throttled(then))
+            | (Acted::Overflowed(now), Acted::Overflowed(then)) => now > then,
             _ => true,
         }
     }
@@ -832,9 +842,25 @@ impl Injected {
         Ok(match self {
             Injected::Nft(g) => Acted::Flows(g.acted_on()?),
             Injected::Quota(cg) => Acted::Throttled(cg.throttling().map_or(0, |(n, _)| n)),
+            Injected::ListenQueue(pid) => Acted::Overflowed(listen_overflows(*pid)?),
             _ => Acted::Always,
         })
     }
+}
+
+/// ListenOverflows + ListenDrops of the network namespace `pid` lives in.
+fn listen_overflows(pid: u32) -> netdx_testbed::Result<u64> {
+    let path = format!("/proc/{pid}/net/netstat");
+    let text = std::fs::read_to_string(&path).map_err(|source| netdx_testbed::Error::Io {
+        what: path.clone(),
+        source,
+    })?;
+    let mut mib = std::collections::BTreeMap::new();
+    node_probe::podstats::parse_mib(&text, &mut mib);
+    Ok(["TcpExt:ListenOverflows", "TcpExt:ListenDrops"]
+        .iter()
+        .filter_map(|k| mib.get(*k))
+        .sum())
 }
 
 impl Drop for Injected {
@@ -882,6 +908,8 @@ mod tests {
         assert!(!later.since(&later.clone(), c1, s1), "nothing new");
         assert!(Acted::Throttled(5).since(&Acted::Throttled(4), "any", "any"));
         assert!(!Acted::Throttled(4).since(&Acted::Throttled(4), "any", "any"));
+        assert!(Acted::Overflowed(3).since(&Acted::Overflowed(1), "any", "any"));
+        assert!(!Acted::Overflowed(3).any_since(&Acted::Overflowed(3)));
         // Faults without counters act on everything they are applied to.
         assert!(Acted::Always.since(&Acted::Always, c1, s1));
         assert!(now.any_since(&before));
