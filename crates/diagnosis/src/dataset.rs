@@ -665,24 +665,29 @@ mod tests {
         ));
     }
 
+    /// Reads one healthy row of a file written at an older schema with `vals` (its columns).
+    fn read_old_schema(version: u32, vals: &[f64]) -> Vec<LabeledRow> {
+        let names = feature_names();
+        let header = format!(
+            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":{version},\"features\":{}}}",
+            serde_json::to_string(&names[..vals.len()]).unwrap()
+        );
+        let row = serde_json::json!({
+            "scenarioId": "s", "workload": "w", "intensity": "none", "fault": "healthy",
+            "target": "", "window": 0, "transitional": false, "features": vals,
+        });
+        read_jsonl(format!("{header}\n{row}\n").as_bytes()).unwrap()
+    }
+
     #[test]
     fn schema_6_files_gain_the_derived_columns() {
-        let names = feature_names();
         let n_old = Feature::ServerFullAtDrops.index() + 1;
         let mut vals = vec![1.0; n_old];
         vals[Feature::IsDns.index()] = 0.0;
         vals[Feature::L7ErrorRatio.index()] = 0.25;
         vals[Feature::ServerWaitRatio.index()] = 40.0;
         vals[Feature::WaitGapRatio.index()] = 2.0;
-        let header = format!(
-            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":6,\"features\":{}}}",
-            serde_json::to_string(&names[..n_old]).unwrap()
-        );
-        let row = serde_json::json!({
-            "scenarioId": "s", "workload": "w", "intensity": "none", "fault": "healthy",
-            "target": "", "window": 0, "transitional": false, "features": vals,
-        });
-        let rows = read_jsonl(format!("{header}\n{row}\n").as_bytes()).unwrap();
+        let rows = read_old_schema(6, &vals);
         assert_eq!(rows[0].features.len(), FEATURE_COUNT);
         let v = rows[0].vector().unwrap();
         assert_eq!(v[Feature::AppErrorRatio], 0.25);
@@ -696,21 +701,12 @@ mod tests {
 
     #[test]
     fn schema_3_files_gain_the_derived_columns() {
-        let names = feature_names();
         let n_old = Feature::LatencyPerThroughput.index() + 1;
         let mut vals = vec![1.0; n_old];
         vals[Feature::SrttMeanMs.index()] = 30.0;
         vals[Feature::SrttMinMs.index()] = 10.0;
         vals[Feature::ClientP50Ms.index()] = 25.0;
-        let header = format!(
-            "{{\"format\":\"{DATASET_FORMAT}\",\"featureSchemaVersion\":3,\"features\":{}}}",
-            serde_json::to_string(&names[..n_old]).unwrap()
-        );
-        let row = serde_json::json!({
-            "scenarioId": "s", "workload": "w", "intensity": "none", "fault": "healthy",
-            "target": "", "window": 0, "transitional": false, "features": vals,
-        });
-        let rows = read_jsonl(format!("{header}\n{row}\n").as_bytes()).unwrap();
+        let rows = read_old_schema(3, &vals);
         let v = rows[0].vector().unwrap();
         assert_eq!(v[Feature::SrttQueueing], 3.0);
         assert_eq!(v[Feature::ClientP50PerRtt], 2.5);
