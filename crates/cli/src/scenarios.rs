@@ -794,11 +794,11 @@ pub enum Acted {
     Always,
     /// Packets refused or dropped per (source, destination) address pair.
     Flows(faults::ActedOn),
-    /// CFS periods the pod was throttled in (a quota acts only while the pod needs the CPU).
-    Throttled(u64),
-    /// Connections the server's namespace turned away at a full accept queue (ListenOverflows
-    /// + ListenDrops): a slow accept overflows the queue only when connections arrive meanwhile.
-    Overflowed(u64),
+    /// A running count of the fault's effect: CFS periods a CPU quota throttled the pod in (it
+    /// acts only while the pod needs the CPU), or connections the server's namespace turned
+    /// away at a full accept queue (ListenOverflows + ListenDrops: a slow accept overflows the
+    /// queue only when connections arrive meanwhile).
+    Counted(u64),
 }
 
 impl Acted {
@@ -816,8 +816,7 @@ impl Acted {
                 };
                 count(now) > count(then)
             }
-            (Acted::Throttled(now), Acted::Throttled(then))
-            | (Acted::Overflowed(now), Acted::Overflowed(then)) => now > then,
+            (Acted::Counted(now), Acted::Counted(then)) => now > then,
             _ => true,
         }
     }
@@ -829,8 +828,7 @@ impl Acted {
             (Acted::Flows(now), Acted::Flows(then)) => {
                 now.values().sum::<u64>() > then.values().sum::<u64>()
             }
-            (Acted::Throttled(now), Acted::Throttled(then))
-            | (Acted::Overflowed(now), Acted::Overflowed(then)) => now > then,
+            (Acted::Counted(now), Acted::Counted(then)) => now > then,
             _ => true,
         }
     }
@@ -841,8 +839,8 @@ impl Injected {
     pub fn acted(&self) -> netdx_testbed::Result<Acted> {
         Ok(match self {
             Injected::Nft(g) => Acted::Flows(g.acted_on()?),
-            Injected::Quota(cg) => Acted::Throttled(cg.throttling().map_or(0, |(n, _)| n)),
-            Injected::ListenQueue(pid) => Acted::Overflowed(listen_overflows(*pid)?),
+            Injected::Quota(cg) => Acted::Counted(cg.throttling().map_or(0, |(n, _)| n)),
+            Injected::ListenQueue(pid) => Acted::Counted(listen_overflows(*pid)?),
             _ => Acted::Always,
         })
     }
@@ -906,10 +904,10 @@ mod tests {
         assert!(!now.since(&before, c2, "10.200.2.3"), "another server");
         let later = Acted::Flows([((ip(c1), ip(s1)), 4)].into());
         assert!(!later.since(&later.clone(), c1, s1), "nothing new");
-        assert!(Acted::Throttled(5).since(&Acted::Throttled(4), "any", "any"));
-        assert!(!Acted::Throttled(4).since(&Acted::Throttled(4), "any", "any"));
-        assert!(Acted::Overflowed(3).since(&Acted::Overflowed(1), "any", "any"));
-        assert!(!Acted::Overflowed(3).any_since(&Acted::Overflowed(3)));
+        assert!(Acted::Counted(5).since(&Acted::Counted(4), "any", "any"));
+        assert!(!Acted::Counted(4).since(&Acted::Counted(4), "any", "any"));
+        assert!(Acted::Counted(3).since(&Acted::Counted(1), "any", "any"));
+        assert!(!Acted::Counted(3).any_since(&Acted::Counted(3)));
         // Faults without counters act on everything they are applied to.
         assert!(Acted::Always.since(&Acted::Always, c1, s1));
         assert!(now.any_since(&before));

@@ -338,6 +338,14 @@ pub struct Evaluation {
     pub excluded_transitional: usize,
 }
 
+/// Unweighted mean F1 of the given classes' metrics (0 without any).
+pub fn mean_f1(per_class: &[ClassMetrics]) -> f64 {
+    if per_class.is_empty() {
+        return 0.0;
+    }
+    per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64
+}
+
 /// Scores (truth, prediction) pairs.
 pub fn evaluate(pairs: &[(RootCause, RootCause)]) -> Evaluation {
     let n = RootCause::ALL.len();
@@ -371,11 +379,7 @@ pub fn evaluate(pairs: &[(RootCause, RootCause)]) -> Evaluation {
             support,
         });
     }
-    let macro_f1 = if per_class.is_empty() {
-        0.0
-    } else {
-        per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64
-    };
+    let macro_f1 = mean_f1(&per_class);
     let correct: u64 = (0..n).map(|i| confusion[i][i]).sum();
     Evaluation {
         classes: RootCause::ALL.to_vec(),

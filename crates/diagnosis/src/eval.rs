@@ -414,7 +414,7 @@ pub struct HeldOutPredictions {
     pub cv: Vec<Classification>,
     /// Leave one workload out.
     pub unseen_workload: Vec<Classification>,
-    /// Train on one intensity, test on the other.
+    /// Train on the weaker half of each fault's intensities, test on the stronger, and back.
     pub unseen_intensity: Vec<Classification>,
 }
 
@@ -477,7 +477,7 @@ pub fn model_card(
     // class left out already counts against its own class's recall, and must not also add
     // that class to the average with an F1 of 0.
     unseen_workload.per_class.retain(|m| m.support > 0);
-    unseen_workload.macro_f1 = mean_f1(&unseen_workload.per_class);
+    unseen_workload.macro_f1 = crate::dataset::mean_f1(&unseen_workload.per_class);
 
     // Intensity rank within its class: the scenario id ends with the intensity label, and
     // healthy scenarios split by load (low/mid vs high).
@@ -545,14 +545,6 @@ pub fn model_card(
         unseen_intensity: by_intensity,
     };
     Ok((card, model, heldout, preds))
-}
-
-/// Mean F1 of the given classes' metrics (0 without any).
-fn mean_f1(per_class: &[crate::dataset::ClassMetrics]) -> f64 {
-    if per_class.is_empty() {
-        return 0.0;
-    }
-    per_class.iter().map(|m| m.f1).sum::<f64>() / per_class.len() as f64
 }
 
 /// An intensity label split into its kind and strength: `timeout20pct` -> ("timeout", 20),
