@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classification, Classifier, Condition, Op, RootCause};
 use crate::features::{
-    FEATURE_COUNT, FEATURE_SCHEMA_VERSION, Feature, FeatureVector, feature_names,
+    FEATURE_COUNT, FEATURE_SCHEMA_VERSION, FEATURES, Feature, FeatureVector, feature_names,
 };
 use crate::{Error, Result};
 
@@ -336,12 +336,13 @@ fn train_tree(
     params: &TrainParams,
 ) -> Result<Vec<TreeNode>> {
     let n_classes = RootCause::ALL.len();
-    // A column left out is zeroed: a constant column has no split with any impurity decrease.
-    let mut x = Array2::<f64>::zeros((sample.len(), FEATURE_COUNT));
+    // linfa sees only the tree's columns (its split search scans every column it is given);
+    // `flatten` maps its column numbers back to features.
+    let mut x = Array2::<f64>::zeros((sample.len(), columns.len()));
     for (i, &r) in sample.iter().enumerate() {
         let v = rows[r].0.as_slice();
-        for &j in columns {
-            x[[i, j]] = if params.log_thresholds {
+        for (k, &j) in columns.iter().enumerate() {
+            x[[i, k]] = if params.log_thresholds {
                 log_scale(v[j])
             } else {
                 v[j]
@@ -349,7 +350,11 @@ fn train_tree(
         }
     }
     let y: Array1<usize> = sample.iter().map(|&r| rows[r].1.index()).collect();
-    let mut dataset = Dataset::new(x, y.clone()).with_feature_names(feature_names());
+    let names: Vec<String> = columns
+        .iter()
+        .map(|&j| FEATURES[j].name.to_string())
+        .collect();
+    let mut dataset = Dataset::new(x, y.clone()).with_feature_names(names);
     if params.balance_classes {
         let mut count = vec![0usize; n_classes];
         for c in &y {
@@ -375,7 +380,7 @@ fn train_tree(
         .map_err(|e| Error::Train(e.to_string()))?;
 
     let mut nodes = Vec::new();
-    flatten(tree.root_node(), n_classes, &mut nodes)?;
+    flatten(tree.root_node(), n_classes, columns, &mut nodes)?;
     if params.log_thresholds {
         for n in &mut nodes {
             if let TreeNode::Split { threshold, .. } = n {
@@ -394,10 +399,12 @@ fn train_tree(
     Ok(nodes)
 }
 
-/// Copies a linfa subtree into `out` in pre-order and returns the index of its root.
+/// Copies a linfa subtree into `out` in pre-order and returns the index of its root; linfa's
+/// column `k` is feature `columns[k]`.
 fn flatten(
     node: &LinfaNode<f64, usize>,
     n_classes: usize,
+    columns: &[usize],
     out: &mut Vec<TreeNode>,
 ) -> Result<usize> {
     let me = out.len();
@@ -423,8 +430,14 @@ fn flatten(
             "linfa returned a split without two children".into(),
         ));
     };
-    let left = flatten(l, n_classes, out)?;
-    let right = flatten(r, n_classes, out)?;
+    let feature = *columns.get(feature).ok_or_else(|| {
+        Error::Train(format!(
+            "linfa split on column {feature} of {}",
+            columns.len()
+        ))
+    })?;
+    let left = flatten(l, n_classes, columns, out)?;
+    let right = flatten(r, n_classes, columns, out)?;
     out[me] = TreeNode::Split {
         feature,
         threshold,
@@ -1016,6 +1029,30 @@ pub(crate) mod tests {
             ..TrainParams::default()
         };
         assert!(matches!(train(&rows, &bad, "t"), Err(Error::Train(_))));
+    }
+
+    #[test]
+    fn training_is_reproducible_at_a_fixed_seed() {
+        // Duplicated columns make exact ties between splits on different features; with class
+        // weights summed in a random order (linfa-trees upstream) either could win, run to run.
+        let rows: Vec<_> = synthetic(40, 5)
+            .into_iter()
+            .map(|(mut v, c)| {
+                v.set(Feature::ClientP50Ratio, v[Feature::ClientP99Ratio]);
+                v.set(Feature::ServerP50Ratio, v[Feature::ServerP99Ratio]);
+                (v, c)
+            })
+            .collect();
+        let params = TrainParams {
+            trees: 5,
+            feature_share: 1.0,
+            ..TrainParams::default()
+        };
+        let first = train(&rows, &params, "t").unwrap().to_json().unwrap();
+        for run in 0..8 {
+            let again = train(&rows, &params, "t").unwrap().to_json().unwrap();
+            assert!(again == first, "run {run} trained a different model");
+        }
     }
 
     #[test]
