@@ -71,6 +71,8 @@ pub struct ModelCard {
     pub trees: usize,
     /// Share of the features each bagged tree may split on.
     pub feature_share: f32,
+    /// Share of a tree's features each of its splits searches (drawn per node).
+    pub split_feature_share: f32,
     /// Whether split thresholds were placed on a log scale.
     pub log_thresholds: bool,
     /// Macro-F1 of the hand-written rules on the same held-out rows.
@@ -530,6 +532,7 @@ pub fn model_card(
         tree_leaves: model.leaves(),
         trees: model.trees.len(),
         feature_share: params.feature_share,
+        split_feature_share: params.split_feature_share,
         log_thresholds: params.log_thresholds,
         baseline_macro_f1: rule_scores.macro_f1,
         baseline_localization_top1: rule_loc.top1,

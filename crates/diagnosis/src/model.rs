@@ -94,6 +94,11 @@ pub struct TrainParams {
     /// Share of the (not excluded) features each bagged tree may split on, 0..1.
     #[serde(default = "all_features")]
     pub feature_share: f32,
+    /// Share of the tree's features each split searches, drawn anew at every node (random
+    /// forest style), 0..1: a feature that alone names a class stays within reach of every
+    /// tree, where a per-tree share hides it from whole trees.
+    #[serde(default = "all_features")]
+    pub split_feature_share: f32,
     /// Seed of the bootstrap samples and feature draws.
     #[serde(default)]
     pub seed: u64,
@@ -148,6 +153,7 @@ impl Default for TrainParams {
             // 0.939), and with log-scale thresholds 0.954 (one tree with them: 0.934).
             trees: 25,
             feature_share: 0.5,
+            split_feature_share: 1.0,
             seed: 1,
             log_thresholds: true,
         }
@@ -276,11 +282,13 @@ pub fn train(
     if params.trees == 0 {
         return Err(Error::Train("a model needs at least one tree".into()));
     }
-    if !(params.feature_share > 0.0 && params.feature_share <= 1.0) {
-        return Err(Error::Train(format!(
-            "feature share {} is not in (0, 1]",
-            params.feature_share
-        )));
+    for (what, share) in [
+        ("feature share", params.feature_share),
+        ("split feature share", params.split_feature_share),
+    ] {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::Train(format!("{what} {share} is not in (0, 1]")));
+        }
     }
     let excluded = params
         .exclude
@@ -299,7 +307,7 @@ pub fn train(
     }
     let mut rng = SplitMix(params.seed);
     let mut trees = Vec::with_capacity(params.trees);
-    for _ in 0..params.trees {
+    for t in 0..params.trees {
         let (sample, columns) = if params.trees == 1 {
             ((0..rows.len()).collect(), usable.clone())
         } else {
@@ -314,7 +322,9 @@ pub fn train(
             }
             (sample, columns)
         };
-        trees.push(train_tree(rows, &sample, &columns, params)?);
+        // Each tree's per-node draws get their own seed, independent of the draws above.
+        let split_seed = SplitMix(params.seed ^ ((t as u64 + 1) << 32)).next();
+        trees.push(train_tree(rows, &sample, &columns, params, split_seed)?);
     }
     Ok(TreeModel {
         model_version: model_version.to_string(),
@@ -334,6 +344,7 @@ fn train_tree(
     sample: &[usize],
     columns: &[usize],
     params: &TrainParams,
+    split_seed: u64,
 ) -> Result<Vec<TreeNode>> {
     let n_classes = RootCause::ALL.len();
     // linfa sees only the tree's columns (its split search scans every column it is given);
@@ -367,10 +378,14 @@ fn train_tree(
         let w: Array1<f32> = y.iter().map(|c| n / (present * count[*c] as f32)).collect();
         dataset = dataset.with_weights(w);
     }
+    let per_split = (params.split_feature_share < 1.0)
+        .then(|| ((columns.len() as f32 * params.split_feature_share).ceil() as usize).max(1));
     let tree = DecisionTree::params()
         .max_depth(params.max_depth)
         .min_weight_leaf(params.min_weight_leaf)
         .min_weight_split(params.min_weight_split)
+        .max_features(per_split)
+        .feature_seed(split_seed)
         .split_quality(if params.entropy {
             SplitQuality::Entropy
         } else {
@@ -1043,16 +1058,44 @@ pub(crate) mod tests {
                 (v, c)
             })
             .collect();
-        let params = TrainParams {
+        // Also with features drawn per split, which come from the seed too.
+        for split_feature_share in [1.0, 0.4] {
+            let params = TrainParams {
+                trees: 5,
+                feature_share: 1.0,
+                split_feature_share,
+                ..TrainParams::default()
+            };
+            let first = train(&rows, &params, "t").unwrap().to_json().unwrap();
+            for run in 0..8 {
+                let again = train(&rows, &params, "t").unwrap().to_json().unwrap();
+                assert!(
+                    again == first,
+                    "run {run} (split share {split_feature_share}) trained a different model"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn splits_search_a_drawn_share_of_the_features() {
+        let rows = synthetic(40, 13);
+        let forest = |split_feature_share, seed| TrainParams {
             trees: 5,
             feature_share: 1.0,
+            split_feature_share,
+            seed,
             ..TrainParams::default()
         };
-        let first = train(&rows, &params, "t").unwrap().to_json().unwrap();
-        for run in 0..8 {
-            let again = train(&rows, &params, "t").unwrap().to_json().unwrap();
-            assert!(again == first, "run {run} trained a different model");
-        }
+        let all = train(&rows, &forest(1.0, 1), "t").unwrap();
+        let drawn = train(&rows, &forest(0.2, 1), "t").unwrap();
+        assert_generalises(&drawn, 99);
+        assert_ne!(all.trees, drawn.trees, "the share changed no split");
+        // The draws follow the seed.
+        let reseeded = train(&rows, &forest(0.2, 2), "t").unwrap();
+        assert_ne!(drawn.trees, reseeded.trees);
+        let bad = forest(0.0, 1);
+        assert!(matches!(train(&rows, &bad, "t"), Err(Error::Train(_))));
     }
 
     #[test]

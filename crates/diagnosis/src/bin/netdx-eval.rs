@@ -47,6 +47,9 @@ struct Args {
     /// Share of the features each bagged tree may split on.
     #[arg(long, default_value_t = TrainParams::default().feature_share)]
     feature_share: f32,
+    /// Share of a tree's features each split searches, drawn per node (1: all).
+    #[arg(long, default_value_t = TrainParams::default().split_feature_share)]
+    split_feature_share: f32,
     /// Seed of the bootstrap samples and feature draws.
     #[arg(long, default_value_t = TrainParams::default().seed)]
     seed: u64,
@@ -273,6 +276,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         entropy: args.entropy,
         trees: args.trees,
         feature_share: args.feature_share,
+        split_feature_share: args.split_feature_share,
         seed: args.seed,
         log_thresholds: args.log_thresholds,
         exclude: TrainParams::default()

@@ -204,6 +204,7 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
         hyperparameters: &DecisionTreeValidParams<F, L>,
         sorted_indices: &[SortedIndex<F>],
         depth: usize,
+        node_id: u64,
     ) -> Result<Self> {
         // compute weighted frequencies for target classes
         // netdx patch: a BTreeMap iterates classes in label order, so the f32 sums below (and
@@ -230,8 +231,18 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
         // Find best split for current level
         let mut best = None;
 
-        // Iterate over all features
-        for (feature_idx, sorted_index) in sorted_indices.iter().enumerate() {
+        // Iterate over all features (netdx patch: or, with max_features, over a random order
+        // of them until that many could split the node)
+        let mut searched = 0;
+        for feature_idx in feature_order(sorted_indices.len(), hyperparameters, node_id) {
+            if hyperparameters
+                .max_features()
+                .is_some_and(|k| searched >= k)
+            {
+                break;
+            }
+            let sorted_index = &sorted_indices[feature_idx];
+            let mut can_split = false;
             let mut right_class_freq = parent_class_freq.clone();
             let mut left_class_freq = BTreeMap::new();
 
@@ -300,6 +311,7 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
                     }
                 };
 
+                can_split = true;
                 // Weight the qualities based on the number of samples in each subset
                 let w = weight_on_right_side / total_weight;
                 let score = w * left_score + (1.0 - w) * right_score;
@@ -315,6 +327,9 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
                     }
                     x => x,
                 };
+            }
+            if can_split {
+                searched += 1;
             }
         }
 
@@ -368,6 +383,7 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
                 hyperparameters,
                 sorted_indices,
                 depth + 1,
+                node_id.wrapping_mul(2),
             )?))
         } else {
             None
@@ -380,6 +396,7 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
                 hyperparameters,
                 sorted_indices,
                 depth + 1,
+                node_id.wrapping_mul(2).wrapping_add(1),
             )?))
         } else {
             None
@@ -542,7 +559,7 @@ where
             })
             .collect();
 
-        let mut root_node = TreeNode::fit(dataset, &all_idxs, self, &sorted_indices, 0)?;
+        let mut root_node = TreeNode::fit(dataset, &all_idxs, self, &sorted_indices, 0, 1)?;
         root_node.prune();
 
         Ok(DecisionTree {
@@ -649,6 +666,37 @@ fn make_prediction<F: Float, L: Label>(
     } else {
         make_prediction(x, node.right_child.as_ref().unwrap())
     }
+}
+
+/// netdx patch: the order in which a node searches the features: all in column order, or with
+/// `max_features` a permutation drawn from the feature seed and the node's position in the tree
+/// (root 1, children 2n and 2n + 1), so the same seed grows the same tree.
+fn feature_order<F: Float, L>(
+    n_features: usize,
+    hyperparameters: &DecisionTreeValidParams<F, L>,
+    node_id: u64,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n_features).collect();
+    if hyperparameters
+        .max_features()
+        .is_none_or(|k| k >= n_features)
+    {
+        return order;
+    }
+    let mut state = hyperparameters.feature_seed() ^ splitmix64(node_id);
+    for i in (1..n_features).rev() {
+        state = splitmix64(state);
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value from any input.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Finds the most frequent class for a hash map of frequencies. If two

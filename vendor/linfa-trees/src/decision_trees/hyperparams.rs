@@ -65,6 +65,9 @@ pub struct DecisionTreeValidParams<F, L> {
     min_weight_split: f32,
     min_weight_leaf: f32,
     min_impurity_decrease: F,
+    // netdx patch: features drawn per node (random forest style), and the seed of the draws.
+    max_features: Option<usize>,
+    feature_seed: u64,
 
     label_marker: PhantomData<L>,
 }
@@ -89,6 +92,14 @@ impl<F: Float, L> DecisionTreeValidParams<F, L> {
     pub fn min_impurity_decrease(&self) -> F {
         self.min_impurity_decrease
     }
+
+    pub fn max_features(&self) -> Option<usize> {
+        self.max_features
+    }
+
+    pub fn feature_seed(&self) -> u64 {
+        self.feature_seed
+    }
 }
 
 #[cfg_attr(
@@ -107,6 +118,8 @@ impl<F: Float, L: Label> DecisionTreeParams<F, L> {
             min_weight_split: 2.0,
             min_weight_leaf: 1.0,
             min_impurity_decrease: F::cast(0.00001),
+            max_features: None,
+            feature_seed: 0,
             label_marker: PhantomData,
         })
     }
@@ -146,6 +159,20 @@ impl<F: Float, L: Label> DecisionTreeParams<F, L> {
         self.0.min_impurity_decrease = min_impurity_decrease;
         self
     }
+
+    /// netdx patch: sets how many features each node searches for its split, drawn at random
+    /// per node (None: all). As in scikit-learn, the search goes on past this many features
+    /// until one of them can split the node.
+    pub fn max_features(mut self, max_features: Option<usize>) -> Self {
+        self.0.max_features = max_features;
+        self
+    }
+
+    /// netdx patch: sets the seed of the per-node feature draws (same seed, same tree).
+    pub fn feature_seed(mut self, feature_seed: u64) -> Self {
+        self.0.feature_seed = feature_seed;
+        self
+    }
 }
 
 impl<F: Float, L: Label> Default for DecisionTreeParams<F, L> {
@@ -178,6 +205,10 @@ impl<F: Float, L> ParamGuard for DecisionTreeParams<F, L> {
                 "Minimum impurity decrease should be greater than zero, but was {}",
                 self.0.min_impurity_decrease
             )))
+        } else if self.0.max_features == Some(0) {
+            Err(Error::Parameters(
+                "max_features should be at least 1".to_string(),
+            ))
         } else {
             Ok(&self.0)
         }
