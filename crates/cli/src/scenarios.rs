@@ -121,13 +121,19 @@ type CatalogEntry = (
 /// Every intensity must bite on every workload listed: a fault that changes nothing is a
 /// healthy window with a fault label. Connection limits stay below the 4 concurrent connections
 /// each workload keeps to s1 (2 clients x 2), conntrack limits below the 8 it forwards through
-/// node-2. The classes the tree confused most (delay, jitter, bandwidth) get a third intensity.
+/// node-2. The classes the tree confused most (delay, jitter, bandwidth) get a third intensity;
+/// classes with two or three get more so that the weaker and the stronger half of a class's
+/// intensities are not one point each (the unseen-intensity score trains on one half).
 fn catalog() -> Vec<CatalogEntry> {
     use RootCause::*;
     use Workload::*;
     const ALL: &[Workload] = &[Ndxe, Redis, Http, Memcached];
     vec![
-        (PathLoss, &[("3pct", 3), ("10pct", 10)], ALL),
+        (
+            PathLoss,
+            &[("3pct", 3), ("10pct", 10), ("5pct", 5), ("7pct", 7)],
+            ALL,
+        ),
         (
             PathDelay,
             &[
@@ -166,10 +172,14 @@ fn catalog() -> Vec<CatalogEntry> {
             &[("1200B", 1200), ("600B", 600), ("900B", 900)],
             ALL,
         ),
-        (SynDroppedFirewall, &[("50pct", 50), ("100pct", 100)], ALL),
+        (
+            SynDroppedFirewall,
+            &[("50pct", 50), ("100pct", 100), ("75pct", 75), ("25pct", 25)],
+            ALL,
+        ),
         (
             ConnectionRefused,
-            &[("50pct", 50), ("100pct", 100), ("75pct", 75)],
+            &[("50pct", 50), ("100pct", 100), ("75pct", 75), ("25pct", 25)],
             ALL,
         ),
         (
@@ -227,7 +237,11 @@ fn catalog() -> Vec<CatalogEntry> {
             &[("limit2", 2), ("limit1", 1), ("limit3", 3)],
             ALL,
         ),
-        (ConntrackFull, &[("max2", 2), ("max0", 0)], ALL),
+        (
+            ConntrackFull,
+            &[("max2", 2), ("max0", 0), ("max1", 1), ("max4", 4)],
+            ALL,
+        ),
         // Below 1000: share answered SERVFAIL (%); 1000..2000: share left unanswered
         // (% + 1000); from 2000: share answered NXDOMAIN (% + 2000).
         (
