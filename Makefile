@@ -22,7 +22,7 @@ demo: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/netdx demo $(DEMO_ARGS)
 
-# Labelled windows from every fault scenario through the real probes (~80 min; resumable).
+# Labelled windows from every fault scenario through the real probes (~90 min; resumable).
 dataset: setup
 	$(CARGO) build --release --workspace --bins
 	./target/release/netdx dataset --out data/dataset

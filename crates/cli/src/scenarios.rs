@@ -257,6 +257,8 @@ fn catalog() -> Vec<CatalogEntry> {
                 ("timeout100pct", 1100),
                 ("timeout80pct", 1080),
                 ("timeout90pct", 1090),
+                ("nxdomain10pct", 2010),
+                ("servfail20pct", 20),
             ],
             &[Dns],
         ),
