@@ -150,9 +150,13 @@ impl Default for TrainParams {
             entropy: false,
             // Grouped CV on the same dataset (diagnosis-notes.md): one tree 0.906, 25 bagged
             // trees on half the features each 0.951 (a third: 0.919, 70 %: 0.940, 50 trees:
-            // 0.939), and with log-scale thresholds 0.954 (one tree with them: 0.934).
+            // 0.939), and with log-scale thresholds 0.954 (one tree with them: 0.934). On the
+            // 220-scenario dataset, seeds 1-3 (seventh session): 65 % of the features per tree
+            // scores unseen intensity 0.927 and top-1 0.985 on average where 50 % scores 0.898
+            // and 0.975 (held-out 0.960 / 0.958); 80 % and 100 % score lower on everything,
+            // and features drawn per split instead of per tree too.
             trees: 25,
-            feature_share: 0.5,
+            feature_share: 0.65,
             split_feature_share: 1.0,
             seed: 1,
             log_thresholds: true,
