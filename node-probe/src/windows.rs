@@ -216,13 +216,31 @@ pub struct Aggregator {
     edge_ids: HashMap<EdgeKey, u32>,
     /// This window's accumulators, by edge index (None: no activity yet).
     accs: Vec<Option<EdgeAcc>>,
-    pod_drops: HashMap<PodRef, BTreeMap<String, u64>>,
+    /// Drops this window by reason code: named at window close, not per drop.
+    pod_drops: HashMap<PodRef, BTreeMap<u32, u64>>,
     pod_sockets: HashMap<PodRef, u64>,
     pod_fullness: HashMap<PodRef, Fullness>,
-    node_drops: BTreeMap<String, u64>,
+    node_drops: BTreeMap<u32, u64>,
     seq: u64,
     start_unix_ms: u64,
     health: ProbeHealth,
+}
+
+/// Drop counts by reason name (the kernel's, or `reason_<code>` when it has none).
+fn named_drops(
+    reasons: &HashMap<u32, String>,
+    by_code: BTreeMap<u32, u64>,
+) -> BTreeMap<String, u64> {
+    let mut named = BTreeMap::new();
+    for (code, n) in by_code {
+        let name = reasons
+            .get(&code)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{code}"));
+        // Two codes may share a name.
+        *named.entry(name).or_default() += n;
+    }
+    named
 }
 
 fn ip_of(family: u8, raw: &[u8; 16]) -> IpAddr {
@@ -485,11 +503,6 @@ impl Aggregator {
     }
 
     fn add_drop(&mut self, d: &DropEvent) {
-        let reason = self
-            .drop_reasons
-            .get(&d.reason)
-            .cloned()
-            .unwrap_or_else(|| format!("reason_{}", d.reason));
         let pod = self
             .index
             .pod_of_cgroup(d.cgroup_id)
@@ -507,7 +520,7 @@ impl Aggregator {
             }
             None => &mut self.node_drops,
         };
-        *bucket.entry(reason).or_default() += 1;
+        *bucket.entry(d.reason).or_default() += 1;
     }
 
     /// Closes the current window and starts the next one; `sampler` supplies per-pod
@@ -557,7 +570,10 @@ impl Aggregator {
                     });
                 PodWindow {
                     pod: w.pod.clone(),
-                    drops: pod_drops.remove(&w.pod).unwrap_or_default(),
+                    drops: named_drops(
+                        &self.drop_reasons,
+                        pod_drops.remove(&w.pod).unwrap_or_default(),
+                    ),
                     sockets_opened: pod_sockets.remove(&w.pod).unwrap_or_default(),
                     netstat: d.mib.into_iter().filter(|(_, v)| *v > 0).collect(),
                     cpu_periods: d.nr_periods,
@@ -569,6 +585,7 @@ impl Aggregator {
                 }
             })
             .collect();
+        let node_drops = named_drops(&self.drop_reasons, std::mem::take(&mut self.node_drops));
         let index = &self.index;
         self.pod_fullness
             .retain(|p, _| index.watched.iter().any(|w| &w.pod == p));
@@ -594,11 +611,35 @@ impl Aggregator {
             end_unix_ms: end,
             edges,
             pods,
-            node_drops: std::mem::take(&mut self.node_drops),
+            node_drops,
             health: self.health.clone(),
         };
         self.seq += 1;
         self.start_unix_ms = end;
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_named_at_close_and_shared_names_summed() {
+        // Codes 3 and 4 share a name; 77 has none.
+        let reasons = HashMap::from([
+            (2, "not_specified".to_string()),
+            (3, "no_socket".into()),
+            (4, "no_socket".into()),
+        ]);
+        let named = named_drops(&reasons, BTreeMap::from([(2, 1), (3, 2), (4, 3), (77, 4)]));
+        assert_eq!(
+            named,
+            BTreeMap::from([
+                ("not_specified".to_string(), 1),
+                ("no_socket".into(), 5),
+                ("reason_77".into(), 4),
+            ])
+        );
     }
 }
