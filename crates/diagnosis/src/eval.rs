@@ -342,7 +342,7 @@ fn fit_predict(
     test: &[&LabeledRow],
     params: &TrainParams,
 ) -> Result<Vec<Classification>> {
-    let m = train(&crate::dataset::training_rows(train_rows)?, params, "cv")?;
+    let m = train(&crate::dataset::training_rows(train_rows)?, params, "cv")?.forest()?;
     test.iter().map(|r| Ok(m.classify(&r.vector()?))).collect()
 }
 
