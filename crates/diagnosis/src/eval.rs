@@ -160,20 +160,20 @@ struct Window<'a> {
 
 impl Window<'_> {
     fn findings(&self) -> Vec<Finding> {
-        let verdicts: Vec<EdgeVerdict> = self
+        let rows: Vec<_> = self
             .rows
             .iter()
-            .filter_map(|(r, c)| {
-                Some(EdgeVerdict {
-                    key: Cow::Owned(parse_edge(&r.edge)?),
-                    client_node: Some(Cow::Borrowed(r.client_node.as_str()))
-                        .filter(|s| !s.is_empty()),
-                    server_node: Some(Cow::Borrowed(r.server_node.as_str()))
-                        .filter(|s| !s.is_empty()),
-                    features: r.vector().ok()?,
-                    baseline: None,
-                    classification: c.clone(),
-                })
+            .filter_map(|(r, c)| Some((r, c, parse_edge(&r.edge)?, r.vector().ok()?)))
+            .collect();
+        let verdicts: Vec<EdgeVerdict> = rows
+            .iter()
+            .map(|(r, c, key, features)| EdgeVerdict {
+                key: Cow::Borrowed(key),
+                client_node: Some(Cow::Borrowed(r.client_node.as_str())).filter(|s| !s.is_empty()),
+                server_node: Some(Cow::Borrowed(r.server_node.as_str())).filter(|s| !s.is_empty()),
+                features,
+                baseline: None,
+                classification: (*c).clone(),
             })
             .collect();
         let mut f = localize(&verdicts);
