@@ -41,7 +41,7 @@ fn builtin() -> SharedClassifier {
     if cfg!(test) {
         return Arc::new(RuleTree::new());
     }
-    match EMBEDDED_MODEL.map(TreeModel::from_json) {
+    match EMBEDDED_MODEL.map(|text| TreeModel::from_json(text).and_then(|m| m.forest())) {
         Some(Ok(model)) => Arc::new(model),
         Some(Err(e)) => {
             // The embedded_model_loads test keeps this from shipping; never leave the operator blind.
@@ -119,9 +119,9 @@ impl ModelReloader {
         }
         // Remember the attempt even when it fails, so a bad file is reported once, not every tick.
         self.loaded = mtime;
-        match TreeModel::load(&self.path) {
+        match TreeModel::load(&self.path).and_then(|m| m.forest()) {
             Ok(model) => {
-                info!(path = %self.path.display(), version = %model.model_version, "diagnosis model loaded");
+                info!(path = %self.path.display(), version = %model.version(), "diagnosis model loaded");
                 self.slot.set(Arc::new(model));
                 true
             }
@@ -161,7 +161,9 @@ mod tests {
     #[test]
     fn embedded_model_loads() {
         if let Some(text) = EMBEDDED_MODEL {
-            TreeModel::from_json(text).expect("operator/model/model.json must load");
+            TreeModel::from_json(text)
+                .and_then(|m| m.forest())
+                .expect("operator/model/model.json must load");
         } else {
             assert_eq!(ClassifierSlot::default().version(), RULES_VERSION);
         }

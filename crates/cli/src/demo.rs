@@ -65,7 +65,7 @@ const SEQUENCE: [(RootCause, &str, u32); 5] = [
 
 /// The classifier to use: the trained model if its file loads, else the rules (and why).
 pub fn classifier(path: &Path) -> (Box<dyn Classifier + Send>, String) {
-    match TreeModel::load(path) {
+    match TreeModel::load(path).and_then(|m| m.forest()) {
         Ok(m) => {
             let v = m.version();
             (Box::new(m), format!("model {v} ({})", path.display()))

@@ -162,20 +162,20 @@ struct Window<'a> {
 
 impl Window<'_> {
     fn findings(&self) -> Vec<Finding> {
-        let verdicts: Vec<EdgeVerdict> = self
+        let rows: Vec<_> = self
             .rows
             .iter()
-            .filter_map(|(r, c)| {
-                Some(EdgeVerdict {
-                    key: Cow::Owned(parse_edge(&r.edge)?),
-                    client_node: Some(Cow::Borrowed(r.client_node.as_str()))
-                        .filter(|s| !s.is_empty()),
-                    server_node: Some(Cow::Borrowed(r.server_node.as_str()))
-                        .filter(|s| !s.is_empty()),
-                    features: r.vector().ok()?,
-                    baseline: None,
-                    classification: c.clone(),
-                })
+            .filter_map(|(r, c)| Some((r, c, parse_edge(&r.edge)?, r.vector().ok()?)))
+            .collect();
+        let verdicts: Vec<EdgeVerdict> = rows
+            .iter()
+            .map(|(r, c, key, features)| EdgeVerdict {
+                key: Cow::Borrowed(key),
+                client_node: Some(Cow::Borrowed(r.client_node.as_str())).filter(|s| !s.is_empty()),
+                server_node: Some(Cow::Borrowed(r.server_node.as_str())).filter(|s| !s.is_empty()),
+                features,
+                baseline: None,
+                classification: (*c).clone(),
             })
             .collect();
         let mut f = localize(&verdicts);
@@ -344,7 +344,7 @@ fn fit_predict(
     test: &[&LabeledRow],
     params: &TrainParams,
 ) -> Result<Vec<Classification>> {
-    let m = train(&crate::dataset::training_rows(train_rows)?, params, "cv")?;
+    let m = train(&crate::dataset::training_rows(train_rows)?, params, "cv")?.forest()?;
     test.iter().map(|r| Ok(m.classify(&r.vector()?))).collect()
 }
 

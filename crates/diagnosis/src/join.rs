@@ -154,15 +154,25 @@ pub fn join(reports: &[WindowReport]) -> JoinedWindow {
 pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
     let mut out = JoinedWindow::default();
     // Which joined edge each reported edge belongs to, found on borrowed identities so no
-    // key is copied to find it.
+    // key is copied to find it; the slots are the edges' places in identity order, so the
+    // joined edges (large) are built where they end up instead of being sorted afterwards.
     let (slot_of, slots) = {
-        let mut ids: HashMap<EdgeIdRef<'_>, usize, FixedState> = HashMap::default();
-        let mut slot_of = Vec::with_capacity(reports.iter().map(|r| r.edges.len()).sum());
+        let reported = reports.iter().map(|r| r.edges.len()).sum();
+        let mut ids: HashMap<EdgeIdRef<'_>, usize, FixedState> =
+            HashMap::with_capacity_and_hasher(reported, FixedState::default());
+        let mut first_seen = Vec::with_capacity(reported);
         for e in reports.iter().flat_map(|r| &r.edges) {
             let n = ids.len();
-            slot_of.push(*ids.entry(EdgeIdRef::of(&e.key)).or_insert(n));
+            first_seen.push(*ids.entry(EdgeIdRef::of(&e.key)).or_insert(n));
         }
-        (slot_of, ids.len())
+        let mut sorted: Vec<(EdgeIdRef<'_>, usize)> = ids.into_iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut place = vec![0; sorted.len()];
+        for (at, (_, seen)) in sorted.iter().enumerate() {
+            place[*seen] = at;
+        }
+        let slot_of: Vec<usize> = first_seen.into_iter().map(|s| place[s]).collect();
+        (slot_of, sorted.len())
     };
     let mut edges: Vec<Option<JoinedEdge>> = std::iter::repeat_with(|| None).take(slots).collect();
     let mut slot_of = slot_of.into_iter();
@@ -224,13 +234,8 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
         }
         add_counts(out.node_drops.entry(r.node).or_default(), r.node_drops);
     }
-    // Joined edges are large: sort their positions, then move each once.
-    let id = |i: usize| edges[i].as_ref().map(|j| EdgeIdRef::of(&j.key));
-    let mut order: Vec<usize> = (0..edges.len()).collect();
-    order.sort_unstable_by(|&a, &b| id(a).cmp(&id(b)));
-    let mut sorted = Vec::with_capacity(order.len());
-    sorted.extend(order.into_iter().filter_map(|i| edges[i].take()));
-    let mut edges = sorted;
+    // Every slot was filled (each came from a reported edge); collected in place.
+    let mut edges: Vec<JoinedEdge> = edges.into_iter().flatten().collect();
     // A side nobody reported (its pod is not watched or had no exchanges) can still be placed
     // from the pod list of the node that watches it.
     let node_of = |pod: &Option<PodRef>| {

@@ -74,8 +74,8 @@ pub struct Finding {
 }
 
 /// One classified edge of a window; it borrows the edge and its nodes from the joined window
-/// when there is one (every edge of every window gets a verdict: copying them cost more than
-/// classifying them).
+/// when there is one, and its features and baseline (every edge of every window gets a
+/// verdict: copying them cost more than classifying them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EdgeVerdict<'a> {
     /// The edge.
@@ -85,9 +85,9 @@ pub struct EdgeVerdict<'a> {
     /// Node of the server, when known.
     pub server_node: Option<Cow<'a, str>>,
     /// Its features in the window.
-    pub features: FeatureVector,
+    pub features: &'a FeatureVector,
     /// Its baseline before the window, if any.
-    pub baseline: Option<Baseline>,
+    pub baseline: Option<&'a Baseline>,
     /// What the classifier said.
     pub classification: Classification,
 }
@@ -199,44 +199,51 @@ pub fn diagnose(
     baselines: &mut Baselines,
     classifier: &dyn Classifier,
 ) -> Vec<Finding> {
-    // One lookup per edge: the features read the baseline and the verdict keeps a copy.
+    // One lookup per edge: the features read the baseline and the verdict borrows it.
     let known: Vec<Option<&Baseline>> = window
         .edges
         .iter()
         .map(|e| baselines.get(&EdgeIdRef::of(&e.key)))
         .collect();
+    let features = window_feature_vectors(window, |i, _| known.get(i).copied().flatten());
     let verdicts: Vec<EdgeVerdict<'_>> = window
         .edges
         .iter()
-        .zip(window_feature_vectors(window, |i, _| {
-            known.get(i).copied().flatten()
-        }))
+        .zip(&features)
         .zip(&known)
-        .map(|((e, features), baseline)| {
-            let baseline = baseline.cloned();
-            EdgeVerdict {
-                key: Cow::Borrowed(&e.key),
-                client_node: e.client_node.as_deref().map(Cow::Borrowed),
-                server_node: e.server_node.as_deref().map(Cow::Borrowed),
-                classification: classifier.classify(&features),
-                features,
-                baseline,
-            }
+        .map(|((e, features), &baseline)| EdgeVerdict {
+            key: Cow::Borrowed(&e.key),
+            client_node: e.client_node.as_deref().map(Cow::Borrowed),
+            server_node: e.server_node.as_deref().map(Cow::Borrowed),
+            classification: classifier.classify(features),
+            features,
+            baseline,
         })
         .collect();
+    // Localized before the baselines move, which the verdicts borrow as they were before the
+    // window.
+    let findings = localize(&verdicts);
+    let healthy: Vec<bool> = verdicts.iter().map(|v| !v.degraded()).collect();
+    drop(verdicts);
     // Only healthy windows feed the baseline, so a lasting fault does not become the new normal.
-    for v in verdicts.iter().filter(|v| !v.degraded()) {
-        let id = EdgeIdRef::of(&v.key);
+    for ((e, v), _) in window
+        .edges
+        .iter()
+        .zip(&features)
+        .zip(healthy)
+        .filter(|(_, healthy)| *healthy)
+    {
+        let id = EdgeIdRef::of(&e.key);
         match baselines.get_mut(&id) {
-            Some(b) => b.update(&v.features),
+            Some(b) => b.update(v),
             None => {
                 let mut b = Baseline::default();
-                b.update(&v.features);
+                b.update(v);
                 baselines.insert(id.to_owned(), b);
             }
         }
     }
-    localize(&verdicts)
+    findings
 }
 
 /// Votes across classified edges and returns one finding per blamed instance and class.
@@ -415,7 +422,7 @@ fn evidence(v: &EdgeVerdict) -> Vec<Evidence> {
         out.push(Evidence {
             feature: raw.name().to_string(),
             value: v.features[raw],
-            baseline: v.baseline.as_ref().and_then(|b| b.value(raw)),
+            baseline: v.baseline.and_then(|b| b.value(raw)),
         });
     }
     out
@@ -438,7 +445,7 @@ fn severity(edges: &[&EdgeVerdict]) -> Severity {
     };
     let fail = edges
         .iter()
-        .map(|v| failing(&v.features))
+        .map(|v| failing(v.features))
         .fold(0.0, f64::max);
     let slow = edges
         .iter()
@@ -457,8 +464,12 @@ fn severity(edges: &[&EdgeVerdict]) -> Severity {
 mod tests {
     use super::*;
     use crate::classes::{Condition, Op};
+    use crate::features::FEATURE_COUNT;
     use crate::join::tests::{key, pod};
     use netdx_api::windows::Endpoint;
+
+    /// All features 0.
+    static NO_FEATURES: FeatureVector = FeatureVector([0.0; FEATURE_COUNT]);
 
     /// An edge client -> server with nodes and a classification.
     fn verdict(
@@ -473,7 +484,7 @@ mod tests {
             key: Cow::Owned(key((client, &ip(client)), (server, &ip(server)), true)),
             client_node: Some(Cow::Owned(cnode.into())),
             server_node: Some(Cow::Owned(snode.into())),
-            features: FeatureVector::default(),
+            features: &NO_FEATURES,
             baseline: None,
             classification: Classification {
                 root_cause: class,
@@ -674,7 +685,9 @@ mod tests {
     #[test]
     fn evidence_leads_with_what_the_path_required_to_be_high() {
         let mut v = verdict("c1", "n1", "s1", "n2", C::ConnectionRefused);
-        v.features.set(Feature::ConnectRefusedRatio, 0.9);
+        let mut features = FeatureVector::default();
+        features.set(Feature::ConnectRefusedRatio, 0.9);
+        v.features = &features;
         let cond = |feature, op, threshold| Condition {
             feature,
             op,
@@ -703,10 +716,12 @@ mod tests {
     #[test]
     fn finding_carries_evidence_path_severity_and_serialises_camel_case() {
         let mut v = verdict("c1", "n1", "s1", "n2", C::ServerAppSlow);
-        v.features.set(Feature::HasServerView, 1.0);
-        v.features.set(Feature::ServerP99Ms, 40.0);
-        v.features.set(Feature::ServerP99Ratio, 8.0);
-        v.features.set(Feature::GapShare, 0.05);
+        let mut features = FeatureVector::default();
+        features.set(Feature::HasServerView, 1.0);
+        features.set(Feature::ServerP99Ms, 40.0);
+        features.set(Feature::ServerP99Ratio, 8.0);
+        features.set(Feature::GapShare, 0.05);
+        v.features = &features;
         let mut b = Baseline::default();
         let mut normal = FeatureVector::default();
         normal.set(Feature::HasServerView, 1.0);
@@ -714,7 +729,7 @@ mod tests {
         for _ in 0..3 {
             b.update(&normal);
         }
-        v.baseline = Some(b);
+        v.baseline = Some(&b);
         v.classification.path = vec![
             Condition {
                 feature: Feature::HasServerView,
@@ -765,13 +780,20 @@ mod tests {
 
     #[test]
     fn severity_follows_failures() {
-        let mut v = verdict("c1", "n1", "s1", "n2", C::ConnectionRefused);
-        v.features.set(Feature::ConnectRefusedRatio, 1.0);
-        assert_eq!(localize(&[v.clone()])[0].severity, Severity::Critical);
-        v.features.set(Feature::ConnectRefusedRatio, 0.1);
-        assert_eq!(localize(&[v.clone()])[0].severity, Severity::Major);
-        v.features.set(Feature::ConnectRefusedRatio, 0.0);
-        assert_eq!(localize(&[v])[0].severity, Severity::Minor);
+        let v = verdict("c1", "n1", "s1", "n2", C::ConnectionRefused);
+        for (refused, severity) in [
+            (1.0, Severity::Critical),
+            (0.1, Severity::Major),
+            (0.0, Severity::Minor),
+        ] {
+            let mut features = FeatureVector::default();
+            features.set(Feature::ConnectRefusedRatio, refused);
+            let v = EdgeVerdict {
+                features: &features,
+                ..v.clone()
+            };
+            assert_eq!(localize(&[v])[0].severity, severity);
+        }
     }
 
     #[test]

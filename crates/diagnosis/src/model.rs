@@ -410,7 +410,7 @@ fn train_tree(
     // linfa keeps no per-leaf counts, so route the training rows to their leaves to get them.
     for &r in sample {
         let (v, c) = &rows[r];
-        let leaf = leaf_of(&nodes, v, None);
+        let leaf = leaf_of(&nodes, v);
         if let TreeNode::Leaf { counts, .. } = &mut nodes[leaf] {
             counts[c.index()] += 1;
         }
@@ -466,12 +466,11 @@ fn flatten(
     Ok(me)
 }
 
-/// Routes a vector through one tree: the leaf index, and the conditions taken when `path` is
-/// given (votes need only the leaf; the path is built for the tree that explains the result).
-fn leaf_of(nodes: &[TreeNode], v: &FeatureVector, mut path: Option<&mut Vec<Condition>>) -> usize {
+/// Routes a vector through one tree to its leaf (training counts the rows reaching each leaf).
+fn leaf_of(nodes: &[TreeNode], v: &FeatureVector) -> usize {
     let mut i = 0;
-    // validate() guarantees children come after parents and features are in range, so
-    // this terminates; the bound is a second guard for models built in memory.
+    // Children come after their parents (linfa's pre-order), so this ends; the bound is a
+    // second guard.
     for _ in 0..nodes.len() {
         let Some(TreeNode::Split {
             feature,
@@ -486,48 +485,16 @@ fn leaf_of(nodes: &[TreeNode], v: &FeatureVector, mut path: Option<&mut Vec<Cond
             break;
         };
         // The split test of linfa: below goes left.
-        let below = x < *threshold;
-        if let (Some(p), Some(f)) = (path.as_deref_mut(), Feature::from_index(*feature)) {
-            let cond = Condition {
-                feature: f,
-                op: Op::Below,
-                threshold: *threshold,
-            };
-            p.push(if below { cond } else { cond.negate() });
-        }
-        i = if below { *left } else { *right };
+        i = if x < *threshold { *left } else { *right };
     }
     i
 }
 
 impl TreeModel {
-    /// Every tree's leaf for a vector (the same leaves [`leaf_of`] finds tree by tree).
-    fn leaves_of(&self, v: &FeatureVector) -> Vec<usize> {
-        let mut at = vec![0usize; self.trees.len()];
-        let x = v.as_slice();
-        // Each level moves every tree still at a split one step down; a tree is never deeper
-        // than its node count, so this ends for unvalidated models too.
-        let deepest = self.trees.iter().map(Vec::len).max().unwrap_or(0);
-        for _ in 0..deepest {
-            let mut moved = false;
-            for (i, nodes) in at.iter_mut().zip(&self.trees) {
-                if let Some(TreeNode::Split {
-                    feature,
-                    threshold,
-                    left,
-                    right,
-                }) = nodes.get(*i)
-                    && let Some(&value) = x.get(*feature)
-                {
-                    *i = if value < *threshold { *left } else { *right };
-                    moved = true;
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
-        at
+    /// The model compiled for prediction (validated first).
+    pub fn forest(&self) -> Result<Forest> {
+        self.validate()?;
+        Forest::compile(self)
     }
 
     /// Serialises the model to compact JSON (a bagged model must fit a 1 MiB ConfigMap).
@@ -650,45 +617,191 @@ impl TreeModel {
     }
 }
 
-/// A leaf's class and its share of class `c` among the training rows that reached it.
-fn leaf_share(nodes: &[TreeNode], leaf: usize, c: usize) -> Option<(usize, f64)> {
-    match nodes.get(leaf) {
-        Some(TreeNode::Leaf { class, counts }) => {
-            let total = counts.iter().sum::<u32>().max(1);
-            let hits = counts.get(c).copied().unwrap_or(0);
-            Some((*class, f64::from(hits) / f64::from(total)))
-        }
-        _ => None,
+/// One node of a [`Forest`]: `x[feature] < threshold` goes to `left`, otherwise to `right`.
+/// A leaf points to itself both ways, so every tree can be walked a fixed number of steps.
+#[derive(Clone, Copy, Debug)]
+struct FlatNode {
+    threshold: f64,
+    feature: u32,
+    left: u32,
+    right: u32,
+}
+
+impl FlatNode {
+    fn is_leaf(&self, at: u32) -> bool {
+        self.left == at
     }
 }
 
-impl Classifier for TreeModel {
+/// A validated model compiled for prediction: all trees' nodes in one array, each leaf's class
+/// and class shares computed once. The operator classifies every edge of every window with all
+/// trees, and the node list's enum, the per-leaf count sums and the pointer to each leaf's
+/// counts were most of that time.
+#[derive(Clone, Debug)]
+pub struct Forest {
+    version: String,
+    classes: Vec<RootCause>,
+    /// Every tree's nodes; a tree's children are indices into this array too.
+    nodes: Vec<FlatNode>,
+    /// Root of each tree in `nodes`.
+    roots: Vec<u32>,
+    /// Steps that take every tree from its root to a leaf (the deepest tree's depth).
+    depth: usize,
+    /// For each node, its leaf number (meaningful for leaves only).
+    leaf_slot: Vec<u32>,
+    /// Each leaf's class.
+    leaf_class: Vec<usize>,
+    /// Each leaf's share of every class among the training rows that reached it:
+    /// `shares[leaf * classes + c]`.
+    shares: Vec<f64>,
+}
+
+impl Forest {
+    /// Flattens a validated model's trees.
+    fn compile(model: &TreeModel) -> Result<Forest> {
+        let too_big = || Error::InvalidModel("too many nodes to index with 32 bits".into());
+        let n_classes = model.classes.len();
+        let mut f = Forest {
+            version: model.model_version.clone(),
+            classes: model.classes.clone(),
+            nodes: Vec::new(),
+            roots: Vec::with_capacity(model.trees.len()),
+            depth: 0,
+            leaf_slot: Vec::new(),
+            leaf_class: Vec::new(),
+            shares: Vec::new(),
+        };
+        for tree in &model.trees {
+            let base = f.nodes.len();
+            let at = |i: usize| u32::try_from(base + i).map_err(|_| too_big());
+            f.roots.push(at(0)?);
+            for (i, n) in tree.iter().enumerate() {
+                let (node, slot) = match n {
+                    TreeNode::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    } => (
+                        FlatNode {
+                            threshold: *threshold,
+                            feature: u32::try_from(*feature).map_err(|_| too_big())?,
+                            left: at(*left)?,
+                            right: at(*right)?,
+                        },
+                        0,
+                    ),
+                    TreeNode::Leaf { class, counts } => {
+                        // The same division the shares were always computed with, once.
+                        let total = f64::from(counts.iter().sum::<u32>().max(1));
+                        f.shares
+                            .extend(counts.iter().map(|&hits| f64::from(hits) / total));
+                        f.leaf_class.push(*class);
+                        let me = at(i)?;
+                        let slot = u32::try_from(f.leaf_class.len() - 1).map_err(|_| too_big())?;
+                        (
+                            FlatNode {
+                                threshold: 0.0,
+                                feature: 0,
+                                left: me,
+                                right: me,
+                            },
+                            slot,
+                        )
+                    }
+                };
+                f.nodes.push(node);
+                f.leaf_slot.push(slot);
+            }
+            f.depth = f.depth.max(tree_depth(tree, 0));
+        }
+        debug_assert_eq!(f.shares.len(), f.leaf_class.len() * n_classes);
+        Ok(f)
+    }
+
+    /// The leaf number every tree routes `x` to.
+    fn leaves(&self, x: &[f64]) -> Vec<u32> {
+        let mut at = self.roots.clone();
+        // All trees a level at a time, without a branch per node: leaves loop onto
+        // themselves, so the walks of different trees overlap instead of waiting on each other,
+        // and the walk ends at the first level where no tree moved.
+        for _ in 0..self.depth {
+            let mut moved = false;
+            for i in &mut at {
+                let n = &self.nodes[*i as usize];
+                let value = x.get(n.feature as usize).copied().unwrap_or(0.0);
+                let next = if value < n.threshold { n.left } else { n.right };
+                moved |= next != *i;
+                *i = next;
+            }
+            if !moved {
+                break;
+            }
+        }
+        for i in &mut at {
+            *i = self.leaf_slot[*i as usize];
+        }
+        at
+    }
+
+    /// Share of class `c` among the training rows that reached `leaf`.
+    fn share(&self, leaf: u32, c: usize) -> f64 {
+        self.shares[leaf as usize * self.classes.len() + c]
+    }
+
+    /// The conditions on the way from tree `tree`'s root to its leaf for `v`.
+    fn path(&self, tree: usize, v: &FeatureVector) -> Vec<Condition> {
+        // One allocation for any path the trainer's default depth allows.
+        let mut path = Vec::with_capacity(DEFAULT_MAX_DEPTH);
+        let mut i = self.roots[tree];
+        loop {
+            let n = &self.nodes[i as usize];
+            if n.is_leaf(i) {
+                break;
+            }
+            let (Some(feature), Some(&x)) = (
+                Feature::from_index(n.feature as usize),
+                v.as_slice().get(n.feature as usize),
+            ) else {
+                break;
+            };
+            // The split test of linfa: below goes left.
+            let below = x < n.threshold;
+            let cond = Condition {
+                feature,
+                op: Op::Below,
+                threshold: n.threshold,
+            };
+            path.push(if below { cond } else { cond.negate() });
+            i = if below { n.left } else { n.right };
+        }
+        path
+    }
+}
+
+/// Levels below node `i` of a validated tree.
+fn tree_depth(nodes: &[TreeNode], i: usize) -> usize {
+    match nodes.get(i) {
+        Some(TreeNode::Split { left, right, .. }) => {
+            1 + tree_depth(nodes, *left).max(tree_depth(nodes, *right))
+        }
+        _ => 0,
+    }
+}
+
+impl Classifier for Forest {
     /// Each tree votes for its leaf's class; the class with most votes wins (ties: the larger
     /// summed leaf share, then the lower class index). Confidence is the winner's leaf share
     /// averaged over all trees, so dissent lowers it; the path is that of the agreeing tree
     /// most sure of the winner.
     fn classify(&self, v: &FeatureVector) -> Classification {
-        // The operator runs this for every edge of every window: shares are computed only for
-        // the classes that can win, and the trees are walked a level at a time, all of them
-        // together, so the loads of different trees overlap instead of waiting on each other.
-        let leaves = self.leaves_of(v);
+        let leaves = self.leaves(v.as_slice());
         let mut votes = vec![0usize; self.classes.len()];
-        for (nodes, &leaf) in self.trees.iter().zip(&leaves) {
-            // Anything but a leaf is only reachable for an unvalidated model: no vote.
-            if let Some(TreeNode::Leaf { class, .. }) = nodes.get(leaf)
-                && let Some(n) = votes.get_mut(*class)
-            {
-                *n += 1;
-            }
+        for &leaf in &leaves {
+            votes[self.leaf_class[leaf as usize]] += 1;
         }
-        let summed_share = |c: usize| -> f64 {
-            self.trees
-                .iter()
-                .zip(&leaves)
-                .filter_map(|(nodes, &leaf)| leaf_share(nodes, leaf, c))
-                .map(|(_, share)| share)
-                .sum()
-        };
+        // Summed in tree order, as the confidence always was.
+        let summed_share = |c: usize| -> f64 { leaves.iter().map(|&l| self.share(l, c)).sum() };
         let most = votes.iter().copied().max().unwrap_or(0);
         let tied: Vec<usize> = (0..votes.len()).filter(|&c| votes[c] == most).collect();
         let winner = if tied.len() > 1 {
@@ -702,15 +815,11 @@ impl Classifier for TreeModel {
             tied.first().copied()
         };
         let surest = winner.filter(|_| most > 0).and_then(|w| {
-            self.trees
+            leaves
                 .iter()
-                .zip(&leaves)
                 .enumerate()
-                .filter_map(|(t, (nodes, &leaf))| {
-                    leaf_share(nodes, leaf, w)
-                        .filter(|(class, _)| *class == w)
-                        .map(|(_, share)| (t, share))
-                })
+                .filter(|&(_, &l)| self.leaf_class[l as usize] == w)
+                .map(|(t, &l)| (t, self.share(l, w)))
                 // The first of equally sure trees.
                 .rev()
                 .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -723,18 +832,15 @@ impl Classifier for TreeModel {
                 path: Vec::new(),
             };
         };
-        // One allocation for any path the trainer's default depth allows.
-        let mut path = Vec::with_capacity(DEFAULT_MAX_DEPTH);
-        leaf_of(&self.trees[tree], v, Some(&mut path));
         Classification {
             root_cause: self.classes.get(w).copied().unwrap_or(RootCause::Healthy),
-            confidence: summed_share(w) / self.trees.len() as f64,
-            path,
+            confidence: summed_share(w) / self.roots.len() as f64,
+            path: self.path(tree, v),
         }
     }
 
     fn version(&self) -> String {
-        self.model_version.clone()
+        self.version.clone()
     }
 }
 
@@ -792,6 +898,29 @@ pub(crate) mod tests {
         rows
     }
 
+    /// The conditions a walk of one tree takes for `v`, root first.
+    fn path_of(nodes: &[TreeNode], v: &FeatureVector) -> Vec<Condition> {
+        let mut path = Vec::new();
+        let mut i = 0;
+        while let TreeNode::Split {
+            feature,
+            threshold,
+            left,
+            right,
+        } = &nodes[i]
+        {
+            let cond = Condition {
+                feature: Feature::from_index(*feature).unwrap(),
+                op: Op::Below,
+                threshold: *threshold,
+            };
+            let below = v.as_slice()[*feature] < *threshold;
+            path.push(if below { cond } else { cond.negate() });
+            i = if below { *left } else { *right };
+        }
+        path
+    }
+
     fn trained() -> (TreeModel, Vec<(FeatureVector, RootCause)>) {
         let rows = synthetic(40, 7);
         (
@@ -803,9 +932,10 @@ pub(crate) mod tests {
     /// Fresh synthetic rows of `seed`, at least 95 % of them classified right.
     fn assert_generalises(model: &TreeModel, seed: u64) -> Vec<(FeatureVector, RootCause)> {
         let test = synthetic(25, seed);
+        let forest = model.forest().unwrap();
         let right = test
             .iter()
-            .filter(|(v, c)| model.classify(v).root_cause == *c)
+            .filter(|(v, c)| forest.classify(v).root_cause == *c)
             .count();
         assert!(
             right as f64 >= 0.95 * test.len() as f64,
@@ -858,9 +988,10 @@ pub(crate) mod tests {
                 .fit(&ds)
                 .unwrap();
             let linfa_pred: Array1<usize> = tree.predict(&x);
+            let forest = model.forest().unwrap();
             for (i, (v, _)) in rows.iter().enumerate() {
                 assert_eq!(
-                    model.classify(v).root_cause.index(),
+                    forest.classify(v).root_cause.index(),
                     linfa_pred[i],
                     "row {i}, log thresholds {log_thresholds}"
                 );
@@ -900,8 +1031,9 @@ pub(crate) mod tests {
             rows.len(),
             "every training row lands in exactly one leaf"
         );
+        let forest = model.forest().unwrap();
         for (v, _) in &rows {
-            let c = model.classify(v);
+            let c = forest.classify(v);
             assert!(c.confidence > 0.0 && c.confidence <= 1.0);
             assert!(!c.path.is_empty());
             assert!(
@@ -914,7 +1046,7 @@ pub(crate) mod tests {
             .iter()
             .find(|(_, c)| *c == RootCause::ServerAppSlow)
             .unwrap();
-        let path: Vec<String> = model
+        let path: Vec<String> = forest
             .classify(&slow.0)
             .path
             .iter()
@@ -937,6 +1069,7 @@ pub(crate) mod tests {
         model.save(&path).unwrap();
         let loaded = TreeModel::load(&path).unwrap();
         assert_eq!(loaded, model);
+        let (loaded, model) = (loaded.forest().unwrap(), model.forest().unwrap());
         for (v, _) in rows.iter().chain(synthetic(10, 1234).iter()) {
             assert_eq!(loaded.classify(v), model.classify(v));
         }
@@ -1115,8 +1248,9 @@ pub(crate) mod tests {
         assert_eq!(model.trees.len(), 9);
         model.validate().unwrap();
         let test = assert_generalises(&model, 98);
+        let forest = model.forest().unwrap();
         for (v, _) in &test {
-            let c = model.classify(v);
+            let c = forest.classify(v);
             assert!(
                 c.confidence > 0.0 && c.confidence <= 1.0,
                 "{}",
@@ -1125,10 +1259,8 @@ pub(crate) mod tests {
             assert!(c.path.iter().all(|cond| cond.holds(v)));
             // The path is a whole root-to-leaf walk of a tree whose leaf names the winner.
             let explains = model.trees.iter().any(|nodes| {
-                let mut path = Vec::new();
-                let leaf = leaf_of(nodes, v, Some(&mut path));
-                path == c.path
-                    && matches!(&nodes[leaf], TreeNode::Leaf { class, .. }
+                path_of(nodes, v) == c.path
+                    && matches!(&nodes[leaf_of(nodes, v)], TreeNode::Leaf { class, .. }
                         if model.classes[*class] == c.root_cause)
             });
             assert!(
@@ -1149,8 +1281,9 @@ pub(crate) mod tests {
             assert_eq!(total as usize, rows.len());
         }
         let loaded = TreeModel::from_json(&model.to_json().unwrap()).unwrap();
+        let loaded = loaded.forest().unwrap();
         for (v, _) in &test {
-            assert_eq!(loaded.classify(v), model.classify(v));
+            assert_eq!(loaded.classify(v), forest.classify(v));
         }
     }
 
@@ -1179,8 +1312,8 @@ pub(crate) mod tests {
         three.trees = vec![one.trees[0].clone(), one.trees[0].clone(), healthy_leaf];
         three.validate().unwrap();
         let (v, class) = rows.iter().find(|(_, c)| *c != RootCause::Healthy).unwrap();
-        let single = one.classify(v);
-        let voted = three.classify(v);
+        let single = one.forest().unwrap().classify(v);
+        let voted = three.forest().unwrap().classify(v);
         assert_eq!(single.root_cause, *class);
         assert_eq!(voted.root_cause, *class, "two of three trees agree");
         assert!((voted.confidence - single.confidence * 2.0 / 3.0).abs() < 1e-9);
@@ -1200,6 +1333,7 @@ pub(crate) mod tests {
             trees: vec![model.trees[0].clone()],
             ..model.clone()
         };
+        let (old, first) = (old.forest().unwrap(), first.forest().unwrap());
         for (v, _) in &rows {
             assert_eq!(old.classify(v), first.classify(v));
         }

@@ -267,7 +267,10 @@ fn trained_tree_generalises_to_a_held_out_intensity_and_localizes() {
     assert!(split.test.iter().all(|r| r.fault != RootCause::Healthy));
     let train_rows = dataset::training_rows(&split.train).unwrap();
     let model = train(&train_rows, &TrainParams::default(), "pipeline-test").unwrap();
-    let model = TreeModel::from_json(&model.to_json().unwrap()).unwrap();
+    let model = TreeModel::from_json(&model.to_json().unwrap())
+        .unwrap()
+        .forest()
+        .unwrap();
 
     let eval = dataset::evaluate_rows(&split.test, &model).unwrap();
     assert!(eval.excluded_transitional > 0);
@@ -343,7 +346,7 @@ fn training_cli_writes_a_loadable_model_and_a_report() {
         "{report}"
     );
     assert!(report.contains("macro-F1"), "{report}");
-    assert_eq!(TreeModel::load(&out).unwrap().version(), "cli-1");
+    assert_eq!(TreeModel::load(&out).unwrap().model_version, "cli-1");
 
     // A missing data file fails with a message naming it, not a panic.
     let missing = dir.join("missing.jsonl");

@@ -79,14 +79,14 @@ fn run(args: &Args) -> Result<()> {
     println!("# netdx diagnosis training report\n");
     println!(
         "model {} ({} leaves, {} training rows), scored on {what}: {} rows\n",
-        model.version(),
+        model.model_version,
         model.leaves(),
         model.training_rows,
         scored.len()
     );
     println!(
         "## tree\n\n{}",
-        dataset::evaluate_rows(scored, &model)?.to_markdown()
+        dataset::evaluate_rows(scored, &model.forest()?)?.to_markdown()
     );
     println!(
         "## rules ({})\n\n{}",
