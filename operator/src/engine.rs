@@ -9,9 +9,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use netdx_api::crd::{self, DiagnosisReport};
 use netdx_api::targets::PodRef;
-use netdx_diagnosis::report::crd_finding as to_crd;
+use netdx_diagnosis::localize::MAX_SUSPECTS;
+use netdx_diagnosis::report::{crd_finding as to_crd, crd_suspect};
 
-use crate::ingest::{DiagnosedWindow, Ingest, WindowFinding};
+use crate::ingest::{DiagnosedWindow, Ingest, WindowFinding, WindowSuspect};
 use crate::report::{Conclusion, DiagnosisEngine};
 use crate::targets::SharedRegistry;
 
@@ -39,6 +40,34 @@ pub fn merge<'a>(findings: impl IntoIterator<Item = &'a WindowFinding>) -> Vec<c
     out
 }
 
+/// One suspect per (root cause, instance) over several windows, at its strongest (edges
+/// leaning times their share, as the localizer ranks them); instances that `findings` name are
+/// left out; likeliest first, at most [`MAX_SUSPECTS`].
+pub fn merge_suspects<'a>(
+    suspects: impl IntoIterator<Item = &'a WindowSuspect>,
+    findings: &[crd::Finding],
+) -> Vec<crd::Suspect> {
+    let weight = |s: &crd::Suspect| s.share * f64::from(s.edges);
+    let mut best: BTreeMap<(String, String), crd::Suspect> = BTreeMap::new();
+    for s in suspects.into_iter().filter_map(|s| crd_suspect(&s.suspect)) {
+        if findings.iter().any(|f| f.instance == s.instance) {
+            continue;
+        }
+        let key = (s.root_cause.clone(), s.instance.name.clone());
+        match best.get_mut(&key) {
+            Some(b) if weight(b) >= weight(&s) => {}
+            Some(b) => *b = s,
+            None => {
+                best.insert(key, s);
+            }
+        }
+    }
+    let mut out: Vec<crd::Suspect> = best.into_values().collect();
+    out.sort_by(|a, b| weight(b).total_cmp(&weight(a)));
+    out.truncate(MAX_SUSPECTS);
+    out
+}
+
 fn unix_ms(t: Timestamp) -> u64 {
     u64::try_from(t.as_millisecond()).unwrap_or(0)
 }
@@ -52,9 +81,10 @@ pub struct WindowEngine {
 }
 
 impl WindowEngine {
-    /// Whether a finding concerns the report's target: the observation's pods, or (for a pod
-    /// selector, whose labels windows do not carry) any pod of the report's namespace.
-    async fn scope(&self, report: &DiagnosisReport) -> impl Fn(&WindowFinding) -> bool + use<> {
+    /// Whether a finding or suspect, by the pods behind it, concerns the report's target: the
+    /// observation's pods, or (for a pod selector, whose labels windows do not carry) any pod
+    /// of the report's namespace.
+    async fn scope(&self, report: &DiagnosisReport) -> impl Fn(&BTreeSet<PodRef>) -> bool + use<> {
         let namespace = report.namespace().unwrap_or_default();
         let pods: Option<BTreeSet<PodRef>> = match &report.spec.target.observation {
             Some(obs) => {
@@ -73,9 +103,9 @@ impl WindowEngine {
             }
             None => None,
         };
-        move |f: &WindowFinding| match &pods {
-            Some(pods) => f.involves(pods),
-            None => f.pods.iter().any(|p| p.namespace == namespace),
+        move |behind: &BTreeSet<PodRef>| match &pods {
+            Some(pods) => !behind.is_disjoint(pods),
+            None => behind.iter().any(|p| p.namespace == namespace),
         }
     }
 }
@@ -96,10 +126,18 @@ impl DiagnosisEngine for WindowEngine {
                 windows
                     .iter()
                     .flat_map(|w| w.findings.iter())
-                    .filter(|f| in_scope(f)),
+                    .filter(|f| in_scope(&f.pods)),
+            );
+            let suspects = merge_suspects(
+                windows
+                    .iter()
+                    .flat_map(|w| w.suspects.iter())
+                    .filter(|s| in_scope(&s.pods)),
+                &findings,
             );
             Some(Conclusion {
                 findings,
+                suspects,
                 model_version,
             })
         })
@@ -168,5 +206,47 @@ mod tests {
         assert_eq!(merged[0].instance.name, "node-1");
         assert_eq!(merged[1].confidence, 0.9);
         assert_eq!(merged[1].severity, crd::Severity::Critical);
+    }
+
+    #[test]
+    fn suspects_merge_at_their_strongest_without_what_findings_name() {
+        let ws = |name: &str, share: f64, edges: usize| WindowSuspect {
+            suspect: netdx_diagnosis::localize::Suspect {
+                root_cause: RootCause::ServerAppSlow,
+                instance: Instance {
+                    kind: InstanceKind::Pod,
+                    name: name.into(),
+                },
+                share,
+                edges: vec!["e".into(); edges],
+            },
+            pods: BTreeSet::new(),
+        };
+        let named = to_crd(&finding(
+            InstanceKind::Pod,
+            "default/db",
+            0.9,
+            Severity::Major,
+        ))
+        .expect("a pod");
+        let merged = merge_suspects(
+            &[
+                ws("default/web", 0.2, 1),
+                ws("default/api", 0.1, 3),
+                ws("default/web", 0.2, 2),
+                ws("default/db", 0.5, 4),
+            ],
+            &[named],
+        );
+        let got: Vec<(&str, u32)> = merged
+            .iter()
+            .map(|s| (s.instance.name.as_str(), s.edges))
+            .collect();
+        // web at its strongest (2 x 0.2) over api (3 x 0.1); db is a finding already.
+        assert_eq!(got, [("default/web", 2), ("default/api", 3)]);
+        let many: Vec<WindowSuspect> = (0..MAX_SUSPECTS + 3)
+            .map(|i| ws(&format!("default/p{i}"), 0.1, 1))
+            .collect();
+        assert_eq!(merge_suspects(&many, &[]).len(), MAX_SUSPECTS);
     }
 }

@@ -177,6 +177,33 @@ pub fn incident_window() -> crate::ingest::DiagnosedWindow {
             },
             pods: [pod("web-1"), pod("web-2")].into(),
         }],
+        suspects: vec![
+            crate::ingest::WindowSuspect {
+                suspect: netdx_diagnosis::localize::Suspect {
+                    root_cause: RootCause::ServerAppSlow,
+                    instance: Instance {
+                        kind: InstanceKind::Pod,
+                        name: "default/web-1".into(),
+                    },
+                    share: 0.2,
+                    edges: vec!["default/client -> default/web-1:8080/tcp".into()],
+                },
+                pods: [pod("client"), pod("web-1")].into(),
+            },
+            // Outside the observation's pods: no report of it lists this one.
+            crate::ingest::WindowSuspect {
+                suspect: netdx_diagnosis::localize::Suspect {
+                    root_cause: RootCause::PathLoss,
+                    instance: Instance {
+                        kind: InstanceKind::Pod,
+                        name: "other/db".into(),
+                    },
+                    share: 0.4,
+                    edges: vec!["other/app -> other/db:5432/tcp".into()],
+                },
+                pods: [pod("unrelated")].into(),
+            },
+        ],
         edges: vec![],
         model_version: "rules-1".into(),
     }
@@ -1118,7 +1145,9 @@ impl ApiServerVerifier {
             json!({"phase": "Running", "windows": windows, "windowStart": start, "lastSeen": end,
                    "modelVersion": "rules-1",
                    "findings": [{"rootCause": "ConnectionRefused", "severity": "Critical",
-                                 "instance": {"kind": "Pod", "name": "default/web-2"}}]}),
+                                 "instance": {"kind": "Pod", "name": "default/web-2"}}],
+                   "suspects": [{"rootCause": "ServerAppSlow", "share": 0.2, "edges": 1,
+                                 "instance": {"kind": "Pod", "name": "default/web-1"}}]}),
         )
         .await
     }

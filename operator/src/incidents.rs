@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info, instrument, warn};
 
-use crate::engine::merge;
+use crate::engine::{merge, merge_suspects};
 use crate::ingest::DiagnosedWindow;
 use crate::report::ORIGIN_LABEL;
 use crate::{Context, FIELD_MANAGER, Result};
@@ -116,6 +116,11 @@ pub async fn record(
         .collect();
     let end = time(window.end_ms);
     let findings = merge(window.findings.iter().filter(|f| f.involves(pods)));
+    // Every report of the window lists what else looked suspicious around the observation.
+    let suspects = merge_suspects(
+        window.suspects.iter().filter(|s| !s.pods.is_disjoint(pods)),
+        &findings,
+    );
     let mut created = 0usize;
     let mut incidents: Vec<(String, Vec<Finding>)> = findings
         .into_iter()
@@ -164,6 +169,7 @@ pub async fn record(
             message: Some(format!("{key}: seen in {windows} windows")),
             observed_generation: report.metadata.generation,
             findings: findings.clone(),
+            suspects: suspects.clone(),
             model_version: Some(window.model_version.clone()),
             window_start: Some(start),
             window_end: Some(end.clone()),

@@ -11,7 +11,7 @@ use netdx_api::windows::WindowReport;
 use netdx_diagnosis::classes::Classifier;
 use netdx_diagnosis::features::Baselines;
 use netdx_diagnosis::join::join_owned;
-use netdx_diagnosis::localize::{Finding, diagnose};
+use netdx_diagnosis::localize::{Finding, Suspect, WindowDiagnosis, diagnose};
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn};
 
@@ -78,8 +78,17 @@ pub struct WindowFinding {
 impl WindowFinding {
     /// Whether any of `pods` is involved.
     pub fn involves(&self, pods: &BTreeSet<PodRef>) -> bool {
-        self.pods.iter().any(|p| pods.contains(p))
+        !self.pods.is_disjoint(pods)
     }
+}
+
+/// A suspect with the pods at either end of the edges that lean to it.
+#[derive(Clone, Debug)]
+pub struct WindowSuspect {
+    /// The instance suspected and of what.
+    pub suspect: Suspect,
+    /// Pods on the edges behind it.
+    pub pods: BTreeSet<PodRef>,
 }
 
 /// What the callers of one edge experienced in a window (for SLO checks).
@@ -108,6 +117,8 @@ pub struct DiagnosedWindow {
     pub nodes: Vec<String>,
     /// Findings, in the order the localizer gave them.
     pub findings: Vec<WindowFinding>,
+    /// Instances worth a look that no finding names, likeliest first.
+    pub suspects: Vec<WindowSuspect>,
     /// Every edge's summary.
     pub edges: Vec<EdgeSummary>,
     /// Classifier version that produced them.
@@ -241,16 +252,22 @@ impl WindowStore {
         let routing = route_through_services(&mut reports, services);
         let mut joined = join_owned(reports);
         routing.place(&mut joined);
-        let mut findings = diagnose(&joined, &mut self.baselines, classifier);
+        let WindowDiagnosis {
+            mut findings,
+            mut suspects,
+        } = diagnose(&joined, &mut self.baselines, classifier);
         for f in &mut findings {
-            routing.name_services(f);
+            routing.name_services(&mut f.instance);
+        }
+        for s in &mut suspects {
+            routing.name_services(&mut s.instance);
         }
         // The localizer names edges by their display form; map those back to the pods (for a
-        // Service edge, its backends too). Healthy windows have no finding to map.
+        // Service edge, its backends too). Windows without findings or suspects have none to map.
         let edge_pods: BTreeMap<String, Vec<PodRef>> = joined
             .edges
             .iter()
-            .filter(|_| !findings.is_empty())
+            .filter(|_| !findings.is_empty() || !suspects.is_empty())
             .map(|e| {
                 let id = e.id();
                 let pods = [&e.key.client.pod, &e.key.server.pod]
@@ -276,25 +293,35 @@ impl WindowStore {
                 })
             })
             .collect();
+        let pods_of = |edges: &[String]| -> BTreeSet<PodRef> {
+            edges
+                .iter()
+                .filter_map(|e| edge_pods.get(e))
+                .flatten()
+                .cloned()
+                .collect()
+        };
         let findings = findings
             .into_iter()
             .map(|finding| WindowFinding {
-                pods: finding
-                    .edges
-                    .iter()
-                    .filter_map(|e| edge_pods.get(e))
-                    .flatten()
-                    .cloned()
-                    .collect(),
+                pods: pods_of(&finding.edges),
                 finding,
             })
             .collect::<Vec<_>>();
+        let suspects = suspects
+            .into_iter()
+            .map(|suspect| WindowSuspect {
+                pods: pods_of(&suspect.edges),
+                suspect,
+            })
+            .collect();
         debug!(findings = findings.len(), "window diagnosed");
         let done = Arc::new(DiagnosedWindow {
             start_ms,
             end_ms: w.end_ms,
             nodes,
             findings,
+            suspects,
             edges,
             model_version: classifier.version(),
         });

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use netdx_api::crd::{
-    DiagnosisPhase, DiagnosisReport, DiagnosisReportStatus, Finding, NetworkObservation,
+    DiagnosisPhase, DiagnosisReport, DiagnosisReportStatus, Finding, NetworkObservation, Suspect,
 };
 use tracing::{debug, instrument, warn};
 
@@ -36,6 +36,8 @@ const WINDOWS_DEADLINE: Duration = Duration::from_secs(300);
 pub struct Conclusion {
     /// Findings, most likely first.
     pub findings: Vec<Finding>,
+    /// Instances worth a look that no finding names, likeliest first.
+    pub suspects: Vec<Suspect>,
     /// Version of the model that produced them.
     pub model_version: String,
 }
@@ -171,6 +173,7 @@ async fn progress(report: &DiagnosisReport, ctx: &Context, now: Timestamp) -> Re
             phase: Some(DiagnosisPhase::Completed),
             message: Some(format!("{} findings", c.findings.len())),
             findings: c.findings,
+            suspects: c.suspects,
             model_version: Some(c.model_version),
             window_end: Some(Time(end)),
             ..old.clone()

@@ -27,7 +27,7 @@ use netdx_api::targets::PodRef;
 use netdx_api::windows::{Endpoint, WindowReport};
 use netdx_diagnosis::classes::InstanceKind;
 use netdx_diagnosis::join::{EdgeId, JoinedWindow};
-use netdx_diagnosis::localize::Finding;
+use netdx_diagnosis::localize::Instance;
 use tracing::warn;
 
 /// Label that ties an EndpointSlice to its Service.
@@ -240,12 +240,12 @@ impl ServiceRouting {
             .flat_map(|u| u.backends.iter().filter_map(|b| b.pod.as_ref()))
     }
 
-    /// A finding that blames a unit's VIP (as a server "pod", or as `VIP:port`) names the
-    /// Service instead.
-    pub fn name_services(&self, finding: &mut Finding) {
-        let blamed = &finding.instance.name;
+    /// An instance blamed or suspected that is a unit's VIP (as a server "pod", or as
+    /// `VIP:port`) is named as the Service instead.
+    pub fn name_services(&self, instance: &mut Instance) {
+        let blamed = &instance.name;
         let service = self.units.iter().find_map(|(id, u)| {
-            let hit = match finding.instance.kind {
+            let hit = match instance.kind {
                 InstanceKind::Pod => *blamed == id.server_ip,
                 InstanceKind::Service => *blamed == format!("{}:{}", id.server_ip, id.port),
                 _ => false,
@@ -253,8 +253,8 @@ impl ServiceRouting {
             hit.then_some(&u.service)
         });
         if let Some(s) = service {
-            finding.instance.kind = InstanceKind::Service;
-            finding.instance.name = s.to_string();
+            instance.kind = InstanceKind::Service;
+            instance.name = s.to_string();
         }
     }
 }
@@ -623,30 +623,21 @@ pub(crate) mod tests {
         let pods: BTreeSet<&PodRef> = routing.backend_pods(&unit.id()).collect();
         assert_eq!(pods, [pod("web-2"), pod("web-3")].iter().collect());
 
-        let mut f = Finding {
-            root_cause: netdx_diagnosis::classes::RootCause::ServerAppSlow,
-            instance: netdx_diagnosis::localize::Instance {
-                kind: InstanceKind::Pod,
-                name: "10.96.0.10".into(),
-            },
-            confidence: 0.8,
-            severity: netdx_diagnosis::localize::Severity::Major,
-            evidence: vec![],
-            decision_path: vec![],
-            edges: vec![unit.key.to_string()],
+        let mut vip = Instance {
+            kind: InstanceKind::Pod,
+            name: "10.96.0.10".into(),
         };
-        routing.name_services(&mut f);
+        routing.name_services(&mut vip);
         assert_eq!(
-            (f.instance.kind, f.instance.name.as_str()),
+            (vip.kind, vip.name.as_str()),
             (InstanceKind::Service, "default/web")
         );
-        let mut other = f.clone();
-        other.instance = netdx_diagnosis::localize::Instance {
+        let mut other = Instance {
             kind: InstanceKind::Pod,
             name: "default/web-1".into(),
         };
         routing.name_services(&mut other);
-        assert_eq!(other.instance.kind, InstanceKind::Pod, "untouched");
+        assert_eq!(other.kind, InstanceKind::Pod, "untouched");
     }
 
     #[test]

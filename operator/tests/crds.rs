@@ -197,6 +197,7 @@ fn diagnosis_report_schema() {
             "Root Cause",
             "Instance",
             "Confidence",
+            "Suspect",
             "Window",
             "Age"
         ]
@@ -243,9 +244,14 @@ fn diagnosis_report_schema() {
         "windowEnd",
         "lastSeen",
         "windows",
+        "suspects.rootCause",
+        "suspects.instance.name",
+        "suspects.edges",
     ] {
         prop(status, field);
     }
+    let share = prop(status, "suspects.share");
+    assert_eq!((share.minimum, share.maximum), (Some(0.0), Some(1.0)));
 }
 
 /// `kubectl explain` shows descriptions; every field of ours must have one.

@@ -117,7 +117,8 @@ impl Session {
         &mut self,
     ) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, Vec<Finding>)> {
         let reports = next_window(&self.agents, self.window)?;
-        let mut findings = diagnose(&join(&reports), &mut self.baselines, self.clf.as_ref());
+        let mut findings =
+            diagnose(&join(&reports), &mut self.baselines, self.clf.as_ref()).findings;
         findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         Ok((reports, findings))
     }

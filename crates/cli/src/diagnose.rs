@@ -11,7 +11,11 @@ use std::{
 
 use anyhow::Context as _;
 use netdx_api::windows::WindowReport;
-use netdx_diagnosis::{features::Baselines, join::join, localize::diagnose};
+use netdx_diagnosis::{
+    features::Baselines,
+    join::join,
+    localize::{Suspect, WindowDiagnosis, diagnose},
+};
 
 use crate::demo::classifier;
 
@@ -60,7 +64,8 @@ pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
     let mut baselines = Baselines::default();
     for (i, group) in by_window(reports).into_iter().enumerate() {
         let joined = join(&group);
-        let findings = diagnose(&joined, &mut baselines, clf.as_ref());
+        let WindowDiagnosis { findings, suspects } =
+            diagnose(&joined, &mut baselines, clf.as_ref());
         let nodes: Vec<&str> = group.iter().map(|r| r.node.as_str()).collect();
         if findings.is_empty() {
             println!(
@@ -91,6 +96,26 @@ pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
                 f.decision_path.join(" -> ")
             );
         }
+        if !suspects.is_empty() {
+            println!("    suspects: {}", suspect_list(&suspects));
+        }
     }
     Ok(())
+}
+
+/// Suspects on one line: instance (fault, share of the vote, edges leaning).
+pub fn suspect_list(suspects: &[Suspect]) -> String {
+    suspects
+        .iter()
+        .map(|s| {
+            format!(
+                "{} ({}, {:.2}, {} edges)",
+                s.instance.name,
+                s.root_cause,
+                s.share,
+                s.edges.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

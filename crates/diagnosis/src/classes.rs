@@ -207,6 +207,22 @@ pub struct Classification {
     pub confidence: f64,
     /// The conditions that led to the class, root first.
     pub path: Vec<Condition>,
+    /// The likeliest fault class and its share of the vote, even when healthy wins (the
+    /// suspects a window with no finding still ranks); None when no fault has any share.
+    pub likeliest_fault: Option<(RootCause, f64)>,
+}
+
+impl Classification {
+    /// A verdict of `root_cause` with nothing else known about the runner-up classes.
+    pub fn plain(root_cause: RootCause, confidence: f64, path: Vec<Condition>) -> Classification {
+        Classification {
+            root_cause,
+            confidence,
+            path,
+            likeliest_fault: (root_cause != RootCause::Healthy && confidence > 0.0)
+                .then_some((root_cause, confidence)),
+        }
+    }
 }
 
 /// Anything that names a class for a feature vector (the rule tree, a trained model).

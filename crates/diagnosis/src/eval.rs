@@ -16,7 +16,7 @@ use crate::{
     classes::{Classification, Classifier, InstanceKind, RootCause},
     confirm::{Confirmation, DEFAULT_CONFIRM_WINDOWS},
     dataset::{Evaluation, LabeledRow, evaluate},
-    localize::{EdgeVerdict, Finding, Instance, localize},
+    localize::{EdgeVerdict, Finding, Instance, Suspect, localize, suspects},
     model::{TrainParams, TreeModel, TreeNode, train},
     rules::RuleTree,
 };
@@ -47,8 +47,12 @@ pub struct ModelCard {
     pub unseen_intensity_macro_f1: f64,
     /// Faulty windows whose top finding names the injected instance.
     pub localization_top1: f64,
-    /// Faulty windows with the injected instance among the first three findings.
+    /// Faulty windows with the injected instance among the first three instances named: the
+    /// findings, surest first, then the suspects ([`crate::localize::suspects`]).
     pub localization_top3: f64,
+    /// The same counting findings only (the top-3 of model cards before suspects).
+    #[serde(default)]
+    pub localization_top3_findings_only: f64,
     /// Windows a finding must repeat in before it is reported, as the operator and the demo
     /// open incidents ([`crate::confirm`]); the two numbers below count reported findings.
     pub confirm_windows: u32,
@@ -161,7 +165,8 @@ struct Window<'a> {
 }
 
 impl Window<'_> {
-    fn findings(&self) -> Vec<Finding> {
+    /// The window's findings, surest first, and its suspects.
+    fn diagnosis(&self) -> (Vec<Finding>, Vec<Suspect>) {
         let rows: Vec<_> = self
             .rows
             .iter()
@@ -180,7 +185,8 @@ impl Window<'_> {
             .collect();
         let mut f = localize(&verdicts);
         f.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        f
+        let s = suspects(&verdicts, &f);
+        (f, s)
     }
 
     /// The injected class and instance, when the window is faulty.
@@ -212,6 +218,7 @@ fn windows<'a>(rows: &'a [LabeledRow], preds: &[Classification]) -> Vec<(String,
 struct Localization {
     top1: f64,
     top3: f64,
+    top3_findings: f64,
     /// Detection scores counting every window's findings.
     single: Detection,
     /// Detection scores counting findings confirmed over [`DEFAULT_CONFIRM_WINDOWS`].
@@ -285,7 +292,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
-    let (mut faulty, mut top1, mut top3) = (0usize, 0usize, 0usize);
+    let (mut faulty, mut top1, mut top3, mut top3_findings) = (0usize, 0usize, 0usize, 0usize);
     let (mut single, mut confirmed) = (DetectionTally::default(), DetectionTally::default());
     let mut onset: BTreeMap<String, u32> = BTreeMap::new();
     let mut confirm = Confirmation::new(DEFAULT_CONFIRM_WINDOWS);
@@ -299,7 +306,7 @@ fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
             confirm = Confirmation::new(DEFAULT_CONFIRM_WINDOWS);
         }
         prev = Some((scenario.clone(), w));
-        let findings = win.findings();
+        let (findings, suspects) = win.diagnosis();
         let keys: Vec<(RootCause, &Instance)> = findings
             .iter()
             .map(|f| (f.root_cause, &f.instance))
@@ -326,6 +333,14 @@ fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
                 top1 += 1;
             }
             if findings.iter().take(3).any(|f| f.instance == *inst) {
+                top3_findings += 1;
+            }
+            // The first three instances a reader sees: the findings, then the suspects.
+            let ranked = findings
+                .iter()
+                .map(|f| &f.instance)
+                .chain(suspects.iter().map(|s| &s.instance));
+            if ranked.take(3).any(|i| i == inst) {
                 top3 += 1;
             }
         }
@@ -333,6 +348,7 @@ fn localization(rows: &[LabeledRow], preds: &[Classification]) -> Localization {
     Localization {
         top1: ratio(top1, faulty),
         top3: ratio(top3, faulty),
+        top3_findings: ratio(top3_findings, faulty),
         single: single.finish(),
         confirmed: confirmed.finish(),
     }
@@ -399,13 +415,7 @@ fn out_of_group(
     }
     Ok(preds
         .into_iter()
-        .map(|p| {
-            p.unwrap_or(Classification {
-                root_cause: RootCause::Healthy,
-                confidence: 0.0,
-                path: Vec::new(),
-            })
-        })
+        .map(|p| p.unwrap_or(Classification::plain(RootCause::Healthy, 0.0, Vec::new())))
         .collect())
 }
 
@@ -522,6 +532,7 @@ pub fn model_card(
         unseen_intensity_macro_f1: unseen_intensity.macro_f1,
         localization_top1: loc.top1,
         localization_top3: loc.top3,
+        localization_top3_findings_only: loc.top3_findings,
         confirm_windows: DEFAULT_CONFIRM_WINDOWS,
         healthy_false_finding_rate: loc.confirmed.healthy_false,
         median_windows_to_detection: loc.confirmed.median_detection,
@@ -613,11 +624,7 @@ mod tests {
     }
 
     fn predicted(class: RootCause) -> Classification {
-        Classification {
-            root_cause: class,
-            confidence: 1.0,
-            path: Vec::new(),
-        }
+        Classification::plain(class, 1.0, Vec::new())
     }
 
     #[test]

@@ -192,13 +192,22 @@ fn service_name(key: &EdgeKey) -> String {
     format!("{}:{}", key.server, key.port)
 }
 
+/// What one window's diagnosis found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowDiagnosis {
+    /// Problems found, one per blamed instance and class.
+    pub findings: Vec<Finding>,
+    /// Instances worth a look that no finding names, likeliest first.
+    pub suspects: Vec<Suspect>,
+}
+
 /// Classifies every edge of a window, updates the baselines of the edges found healthy, and
 /// localizes the problems.
 pub fn diagnose(
     window: &JoinedWindow,
     baselines: &mut Baselines,
     classifier: &dyn Classifier,
-) -> Vec<Finding> {
+) -> WindowDiagnosis {
     // One lookup per edge: the features read the baseline and the verdict borrows it.
     let known: Vec<Option<&Baseline>> = window
         .edges
@@ -223,6 +232,7 @@ pub fn diagnose(
     // Localized before the baselines move, which the verdicts borrow as they were before the
     // window.
     let findings = localize(&verdicts);
+    let suspects = suspects(&verdicts, &findings);
     let healthy: Vec<bool> = verdicts.iter().map(|v| !v.degraded()).collect();
     drop(verdicts);
     // Only healthy windows feed the baseline, so a lasting fault does not become the new normal.
@@ -243,7 +253,7 @@ pub fn diagnose(
             }
         }
     }
-    findings
+    WindowDiagnosis { findings, suspects }
 }
 
 /// Votes across classified edges and returns one finding per blamed instance and class.
@@ -258,6 +268,78 @@ pub fn localize(verdicts: &[EdgeVerdict]) -> Vec<Finding> {
 
 /// Findings below this confidence are not reported.
 pub const MIN_CONFIDENCE: f64 = 0.25;
+
+/// Suspects listed per window at most.
+pub const MAX_SUSPECTS: usize = 5;
+
+/// An instance worth a look next to (or without) the findings: its edges give part of the
+/// classifier's vote to a fault even where healthy won (DiagnosisReport status.suspects).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspect {
+    /// The fault its edges lean to.
+    pub root_cause: RootCause,
+    /// The instance.
+    pub instance: Instance,
+    /// 0..1: that fault's share of the vote, averaged over all the instance's edges.
+    pub share: f64,
+    /// Its edges that lean to that fault.
+    pub edges: Vec<String>,
+}
+
+/// Ranks the instances the edges involve by how much of the vote their edges give to a fault:
+/// the number of edges leaning to the fault times their mean share over all of the instance's
+/// edges (the greedy vote's explained-times-coverage, with shares in place of verdicts).
+/// Instances already named by `findings` are left out; at most [`MAX_SUSPECTS`], likeliest first.
+pub fn suspects(verdicts: &[EdgeVerdict], findings: &[Finding]) -> Vec<Suspect> {
+    let mut leaning: BTreeMap<(Candidate, RootCause), Vec<usize>> = BTreeMap::new();
+    for (i, v) in verdicts.iter().enumerate() {
+        let Some((class, _)) = v.classification.likeliest_fault else {
+            continue;
+        };
+        for c in v.candidates(class) {
+            leaning.entry((c, class)).or_default().push(i);
+        }
+    }
+    let mut best: BTreeMap<Instance, (f64, Suspect)> = BTreeMap::new();
+    for ((cand, class), lean) in leaning {
+        if findings.iter().any(|f| f.instance == cand.instance) {
+            continue;
+        }
+        let involved = verdicts.iter().filter(|v| v.involves(&cand)).count().max(1);
+        let total: f64 = lean
+            .iter()
+            .filter_map(|&i| verdicts[i].classification.likeliest_fault)
+            .map(|(_, share)| share)
+            .sum();
+        let share = total / involved as f64;
+        let score = lean.len() as f64 * share;
+        let suspect = Suspect {
+            root_cause: class,
+            instance: cand.instance.clone(),
+            share,
+            edges: lean.iter().map(|&i| verdicts[i].key.to_string()).collect(),
+        };
+        // A pod suspected as server and as client, or of two faults: its likeliest count.
+        match best.get(&cand.instance) {
+            Some((s, _)) if *s >= score => {}
+            _ => {
+                best.insert(cand.instance, (score, suspect));
+            }
+        }
+    }
+    let mut ranked: Vec<(f64, Suspect)> = best.into_values().collect();
+    ranked.sort_by(|(a, x), (b, y)| {
+        b.total_cmp(a).then_with(|| {
+            preference(x.root_cause, &x.instance).cmp(&preference(y.root_cause, &y.instance))
+        })
+    });
+    ranked
+        .into_iter()
+        .take(MAX_SUSPECTS)
+        .map(|(_, s)| s)
+        .collect()
+}
 
 /// Votes every degraded edge's class onto the instances that best explain it.
 fn vote(verdicts: &[EdgeVerdict]) -> Vec<Finding> {
@@ -486,11 +568,7 @@ mod tests {
             server_node: Some(Cow::Owned(snode.into())),
             features: &NO_FEATURES,
             baseline: None,
-            classification: Classification {
-                root_cause: class,
-                confidence: 0.9,
-                path: Vec::new(),
-            },
+            classification: Classification::plain(class, 0.9, Vec::new()),
         }
     }
 
@@ -501,6 +579,64 @@ mod tests {
     }
 
     use RootCause as C;
+
+    /// An edge the classifier found healthy that still gives `share` of its vote to `fault`.
+    fn leaning(
+        client: &str,
+        server: &str,
+        fault: Option<(RootCause, f64)>,
+    ) -> EdgeVerdict<'static> {
+        let mut v = verdict(client, "n1", server, "n2", C::Healthy);
+        v.classification.likeliest_fault = fault;
+        v
+    }
+
+    #[test]
+    fn suspects_rank_instances_whose_edges_lean_to_a_fault() {
+        let v = vec![
+            leaning("c1", "s", Some((C::ServerAppSlow, 0.4))),
+            leaning("c2", "s", Some((C::ServerAppSlow, 0.3))),
+            leaning("c1", "t", Some((C::ServerAppSlow, 0.1))),
+            leaning("c3", "t", None),
+            leaning("c3", "u", None),
+        ];
+        assert!(localize(&v).is_empty(), "healthy won everywhere");
+        let s = suspects(&v, &[]);
+        let ranked: Vec<(&str, RootCause, usize)> = s
+            .iter()
+            .map(|s| (s.instance.name.as_str(), s.root_cause, s.edges.len()))
+            .collect();
+        // s: both edges lean (2 x 0.35); t: one of two, weakly (1 x 0.05); u: nothing.
+        assert_eq!(
+            ranked,
+            [
+                ("default/s", C::ServerAppSlow, 2),
+                ("default/t", C::ServerAppSlow, 1)
+            ]
+        );
+        assert!((s[0].share - 0.35).abs() < 1e-9);
+        assert!(
+            (s[1].share - 0.05).abs() < 1e-9,
+            "diluted by t's healthy edge"
+        );
+    }
+
+    #[test]
+    fn suspects_leave_out_what_findings_name_and_stop_at_the_limit() {
+        let mut v = vec![
+            verdict("c1", "n1", "s", "n2", C::ServerAppSlow),
+            verdict("c2", "n1", "s", "n2", C::ServerAppSlow),
+        ];
+        for i in 0..MAX_SUSPECTS + 2 {
+            v.push(leaning("c9", &format!("x{i}"), Some((C::ServerReset, 0.2))));
+        }
+        let f = localize(&v);
+        assert_eq!(f.len(), 1);
+        let s = suspects(&v, &f);
+        assert_eq!(s.len(), MAX_SUSPECTS);
+        assert!(s.iter().all(|s| s.instance != f[0].instance));
+        assert!(s.iter().all(|s| s.root_cause == C::ServerReset));
+    }
 
     #[test]
     fn all_clients_of_a_server_degraded_blame_the_server() {
@@ -828,10 +964,15 @@ mod tests {
         let rules = RuleTree::new();
         let mut baselines = Baselines::default();
         for _ in 0..3 {
-            assert!(diagnose(&window(4.0), &mut baselines, &rules).is_empty());
+            let d = diagnose(&window(4.0), &mut baselines, &rules);
+            assert_eq!(
+                d,
+                WindowDiagnosis::default(),
+                "nothing found, nothing suspected"
+            );
         }
         assert_eq!(baselines.len(), 2);
-        let f = diagnose(&window(40.0), &mut baselines, &rules);
+        let f = diagnose(&window(40.0), &mut baselines, &rules).findings;
         assert_eq!(
             names(&f),
             [(C::ServerAppSlow, InstanceKind::Pod, "default/s".to_string())]

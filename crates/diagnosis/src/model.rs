@@ -796,17 +796,29 @@ impl Classifier for Forest {
     /// most sure of the winner.
     fn classify(&self, v: &FeatureVector) -> Classification {
         let leaves = self.leaves(v.as_slice());
-        let mut votes = vec![0usize; self.classes.len()];
+        let n = self.classes.len();
+        let mut votes = vec![0usize; n];
+        // Every class's leaf shares summed in tree order, as the confidence always was.
+        let mut summed = vec![0.0f64; n];
         for &leaf in &leaves {
             votes[self.leaf_class[leaf as usize]] += 1;
+            let row = &self.shares[leaf as usize * n..(leaf as usize + 1) * n];
+            for (s, share) in summed.iter_mut().zip(row) {
+                *s += share;
+            }
         }
-        // Summed in tree order, as the confidence always was.
-        let summed_share = |c: usize| -> f64 { leaves.iter().map(|&l| self.share(l, c)).sum() };
+        let trees = self.roots.len() as f64;
+        let likeliest_fault = (0..n)
+            .filter(|&c| self.classes[c] != RootCause::Healthy && summed[c] > 0.0)
+            // The first of equally likely classes.
+            .rev()
+            .max_by(|&a, &b| summed[a].total_cmp(&summed[b]))
+            .map(|c| (self.classes[c], summed[c] / trees));
         let most = votes.iter().copied().max().unwrap_or(0);
-        let tied: Vec<usize> = (0..votes.len()).filter(|&c| votes[c] == most).collect();
+        let tied: Vec<usize> = (0..n).filter(|&c| votes[c] == most).collect();
         let winner = if tied.len() > 1 {
             tied.iter()
-                .map(|&c| (c, summed_share(c)))
+                .map(|&c| (c, summed[c]))
                 // max_by keeps the last of equals: reversed so the lower class index wins.
                 .rev()
                 .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -830,12 +842,14 @@ impl Classifier for Forest {
                 root_cause: RootCause::Healthy,
                 confidence: 0.0,
                 path: Vec::new(),
+                likeliest_fault,
             };
         };
         Classification {
             root_cause: self.classes.get(w).copied().unwrap_or(RootCause::Healthy),
-            confidence: summed_share(w) / self.roots.len() as f64,
+            confidence: summed[w] / trees,
             path: self.path(tree, v),
+            likeliest_fault,
         }
     }
 
@@ -1318,6 +1332,47 @@ pub(crate) mod tests {
         assert_eq!(voted.root_cause, *class, "two of three trees agree");
         assert!((voted.confidence - single.confidence * 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(voted.path, single.path);
+    }
+
+    #[test]
+    fn a_fault_outvoted_by_healthy_is_still_the_likeliest_fault() {
+        let rows = synthetic(20, 5);
+        let one = train(
+            &rows,
+            &TrainParams {
+                trees: 1,
+                ..TrainParams::default()
+            },
+            "t",
+        )
+        .unwrap();
+        let healthy_leaf = vec![TreeNode::Leaf {
+            class: RootCause::Healthy.index(),
+            counts: {
+                let mut c = vec![0; RootCause::ALL.len()];
+                c[RootCause::Healthy.index()] = 10;
+                c
+            },
+        }];
+        // One tree names the fault, two always say healthy.
+        let mut three = one.clone();
+        three.trees = vec![one.trees[0].clone(), healthy_leaf.clone(), healthy_leaf];
+        three.validate().unwrap();
+        let (v, class) = rows.iter().find(|(_, c)| *c != RootCause::Healthy).unwrap();
+        let single = one.forest().unwrap().classify(v);
+        let voted = three.forest().unwrap().classify(v);
+        assert_eq!(voted.root_cause, RootCause::Healthy);
+        let (fault, share) = voted.likeliest_fault.expect("a fault has a share");
+        assert_eq!(fault, *class);
+        assert!((share - single.confidence / 3.0).abs() < 1e-9, "{share}");
+        assert_eq!(single.likeliest_fault, Some((*class, single.confidence)));
+        // Trees that only ever saw healthy rows leave nothing to suspect.
+        let mut healthy_only = one.clone();
+        healthy_only.trees = vec![three.trees[1].clone()];
+        assert_eq!(
+            healthy_only.forest().unwrap().classify(v).likeliest_fault,
+            None
+        );
     }
 
     #[test]

@@ -266,11 +266,7 @@ impl Classifier for RuleTree {
         loop {
             match node {
                 Node::Leaf(c) => {
-                    return Classification {
-                        root_cause: *c,
-                        confidence: RULE_CONFIDENCE,
-                        path,
-                    };
+                    return Classification::plain(*c, RULE_CONFIDENCE, path);
                 }
                 Node::Test {
                     cond,

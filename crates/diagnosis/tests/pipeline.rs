@@ -294,14 +294,16 @@ fn trained_tree_generalises_to_a_held_out_intensity_and_localizes() {
             &join(&window(&mut rng, w, RootCause::Healthy, 1.0, seq)),
             &mut baselines,
             &model,
-        );
+        )
+        .findings;
         assert!(healthy.is_empty(), "healthy window raised {healthy:?}");
     }
     let findings = diagnose(
         &join(&window(&mut rng, w, RootCause::ServerAppSlow, 20.0, 5)),
         &mut baselines,
         &model,
-    );
+    )
+    .findings;
     assert_eq!(findings.len(), 1, "{findings:?}");
     let f = &findings[0];
     assert_eq!(f.root_cause, RootCause::ServerAppSlow);

@@ -50,6 +50,13 @@ use serde::{Deserialize, Serialize};
         description = "Model confidence of the top finding, 0 to 1"
     ),
     printcolumn(
+        name = "Suspect",
+        type_ = "string",
+        json_path = ".status.suspects[0].instance.name",
+        description = "Likeliest instance no finding names",
+        priority = 1
+    ),
+    printcolumn(
         name = "Window",
         type_ = "date",
         json_path = ".status.windowStart",
@@ -159,6 +166,27 @@ pub struct DiagnosisReportStatus {
     /// Incidents: how many windows showed the problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<u32>,
+    /// Instances worth a look that no finding names, likeliest first: where the model's vote
+    /// leaned to a fault without deciding for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub suspects: Vec<Suspect>,
+}
+
+/// An instance the model leaned towards blaming without a finding.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspect {
+    /// The root cause its edges lean to.
+    #[schemars(length(min = 1, max = 128))]
+    pub root_cause: String,
+    /// The instance.
+    pub instance: Instance,
+    /// That root cause's share of the model's vote, averaged over the instance's edges, 0 to 1.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub share: f64,
+    /// How many of the instance's edges lean that way.
+    pub edges: u32,
 }
 
 /// One diagnosed problem.

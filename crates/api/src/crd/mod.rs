@@ -8,7 +8,7 @@ pub mod network_observation;
 
 pub use diagnosis_report::{
     DiagnosisPhase, DiagnosisReport, DiagnosisReportSpec, DiagnosisReportStatus, DiagnosisTarget,
-    Evidence, Finding, Instance, InstanceKind, Severity,
+    Evidence, Finding, Instance, InstanceKind, Severity, Suspect,
 };
 pub use network_observation::{
     LastWindow, NetworkObservation, NetworkObservationSpec, NetworkObservationStatus, ReportMode,

@@ -210,8 +210,13 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| localization top-3 | {:.3} | - |",
+        "| localization top-3 (findings, then suspects) | {:.3} | - |",
         card.localization_top3
+    );
+    let _ = writeln!(
+        s,
+        "| localization top-3, findings only | {:.3} | - |",
+        card.localization_top3_findings_only
     );
     let _ = writeln!(
         s,
@@ -239,6 +244,13 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
         s,
         "| final model: trees / deepest tree / leaves (all trees) | {} / {} / {} | - |\n",
         card.trees, card.tree_depth, card.tree_leaves
+    );
+    s.push_str(
+        "Localization scores a window's ranked instances as a DiagnosisReport shows them: the \
+         findings, surest first, then the suspects (`status.suspects`: instances whose edges give \
+         part of the trees' vote to a fault where no finding was made, ranked by edges leaning \
+         times their mean share). Top-1 counts the first finding only, so a window without a \
+         finding is a miss there; top-3 also counts the suspects that follow.\n\n",
     );
     if !card.undetected_scenarios.is_empty() {
         let _ = writeln!(
