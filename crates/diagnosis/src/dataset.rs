@@ -201,7 +201,7 @@ pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SC
 /// exchanges per successful connect assuming the dataset's 2 s windows). Ratios of the
 /// computable columns to their baseline cannot be recovered and read 1. Before schema 6 the
 /// server's fullness at its drops was not recorded: it reads 0 ("no such drops"). Every column
-/// schema 7 added is derived from schema-6 ones, so it is computed.
+/// schemas 7 and 8 added is derived from schema-6 ones, so it is computed.
 pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
     for (f, x) in columns.iter().zip(values) {
@@ -701,6 +701,20 @@ mod tests {
             1.0,
             "recorded columns are kept"
         );
+    }
+
+    #[test]
+    fn schema_7_files_gain_the_tcp_no_response_column() {
+        let n_old = Feature::ServerWaitExcess.index() + 1;
+        let mut vals = vec![0.0; n_old];
+        vals[Feature::NoResponseRatio.index()] = 0.75;
+        let v = read_old_schema(7, &vals)[0].vector().unwrap();
+        assert_eq!(v[Feature::TcpNoResponseRatio], 0.75);
+        // The same silence from a DNS server is a DNS failure.
+        vals[Feature::IsDns.index()] = 1.0;
+        let v = read_old_schema(7, &vals)[0].vector().unwrap();
+        assert_eq!(v[Feature::TcpNoResponseRatio], 0.0);
+        assert_eq!(v[Feature::DnsFailureRatio], 0.75);
     }
 
     #[test]

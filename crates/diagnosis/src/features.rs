@@ -17,7 +17,7 @@ use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 7;
+pub const FEATURE_SCHEMA_VERSION: u32 = 8;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +130,7 @@ features! {
     ServerFullAtDrops = "server_full_at_drops": "mean server connections the server pod had open when it dropped packets no socket owned (refused or filtered SYNs) / the most it had open at once in the window, 0..1: about 1 when connections are turned away only while the server is full (connection limit), lower when refusal ignores load (0 without such drops)",
     AppErrorRatio = "app_error_ratio": "(1 - is_dns) x l7_error_ratio: exchanges answered with the protocol's error signal off port 53 (DNS errors count in dns_failure_ratio); one cut tells application errors from healthy and from DNS failures alike, whatever the workload",
     ServerWaitExcess = "server_wait_excess": "server_wait_ratio / max(wait_gap_ratio, 1), at most 10000: how much the server's own processing time grew beyond the path's; well above 1 when the server itself got slower, about 1 or below when nothing or the path did (1 without the wait signals)",
+    TcpNoResponseRatio = "tcp_no_response_ratio": "(1 - is_dns) x no_response_ratio: requests left unanswered off port 53 (a receiver that stopped reading, a blackholed path), which a DNS timeout is not",
 }
 
 /// Number of features (columns).
@@ -792,6 +793,10 @@ pub fn derive(v: &mut FeatureVector) {
     v.set(
         Feature::AppErrorRatio,
         (1.0 - v[Feature::IsDns]).clamp(0.0, 1.0) * v[Feature::L7ErrorRatio],
+    );
+    v.set(
+        Feature::TcpNoResponseRatio,
+        (1.0 - v[Feature::IsDns]).clamp(0.0, 1.0) * v[Feature::NoResponseRatio],
     );
     v.set(
         Feature::ServerWaitExcess,
