@@ -6,6 +6,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
+use smallvec::SmallVec;
 
 use crate::targets::PodRef;
 
@@ -215,9 +216,108 @@ pub struct SideStats {
     /// Exchanges whose response carried the protocol's error signal (HTTP 5xx, RESP -ERR,
     /// PostgreSQL ErrorResponse, DNS rcode != 0, ...).
     pub l7_errors: u64,
-    /// Exchanges by recognised protocol ("unknown" when no classifier matched); the names are
-    /// short, so inline.
-    pub protocols: BTreeMap<CompactString, u64>,
+    /// Exchanges by recognised protocol ("unknown" when no classifier matched).
+    pub protocols: Protocols,
+}
+
+/// Exchanges by protocol name, in name order (encoded as a map, as the `BTreeMap` it
+/// replaced). A side speaks one or two protocols, so they live inline with short inline
+/// names: a map per side was an allocation to decode and a node to walk when dropped, about
+/// a tenth of the operator's ingest time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Protocols(SmallVec<[(CompactString, u64); 2]>);
+
+impl Protocols {
+    /// The exchanges counted for `name`.
+    pub fn get(&self, name: &str) -> Option<&u64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// Adds `count` exchanges to `name` (a protocol counted twice in a map keeps the later
+    /// count when decoded, as a map's would; only merging adds up).
+    pub fn add(&mut self, name: CompactString, count: u64) {
+        *self.entry(name) += count;
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: Protocols) {
+        if self.0.is_empty() {
+            *self = other;
+            return;
+        }
+        for (name, count) in other.0 {
+            self.add(name, count);
+        }
+    }
+
+    /// (name, exchanges), in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(n, c)| (n.as_str(), *c))
+    }
+
+    /// Sets `name`'s count (what decoding a map does with a repeated key).
+    fn set(&mut self, name: CompactString, count: u64) {
+        *self.entry(name) = count;
+    }
+
+    /// `name`'s count, inserted as 0 in name order when missing.
+    fn entry(&mut self, name: CompactString) -> &mut u64 {
+        let i = match self.0.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (name, 0));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+}
+
+impl FromIterator<(CompactString, u64)> for Protocols {
+    fn from_iter<I: IntoIterator<Item = (CompactString, u64)>>(iter: I) -> Self {
+        let mut p = Protocols::default();
+        for (name, count) in iter {
+            p.set(name, count);
+        }
+        p
+    }
+}
+
+impl<const N: usize> From<[(CompactString, u64); N]> for Protocols {
+    fn from(pairs: [(CompactString, u64); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl Serialize for Protocols {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(n, c)| (n, c)))
+    }
+}
+
+/// Reads [`Protocols`] from a map.
+struct ProtocolsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ProtocolsVisitor {
+    type Value = Protocols;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of protocol names to exchange counts")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Protocols, A::Error> {
+        let mut p = Protocols::default();
+        while let Some((name, count)) = map.next_entry::<CompactString, u64>()? {
+            p.set(name, count);
+        }
+        Ok(p)
+    }
+}
+
+impl<'de> Deserialize<'de> for Protocols {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ProtocolsVisitor)
+    }
 }
 
 /// Connection-level counters of an edge in a window.
@@ -418,6 +518,38 @@ mod tests {
         // Bytes that are no sketch are found when the sketch is used.
         let junk: Sketch = serde_json::from_str("\"/////w==\"").unwrap();
         assert!(junk.decode().is_err());
+    }
+
+    #[test]
+    fn protocols_encode_as_the_map_they_replaced_and_merge_by_adding() {
+        let p: Protocols = [("redis".into(), 3), ("http".into(), 5)].into();
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            vec![("http", 5), ("redis", 3)]
+        );
+        assert_eq!((p.get("http"), p.get("dns")), (Some(&5), None));
+        let map = BTreeMap::from([("http", 5u64), ("redis", 3)]);
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+        assert_eq!(
+            postcard::to_allocvec(&p).unwrap(),
+            postcard::to_allocvec(&map).unwrap(),
+            "same bytes as a BTreeMap"
+        );
+        let back: Protocols =
+            serde_json::from_str(r#"{"redis": 3, "http": 1, "http": 5}"#).unwrap();
+        assert_eq!(
+            back, p,
+            "sorted, and a repeated key keeps its last count like a map"
+        );
+        let mut merged = p.clone();
+        merged.merge([("dns".into(), 1), ("http".into(), 2)].into());
+        assert_eq!(
+            merged.iter().collect::<Vec<_>>(),
+            vec![("dns", 1), ("http", 7), ("redis", 3)]
+        );
     }
 
     fn health(counters: &[(&str, u64)]) -> ProbeHealth {

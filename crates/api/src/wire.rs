@@ -11,10 +11,11 @@ use crate::windows::WindowReport;
 
 /// Content type of a JSON report or array of reports.
 pub const JSON: &str = "application/json";
-/// Content type of a postcard-encoded sequence of reports (version 2 of the report types: pod
-/// windows carry server fullness at stray drops). A v1 body is refused (415) and its probe
-/// falls back to JSON, whose new fields default.
-pub const BINARY: &str = "application/vnd.netdx.windows.v2+postcard";
+/// Content type of a postcard-encoded sequence of reports (version 3 of the report types: a
+/// side's protocol counts are `Protocols`, inline, encoded as the map they were in v2; v2:
+/// pod windows carry server fullness at stray drops). An older body is refused (415) and its
+/// probe falls back to JSON, whose new fields default.
+pub const BINARY: &str = "application/vnd.netdx.windows.v3+postcard";
 
 /// Why a body is not a batch of window reports.
 #[derive(Debug, thiserror::Error)]

@@ -298,7 +298,7 @@ fn merge_side(acc: Option<Box<SideStats>>, s: Box<SideStats>) -> Box<SideStats> 
         l7_errors: a.l7_errors + s.l7_errors,
         protocols: {
             let mut p = a.protocols;
-            add_counts(&mut p, s.protocols);
+            p.merge(s.protocols);
             p
         },
     })
