@@ -3,7 +3,7 @@
 //! Probes send a compact binary encoding (postcard, [`BINARY`]): decoding JSON was half of the
 //! operator's ingest time. JSON ([`JSON`]: one report or an array of them) is still accepted,
 //! for older probes and for people debugging with curl. The binary form has no field names, so
-//! its content type carries a version: a change of the report types needs a new one.
+//! its content type carries a version: a change of the encoded bytes needs a new one.
 
 use serde::Serialize;
 
@@ -11,11 +11,11 @@ use crate::windows::WindowReport;
 
 /// Content type of a JSON report or array of reports.
 pub const JSON: &str = "application/json";
-/// Content type of a postcard-encoded sequence of reports (version 3 of the report types: a
-/// side's protocol counts are `Protocols`, inline, encoded as the map they were in v2; v2:
-/// pod windows carry server fullness at stray drops). An older body is refused (415) and its
-/// probe falls back to JSON, whose new fields default.
-pub const BINARY: &str = "application/vnd.netdx.windows.v3+postcard";
+/// Content type of a postcard-encoded sequence of reports (version 2 of the encoding: pod
+/// windows carry server fullness at stray drops). A v1 body is refused (415) and its probe falls
+/// back to JSON, whose new fields default. A side's protocol counts became `Protocols` after v2
+/// with the same bytes as the map before, so the version stayed.
+pub const BINARY: &str = "application/vnd.netdx.windows.v2+postcard";
 
 /// Why a body is not a batch of window reports.
 #[derive(Debug, thiserror::Error)]
