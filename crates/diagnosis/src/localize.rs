@@ -99,44 +99,55 @@ impl EdgeVerdict<'_> {
 
     /// Instances this edge involves that could be blamed for `class`, with the role that counts.
     fn candidates(&self, class: RootCause) -> Vec<Candidate> {
-        let pod = |role: Role, ep: &netdx_api::windows::Endpoint| Candidate {
-            instance: Instance {
-                kind: InstanceKind::Pod,
-                name: ep.to_string(),
-            },
-            role,
-        };
-        let any = |kind: InstanceKind, name: String| Candidate {
-            instance: Instance { kind, name },
-            role: Role::Any,
-        };
         let mut out = Vec::new();
         match class.blames() {
             InstanceKind::NodePair => {
-                out.push(pod(Role::Server, &self.key.server));
-                out.push(pod(Role::Client, &self.key.client));
+                out.push(Candidate::pod(Role::Server, &self.key.server));
+                out.push(Candidate::pod(Role::Client, &self.key.client));
                 // A pair only when the edge leaves its node; on one node the path is the pods' veths.
                 if let (Some(a), Some(b)) = (&self.client_node, &self.server_node)
                     && a != b
                 {
-                    out.push(any(InstanceKind::NodePair, pair_name(a, b)));
+                    out.push(Candidate::any(InstanceKind::NodePair, pair_name(a, b)));
                 }
             }
             InstanceKind::Pod => {
-                out.push(pod(Role::Server, &self.key.server));
+                out.push(Candidate::pod(Role::Server, &self.key.server));
                 // Either end can be the one that stopped reading.
                 if class == RootCause::ReceiverZeroWindow {
-                    out.push(pod(Role::Client, &self.key.client));
+                    out.push(Candidate::pod(Role::Client, &self.key.client));
                 }
             }
             InstanceKind::Node => {
                 for n in self.client_node.iter().chain(self.server_node.iter()) {
-                    out.push(any(InstanceKind::Node, n.to_string()));
+                    out.push(Candidate::any(InstanceKind::Node, n.to_string()));
                 }
                 out.dedup();
             }
-            InstanceKind::Service => out.push(any(InstanceKind::Service, service_name(&self.key))),
+            InstanceKind::Service => out.push(Candidate::any(
+                InstanceKind::Service,
+                service_name(&self.key),
+            )),
             InstanceKind::None => {}
+        }
+        out
+    }
+
+    /// Every candidate this edge involves, each once (those for which [`Self::involves`] holds).
+    fn involved(&self) -> Vec<Candidate> {
+        let mut out = vec![
+            Candidate::pod(Role::Server, &self.key.server),
+            Candidate::pod(Role::Client, &self.key.client),
+            Candidate::any(InstanceKind::Service, service_name(&self.key)),
+        ];
+        for n in self.client_node.iter().chain(self.server_node.iter()) {
+            out.push(Candidate::any(InstanceKind::Node, n.to_string()));
+        }
+        if let (Some(a), Some(b)) = (&self.client_node, &self.server_node) {
+            if a == b {
+                out.pop();
+            }
+            out.push(Candidate::any(InstanceKind::NodePair, pair_name(a, b)));
         }
         out
     }
@@ -177,6 +188,27 @@ enum Role {
 struct Candidate {
     instance: Instance,
     role: Role,
+}
+
+impl Candidate {
+    /// A pod, judged on its edges in `role`.
+    fn pod(role: Role, ep: &netdx_api::windows::Endpoint) -> Candidate {
+        Candidate {
+            instance: Instance {
+                kind: InstanceKind::Pod,
+                name: ep.to_string(),
+            },
+            role,
+        }
+    }
+
+    /// A node, node pair or service, judged on all its edges.
+    fn any(kind: InstanceKind, name: String) -> Candidate {
+        Candidate {
+            instance: Instance { kind, name },
+            role: Role::Any,
+        }
+    }
 }
 
 /// Node pair name, order-independent.
@@ -272,6 +304,10 @@ pub const MIN_CONFIDENCE: f64 = 0.25;
 /// Suspects listed per window at most.
 pub const MAX_SUSPECTS: usize = 5;
 
+/// An edge leans to a fault when the fault has at least this share of its vote: below it, the
+/// share is the mixed leaves of healthy traffic, not a hint.
+pub const MIN_LEANING_SHARE: f64 = 0.05;
+
 /// An instance worth a look next to (or without) the findings: its edges give part of the
 /// classifier's vote to a fault even where healthy won (DiagnosisReport status.suspects).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -289,16 +325,30 @@ pub struct Suspect {
 
 /// Ranks the instances the edges involve by how much of the vote their edges give to a fault:
 /// the number of edges leaning to the fault times their mean share over all of the instance's
-/// edges (the greedy vote's explained-times-coverage, with shares in place of verdicts).
-/// Instances already named by `findings` are left out; at most [`MAX_SUSPECTS`], likeliest first.
+/// edges (the greedy vote's explained-times-coverage, with shares in place of verdicts); an
+/// edge leans when the fault has at least [`MIN_LEANING_SHARE`] of its vote. Instances already named by `findings` are left out; at most [`MAX_SUSPECTS`], likeliest first.
 pub fn suspects(verdicts: &[EdgeVerdict], findings: &[Finding]) -> Vec<Suspect> {
     let mut leaning: BTreeMap<(Candidate, RootCause), Vec<usize>> = BTreeMap::new();
     for (i, v) in verdicts.iter().enumerate() {
-        let Some((class, _)) = v.classification.likeliest_fault else {
+        let Some((class, share)) = v.classification.likeliest_fault else {
             continue;
         };
+        if share < MIN_LEANING_SHARE {
+            continue;
+        }
         for c in v.candidates(class) {
             leaning.entry((c, class)).or_default().push(i);
+        }
+    }
+    if leaning.is_empty() {
+        return Vec::new();
+    }
+    // Every instance's edge count in one pass: the operator ranks thousands of instances per
+    // window, and asking each edge about each of them was quadratic.
+    let mut involved: BTreeMap<Candidate, usize> = BTreeMap::new();
+    for v in verdicts {
+        for c in v.involved() {
+            *involved.entry(c).or_default() += 1;
         }
     }
     let mut best: BTreeMap<Instance, (f64, Suspect)> = BTreeMap::new();
@@ -306,7 +356,7 @@ pub fn suspects(verdicts: &[EdgeVerdict], findings: &[Finding]) -> Vec<Suspect> 
         if findings.iter().any(|f| f.instance == cand.instance) {
             continue;
         }
-        let involved = verdicts.iter().filter(|v| v.involves(&cand)).count().max(1);
+        let involved = involved.get(&cand).copied().unwrap_or(0).max(1);
         let total: f64 = lean
             .iter()
             .filter_map(|&i| verdicts[i].classification.likeliest_fault)
@@ -619,6 +669,27 @@ mod tests {
             (s[1].share - 0.05).abs() < 1e-9,
             "diluted by t's healthy edge"
         );
+    }
+
+    #[test]
+    fn an_edge_lists_exactly_the_candidates_it_involves() {
+        let v = vec![
+            verdict("c1", "n1", "s", "n2", C::Healthy),
+            verdict("c2", "n2", "s", "n2", C::Healthy),
+            verdict("s", "n2", "db", "n3", C::Healthy),
+        ];
+        let all: BTreeSet<Candidate> = v.iter().flat_map(|e| e.involved()).collect();
+        for e in &v {
+            let listed = e.involved();
+            assert_eq!(
+                listed.len(),
+                listed.iter().collect::<BTreeSet<_>>().len(),
+                "no duplicates"
+            );
+            for c in &all {
+                assert_eq!(e.involves(c), listed.contains(c), "{c:?} for {}", e.key);
+            }
+        }
     }
 
     #[test]
