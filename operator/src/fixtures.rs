@@ -149,11 +149,25 @@ pub const INCIDENT_START_MS: u64 = 1_800_000_000_000;
 /// A diagnosed window in which web-2 refuses web-1's connections.
 pub fn incident_window() -> crate::ingest::DiagnosedWindow {
     use netdx_diagnosis::classes::{InstanceKind, RootCause};
-    use netdx_diagnosis::localize::{Evidence, Finding, Instance, Severity};
+    use netdx_diagnosis::localize::{Evidence, Finding, Instance, Severity, Suspect};
     let pod = |n: &str| netdx_api::targets::PodRef {
         namespace: "default".into(),
         name: n.into(),
     };
+    // A pod suspected of `root_cause` with a share of 0.2 over one edge between `pods`.
+    let suspect =
+        |root_cause, name: &str, edge: &str, pods: &[&str]| crate::ingest::WindowSuspect {
+            suspect: Suspect {
+                root_cause,
+                instance: Instance {
+                    kind: InstanceKind::Pod,
+                    name: name.into(),
+                },
+                share: 0.2,
+                edges: vec![edge.into()],
+            },
+            pods: pods.iter().map(|p| pod(p)).collect(),
+        };
     crate::ingest::DiagnosedWindow {
         start_ms: INCIDENT_START_MS,
         end_ms: INCIDENT_START_MS + 10_000,
@@ -178,31 +192,19 @@ pub fn incident_window() -> crate::ingest::DiagnosedWindow {
             pods: [pod("web-1"), pod("web-2")].into(),
         }],
         suspects: vec![
-            crate::ingest::WindowSuspect {
-                suspect: netdx_diagnosis::localize::Suspect {
-                    root_cause: RootCause::ServerAppSlow,
-                    instance: Instance {
-                        kind: InstanceKind::Pod,
-                        name: "default/web-1".into(),
-                    },
-                    share: 0.2,
-                    edges: vec!["default/client -> default/web-1:8080/tcp".into()],
-                },
-                pods: [pod("client"), pod("web-1")].into(),
-            },
+            suspect(
+                RootCause::ServerAppSlow,
+                "default/web-1",
+                "default/client -> default/web-1:8080/tcp",
+                &["client", "web-1"],
+            ),
             // Outside the observation's pods: no report of it lists this one.
-            crate::ingest::WindowSuspect {
-                suspect: netdx_diagnosis::localize::Suspect {
-                    root_cause: RootCause::PathLoss,
-                    instance: Instance {
-                        kind: InstanceKind::Pod,
-                        name: "other/db".into(),
-                    },
-                    share: 0.4,
-                    edges: vec!["other/app -> other/db:5432/tcp".into()],
-                },
-                pods: [pod("unrelated")].into(),
-            },
+            suspect(
+                RootCause::PathLoss,
+                "other/db",
+                "other/app -> other/db:5432/tcp",
+                &["unrelated"],
+            ),
         ],
         edges: vec![],
         model_version: "rules-1".into(),

@@ -104,7 +104,7 @@ pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
 }
 
 /// Suspects on one line: instance (fault, share of the vote, edges leaning).
-pub fn suspect_list(suspects: &[Suspect]) -> String {
+fn suspect_list(suspects: &[Suspect]) -> String {
     suspects
         .iter()
         .map(|s| {

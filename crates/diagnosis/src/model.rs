@@ -1301,8 +1301,9 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn dissent_lowers_confidence() {
+    /// Synthetic rows, a one-tree model trained on them, and a tree that always says healthy.
+    fn one_tree_and_a_healthy_tree() -> (Vec<(FeatureVector, RootCause)>, TreeModel, Vec<TreeNode>)
+    {
         let rows = synthetic(20, 5);
         let one = train(
             &rows,
@@ -1313,7 +1314,6 @@ pub(crate) mod tests {
             "t",
         )
         .unwrap();
-        // The same tree twice, plus a tree that always says healthy.
         let healthy_leaf = vec![TreeNode::Leaf {
             class: RootCause::Healthy.index(),
             counts: {
@@ -1322,6 +1322,13 @@ pub(crate) mod tests {
                 c
             },
         }];
+        (rows, one, healthy_leaf)
+    }
+
+    #[test]
+    fn dissent_lowers_confidence() {
+        let (rows, one, healthy_leaf) = one_tree_and_a_healthy_tree();
+        // The same tree twice, plus a tree that always says healthy.
         let mut three = one.clone();
         three.trees = vec![one.trees[0].clone(), one.trees[0].clone(), healthy_leaf];
         three.validate().unwrap();
@@ -1336,24 +1343,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_fault_outvoted_by_healthy_is_still_the_likeliest_fault() {
-        let rows = synthetic(20, 5);
-        let one = train(
-            &rows,
-            &TrainParams {
-                trees: 1,
-                ..TrainParams::default()
-            },
-            "t",
-        )
-        .unwrap();
-        let healthy_leaf = vec![TreeNode::Leaf {
-            class: RootCause::Healthy.index(),
-            counts: {
-                let mut c = vec![0; RootCause::ALL.len()];
-                c[RootCause::Healthy.index()] = 10;
-                c
-            },
-        }];
+        let (rows, one, healthy_leaf) = one_tree_and_a_healthy_tree();
         // One tree names the fault, two always say healthy.
         let mut three = one.clone();
         three.trees = vec![one.trees[0].clone(), healthy_leaf.clone(), healthy_leaf];
