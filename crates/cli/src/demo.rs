@@ -24,7 +24,7 @@ use netdx_diagnosis::{
     eval::target_instance,
     features::Baselines,
     join::join,
-    localize::{Finding, diagnose},
+    localize::{Finding, WindowDiagnosis, diagnose},
     model::TreeModel,
     report::crd_finding,
     rules::RuleTree,
@@ -32,6 +32,7 @@ use netdx_diagnosis::{
 
 use crate::{
     dataset::{next_window, start_agents},
+    diagnose::suspect_list,
     live::{self, Frame},
     scenarios::{Scenario, Workload, World, scope_of},
     table,
@@ -115,12 +116,12 @@ impl Session {
     /// Waits one window, diagnoses it; findings come most confident first.
     pub fn diagnose_window(
         &mut self,
-    ) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, Vec<Finding>)> {
+    ) -> anyhow::Result<(Vec<netdx_api::windows::WindowReport>, WindowDiagnosis)> {
         let reports = next_window(&self.agents, self.window)?;
-        let mut findings =
-            diagnose(&join(&reports), &mut self.baselines, self.clf.as_ref()).findings;
-        findings.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        Ok((reports, findings))
+        let mut d = diagnose(&join(&reports), &mut self.baselines, self.clf.as_ref());
+        d.findings
+            .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        Ok((reports, d))
     }
 
     /// Version of the classifier in use.
@@ -215,7 +216,7 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             if stop.load(Ordering::Acquire) {
                 break 'outer;
             }
-            let (reports, findings) = session.diagnose_window()?;
+            let (reports, WindowDiagnosis { findings, suspects }) = session.diagnose_window()?;
             let verdicts = confirm.observe(
                 findings.iter().map(|f| (f.root_cause, f.instance.clone())),
                 u64::from(w),
@@ -280,6 +281,9 @@ pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     f.severity,
                     f.decision_path.last().cloned().unwrap_or_default()
                 ));
+            }
+            if !suspects.is_empty() {
+                lines.push(format!("suspects : {}", suspect_list(&suspects)));
             }
             let _ = tx.send(Frame {
                 title: format!("window {w}"),

@@ -104,16 +104,15 @@ pub fn run(reports: Vec<WindowReport>, model: &Path) -> anyhow::Result<()> {
 }
 
 /// Suspects on one line: instance (fault, share of the vote, edges leaning).
-fn suspect_list(suspects: &[Suspect]) -> String {
+pub(crate) fn suspect_list(suspects: &[Suspect]) -> String {
     suspects
         .iter()
         .map(|s| {
+            let n = s.edges.len();
+            let plural = if n == 1 { "" } else { "s" };
             format!(
-                "{} ({}, {:.2}, {} edges)",
-                s.instance.name,
-                s.root_cause,
-                s.share,
-                s.edges.len()
+                "{} ({}, share {:.2}, {n} edge{plural})",
+                s.instance.name, s.root_cause, s.share
             )
         })
         .collect::<Vec<_>>()

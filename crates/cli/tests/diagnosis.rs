@@ -52,7 +52,7 @@ fn injected_faults_are_diagnosed_with_class_and_instance() {
         let mut seen = Vec::new();
         let mut found = false;
         for _ in 0..4 {
-            let (_, findings) = s.diagnose_window().unwrap();
+            let findings = s.diagnose_window().unwrap().1.findings;
             found |= findings
                 .iter()
                 .any(|f| f.root_cause == class && f.instance == want);
