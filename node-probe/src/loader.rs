@@ -169,7 +169,7 @@ pub struct LoadedProbe {
 /// depends on it (and its reads are skipped).
 pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
     let mut o = KernelOffsets::MISSING;
-    let fields: [(&mut u32, &str, &str); 19] = [
+    let fields: [(&mut u32, &str, &str); 20] = [
         (&mut o.sk_family, "sock", "__sk_common.skc_family"),
         (&mut o.sk_num, "sock", "__sk_common.skc_num"),
         (&mut o.sk_dport, "sock", "__sk_common.skc_dport"),
@@ -185,6 +185,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, LoadError> {
         (&mut o.sk_err, "sock", "sk_err"),
         (&mut o.tcp_srtt_us, "tcp_sock", "srtt_us"),
         (&mut o.tcp_total_retrans, "tcp_sock", "total_retrans"),
+        (&mut o.tcp_snd_wnd, "tcp_sock", "snd_wnd"),
         (&mut o.skb_sk, "sk_buff", "sk"),
         (&mut o.skb_dev, "sk_buff", "dev"),
         (&mut o.dev_nd_net, "net_device", "nd_net"),

@@ -24,7 +24,7 @@ use netdx_api::{
 };
 use netdx_common::{
     CF_CONNECTING, CF_RESET_SEEN, ConnEvent, ConnEventKind, DropEvent, EXF_NO_RESPONSE, EXF_RESET,
-    Exchange, ROLE_CLIENT,
+    EXF_ZERO_WINDOW, Exchange, ROLE_CLIENT,
 };
 
 /// Fast hashing for the per-record lookups (socket cookies are not attacker-chosen).
@@ -91,6 +91,7 @@ struct SideAcc {
     exchanges: u64,
     no_response: u64,
     with_reset: u64,
+    zero_window: u64,
     req_bytes: u64,
     resp_bytes: u64,
     /// Lanes: latency (to last byte), time to first byte, wait ([`LANE_LATENCY`], ...).
@@ -137,6 +138,9 @@ impl SideAcc {
         if ex.flags & EXF_RESET != 0 {
             self.with_reset += 1;
         }
+        if ex.flags & EXF_ZERO_WINDOW != 0 {
+            self.zero_window += 1;
+        }
         self.req_bytes += u64::from(ex.req_bytes);
         self.resp_bytes += u64::from(ex.resp_bytes);
         let l7 = classify_with_hint(
@@ -166,6 +170,7 @@ impl SideAcc {
             exchanges: self.exchanges,
             no_response: self.no_response,
             with_reset: self.with_reset,
+            zero_window: self.zero_window,
             req_bytes: self.req_bytes,
             resp_bytes: self.resp_bytes,
             latency: latency_ms(&self.latencies, LANE_LATENCY),
@@ -623,6 +628,33 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netdx_common::RecordKind;
+
+    #[test]
+    fn a_side_counts_zero_window_stalls_and_keeps_its_fast_decile() {
+        let ex = |flags, ttlb_ns| Exchange {
+            kind: RecordKind::Exchange as u8,
+            role: ROLE_CLIENT,
+            flags,
+            proto: 6,
+            ttfb_ns: ttlb_ns,
+            ttlb_ns,
+            ..Exchange::default()
+        };
+        let mut side = SideAcc::default();
+        for ms in 1..=10u64 {
+            side.add(&ex(0, ms * 1_000_000), None);
+        }
+        side.add(&ex(EXF_NO_RESPONSE | EXF_ZERO_WINDOW, 0), None);
+        side.add(&ex(EXF_ZERO_WINDOW, 30_000_000), None);
+        let s = side.finish();
+        assert_eq!((s.exchanges, s.no_response, s.zero_window), (11, 1, 2));
+        assert!(
+            (0.9..=2.1).contains(&s.latency.p10_ms) && s.latency.p10_ms < s.latency.p50_ms,
+            "{:?}",
+            s.latency
+        );
+    }
 
     #[test]
     fn drops_are_named_at_close_and_shared_names_summed() {

@@ -44,18 +44,39 @@ fn receiver_that_stops_reading_advertises_zero_window() {
     // The counters are read when a window closes; under a loaded suite the sink's advertisement
     // was once missing from the first window after the run (1 failure in 3 full runs), so up
     // to three windows after it count.
-    let (mut sink, mut app) = (0, 0);
+    let (mut sink, mut app, mut stalled) = (0, 0, 0);
     for _ in 0..3 {
         let ws = h.close_windows();
         eprintln!("sink netstat {:?}", pod(&ws, "sink").netstat);
         sink += netstat(pod(&ws, "sink"), "TcpExt:TCPToZeroWindowAdv");
         app += netstat(pod(&ws, "app"), "TcpExt:TCPToZeroWindowAdv");
-        if sink > 0 {
+        stalled += zero_window_requests(&ws);
+        if sink > 0 && stalled > 0 {
             break;
         }
     }
     assert!(sink > 0, "the sink never advertised a zero window");
     assert_eq!(app, 0);
+    // The uploads ended unanswered against the closed window: the client's view says so.
+    assert!(
+        stalled > 0,
+        "no request was marked as stalled by a zero window"
+    );
+}
+
+/// Requests the clients' views mark as left unanswered against a zero window.
+fn zero_window_requests(ws: &[WindowReport]) -> u64 {
+    ws.iter()
+        .flat_map(|w| &w.edges)
+        .filter_map(|e| e.client.as_deref())
+        .inspect(|c| {
+            eprintln!(
+                "client view: no_response {} zero_window {}",
+                c.no_response, c.zero_window
+            )
+        })
+        .map(|c| c.zero_window)
+        .sum()
 }
 
 #[test]

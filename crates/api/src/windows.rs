@@ -57,6 +57,10 @@ impl std::fmt::Display for EdgeKey {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Latency {
+    /// 10th percentile: the fast exchanges; near the median for a constant delay, far below
+    /// it when packets are delayed at random (jitter).
+    #[serde(default)]
+    pub p10_ms: f64,
     /// Median.
     pub p50_ms: f64,
     /// 90th percentile.
@@ -170,6 +174,7 @@ impl Latency {
         let q = |q| s.quantile(q).ok().flatten().unwrap_or(0.0);
         let count = s.count();
         Latency {
+            p10_ms: q(0.1),
             p50_ms: q(0.5),
             p90_ms: q(0.9),
             p99_ms: q(0.99),
@@ -194,6 +199,10 @@ pub struct SideStats {
     pub no_response: u64,
     /// Exchanges during which a reset was seen.
     pub with_reset: u64,
+    /// Exchanges ended by a send that failed while the peer advertised a zero receive window
+    /// (the peer stopped reading).
+    #[serde(default)]
+    pub zero_window: u64,
     /// Request bytes.
     pub req_bytes: u64,
     /// Response bytes.

@@ -11,11 +11,12 @@ use crate::windows::WindowReport;
 
 /// Content type of a JSON report or array of reports.
 pub const JSON: &str = "application/json";
-/// Content type of a postcard-encoded sequence of reports (version 2 of the encoding: pod
-/// windows carry server fullness at stray drops). A v1 body is refused (415) and its probe falls
-/// back to JSON, whose new fields default. A side's protocol counts became `Protocols` after v2
-/// with the same bytes as the map before, so the version stayed.
-pub const BINARY: &str = "application/vnd.netdx.windows.v2+postcard";
+/// Content type of a postcard-encoded sequence of reports (version 3 of the encoding: sides
+/// carry zero-window requests, latencies a 10th percentile). An older body is refused (415)
+/// and its probe falls back to JSON, whose new fields default. (v2 added server fullness at
+/// stray drops; a side's protocol counts became `Protocols` after v2 with the same bytes as
+/// the map before, so the version stayed.)
+pub const BINARY: &str = "application/vnd.netdx.windows.v3+postcard";
 
 /// Why a body is not a batch of window reports.
 #[derive(Debug, thiserror::Error)]

@@ -42,6 +42,10 @@ pub const EXF_NO_RESPONSE: u8 = 1 << 1;
 pub const EXF_RESET: u8 = 1 << 2;
 /// Exchange flag: the socket was closed while the exchange was open.
 pub const EXF_CLOSED: u8 = 1 << 3;
+/// Exchange flag: a send failed while the peer advertised a zero receive window, which ended
+/// the exchange (the receiver stopped reading: one per stalled send, unlike the receiver's
+/// advertisements, which back off with the sender's persist timer).
+pub const EXF_ZERO_WINDOW: u8 = 1 << 4;
 
 /// One request/response exchange on one socket, seen from that socket's side.
 ///
@@ -331,6 +335,8 @@ pub struct KernelOffsets {
     pub tcp_srtt_us: u32,
     /// tcp_sock.total_retrans (u32).
     pub tcp_total_retrans: u32,
+    /// tcp_sock.snd_wnd (u32, the peer's advertised receive window).
+    pub tcp_snd_wnd: u32,
     /// sk_buff.sk (pointer).
     pub skb_sk: u32,
     /// sk_buff.dev (pointer).
@@ -363,6 +369,7 @@ impl KernelOffsets {
         sk_err: OFFSET_MISSING,
         tcp_srtt_us: OFFSET_MISSING,
         tcp_total_retrans: OFFSET_MISSING,
+        tcp_snd_wnd: OFFSET_MISSING,
         skb_sk: OFFSET_MISSING,
         skb_dev: OFFSET_MISSING,
         dev_nd_net: OFFSET_MISSING,
@@ -397,7 +404,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Exchange, req_head), 64);
         assert_eq!(size_of::<ConnEvent>(), 88);
         assert_eq!(size_of::<DropEvent>(), 40);
-        assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 20 * 4);
     }
 
     #[test]

@@ -201,7 +201,8 @@ pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SC
 /// exchanges per successful connect assuming the dataset's 2 s windows). Ratios of the
 /// computable columns to their baseline cannot be recovered and read 1. Before schema 6 the
 /// server's fullness at its drops was not recorded: it reads 0 ("no such drops"). Every column
-/// schemas 7 and 8 added is derived from schema-6 ones, so it is computed.
+/// schemas 7 and 8 added is derived from schema-6 ones, so it is computed. Before schema 9
+/// zero-window requests and the client's p10 latency were not recorded: they read 0.
 pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
     for (f, x) in columns.iter().zip(values) {

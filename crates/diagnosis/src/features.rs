@@ -17,7 +17,7 @@ use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 8;
+pub const FEATURE_SCHEMA_VERSION: u32 = 9;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +131,8 @@ features! {
     AppErrorRatio = "app_error_ratio": "(1 - is_dns) x l7_error_ratio: exchanges answered with the protocol's error signal off port 53 (DNS errors count in dns_failure_ratio); one cut tells application errors from healthy and from DNS failures alike, whatever the workload",
     ServerWaitExcess = "server_wait_excess": "server_wait_ratio / max(wait_gap_ratio, 1), at most 10000: how much the server's own processing time grew beyond the path's; well above 1 when the server itself got slower, about 1 or below when nothing or the path did (1 without the wait signals)",
     TcpNoResponseRatio = "tcp_no_response_ratio": "(1 - is_dns) x no_response_ratio: requests left unanswered off port 53 (a receiver that stopped reading, a blackholed path), which a DNS timeout is not",
+    ZeroWindowRatio = "zero_window_ratio": "exchanges ended by a send that failed against a zero receive window / all requests (the worse view): the receiver stopped reading; one per stalled send, so every window of the stall shows it (the receiver's advertisements back off to none in some)",
+    ClientP10Share = "client_p10_share": "client p10 / client p50 latency, 0..1: near 1 when every exchange takes about as long (a constant delay, a full queue), low when some are fast and others delayed (jitter) (0 without client view)",
 }
 
 /// Number of features (columns).
@@ -533,6 +535,10 @@ pub fn edge_features_with(
     if let Some(c) = client {
         v.set(Feature::ClientP50Ms, c.latency.p50_ms);
         v.set(Feature::ClientP99Ms, c.latency.p99_ms);
+        v.set(
+            Feature::ClientP10Share,
+            div(c.latency.p10_ms, c.latency.p50_ms).min(1.0),
+        );
     }
     if let Some(s) = server {
         v.set(Feature::ServerP50Ms, s.latency.p50_ms);
@@ -550,6 +556,7 @@ pub fn edge_features_with(
             .fold(0.0, f64::max)
     };
     v.set(Feature::NoResponseRatio, worst(|s| s.no_response));
+    v.set(Feature::ZeroWindowRatio, worst(|s| s.zero_window));
     v.set(Feature::ResetRatio, worst(|s| s.with_reset));
     v.set(Feature::L7ErrorRatio, worst(|s| s.l7_errors).min(1.0));
 
@@ -1227,6 +1234,29 @@ mod tests {
             "{}",
             v[Feature::SrttRangeRatio]
         );
+    }
+
+    #[test]
+    fn zero_window_stalls_and_the_fast_decile_are_read_from_the_views() {
+        // Client: 200 exchanges at 8 ms but 20 of them fast (1 ms), 250 requests (50 without
+        // a response), 40 ended by a send against a zero window.
+        let mut w = two_node_window();
+        let fast = [[1.0; 30].as_slice(), &[8.0; 170]].concat();
+        let c = w.edges[0].client.as_mut().unwrap();
+        c.latency = latency(&fast);
+        c.zero_window = 40;
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(approx(v[Feature::ZeroWindowRatio], 40.0 / 250.0));
+        assert!(
+            v[Feature::ClientP10Share] < 0.2,
+            "{}",
+            v[Feature::ClientP10Share]
+        );
+        // A constant latency: the fast decile sits at the median.
+        let w = two_node_window();
+        let v = edge_features(&w, &w.edges[0], None);
+        assert!(approx(v[Feature::ClientP10Share], 1.0));
+        assert_eq!(v[Feature::ZeroWindowRatio], 0.0);
     }
 
     #[test]

@@ -280,6 +280,7 @@ fn merge_side(acc: Option<Box<SideStats>>, s: Box<SideStats>) -> Box<SideStats> 
         exchanges: a.exchanges + s.exchanges,
         no_response: a.no_response + s.no_response,
         with_reset: a.with_reset + s.with_reset,
+        zero_window: a.zero_window + s.zero_window,
         req_bytes: a.req_bytes + s.req_bytes,
         resp_bytes: a.resp_bytes + s.resp_bytes,
         latency: merge_latency(&a.latency, &s.latency),

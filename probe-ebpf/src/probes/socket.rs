@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use netdx_common::{ConnEventKind, Counter, EXF_EOF, ROLE_CLIENT, ROLE_SERVER};
+use netdx_common::{ConnEventKind, Counter, EXF_EOF, EXF_ZERO_WINDOW, ROLE_CLIENT, ROLE_SERVER};
 
 use crate::{
     kernel::{offsets, read},
@@ -46,6 +46,8 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     if ret <= 0 {
         if ret == 0 && !is_send {
             on_eof(sk);
+        } else if ret < 0 && is_send {
+            on_send_failed(sk);
         }
         return;
     }
@@ -131,6 +133,22 @@ fn on_eof(sk: *mut core::ffi::c_void) {
         && st.tracked == TRACK_ON
     {
         flush_exchange(st, sk, EXF_EOF);
+    }
+}
+
+/// A send that failed (timed out, would block) while the peer advertised a zero receive
+/// window ends the open exchange, marked: the receiver stopped reading. Marked at the failed
+/// send, not at close, because a socket closed with unsent data lingers in FIN_WAIT1 until
+/// the peer reads or resets, long after the window that should show the stall.
+#[inline(never)]
+fn on_send_failed(sk: *mut core::ffi::c_void) {
+    if let Some(st) = sock_state(sk, false)
+        && st.tracked == TRACK_ON
+        && st.proto == IPPROTO_TCP
+        && st.phase != PHASE_IDLE
+        && read::<u32>(sk as *const u8, offsets().tcp_snd_wnd) == Some(0)
+    {
+        flush_exchange(st, sk, EXF_ZERO_WINDOW);
     }
 }
 
