@@ -50,22 +50,22 @@ fn receiver_that_stops_reading_advertises_zero_window() {
         eprintln!("sink netstat {:?}", pod(&ws, "sink").netstat);
         sink += netstat(pod(&ws, "sink"), "TcpExt:TCPToZeroWindowAdv");
         app += netstat(pod(&ws, "app"), "TcpExt:TCPToZeroWindowAdv");
-        stalled += zero_window_requests(&ws);
+        stalled += zero_window_stalls(&ws);
         if sink > 0 && stalled > 0 {
             break;
         }
     }
     assert!(sink > 0, "the sink never advertised a zero window");
     assert_eq!(app, 0);
-    // The uploads ended unanswered against the closed window: the client's view says so.
+    // The uploads' failed sends met the closed window: the client's view counts them.
     assert!(
         stalled > 0,
         "no request was marked as stalled by a zero window"
     );
 }
 
-/// Requests the clients' views mark as left unanswered against a zero window.
-fn zero_window_requests(ws: &[WindowReport]) -> u64 {
+/// Exchanges the clients' views count as ended by a send against a zero window.
+fn zero_window_stalls(ws: &[WindowReport]) -> u64 {
     ws.iter()
         .flat_map(|w| &w.edges)
         .filter_map(|e| e.client.as_deref())

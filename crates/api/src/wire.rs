@@ -12,7 +12,7 @@ use crate::windows::WindowReport;
 /// Content type of a JSON report or array of reports.
 pub const JSON: &str = "application/json";
 /// Content type of a postcard-encoded sequence of reports (version 3 of the encoding: sides
-/// carry zero-window requests, latencies a 10th percentile). An older body is refused (415)
+/// carry zero-window stalls, latencies a 10th percentile). An older body is refused (415)
 /// and its probe falls back to JSON, whose new fields default. (v2 added server fullness at
 /// stray drops; a side's protocol counts became `Protocols` after v2 with the same bytes as
 /// the map before, so the version stayed.)

@@ -139,13 +139,20 @@ fn on_eof(sk: *mut core::ffi::c_void) {
 /// A send that failed (timed out, would block) while the peer advertised a zero receive
 /// window ends the open exchange, marked: the receiver stopped reading. Marked at the failed
 /// send, not at close, because a socket closed with unsent data lingers in FIN_WAIT1 until
-/// the peer reads or resets, long after the window that should show the stall.
+/// the peer reads or resets, long after the window that should show the stall. Only a send
+/// that continues the open message counts: a client's request, a server's response (a
+/// client's failed first send of a new request leaves the answered exchange alone).
 #[inline(never)]
 fn on_send_failed(sk: *mut core::ffi::c_void) {
     if let Some(st) = sock_state(sk, false)
         && st.tracked == TRACK_ON
         && st.proto == IPPROTO_TCP
-        && st.phase != PHASE_IDLE
+        && st.phase
+            == if st.role == ROLE_CLIENT {
+                PHASE_REQUEST
+            } else {
+                PHASE_RESPONSE
+            }
         && read::<u32>(sk as *const u8, offsets().tcp_snd_wnd) == Some(0)
     {
         flush_exchange(st, sk, EXF_ZERO_WINDOW);
