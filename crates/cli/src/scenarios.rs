@@ -116,7 +116,7 @@ type CatalogEntry = (
 /// Classes, intensities (label, knob) and the workloads they apply to. Classes whose signal a
 /// workload cannot show are left out for it (documented in the model card): l7_errors on ndxe
 /// (an unknown protocol has no error signal, so its windows would be healthy-looking rows
-/// labelled l7_errors), server_app_slow on nginx (no delay knob).
+/// labelled l7_errors), server_app_slow on memcached (no delay knob).
 ///
 /// Every intensity must bite on every workload listed: a fault that changes nothing is a
 /// healthy window with a fault label. Connection limits stay below the 4 concurrent connections
@@ -192,7 +192,7 @@ fn catalog() -> Vec<CatalogEntry> {
                 ("15ms", 15_000),
                 ("20ms", 20_000),
             ],
-            &[Ndxe, Redis],
+            &[Ndxe, Redis, Http],
         ),
         // CPU quota in us per 100 ms (below 1000: one 1 ms slice per 100_000/p ms).
         (
@@ -326,6 +326,9 @@ pub struct World {
     drivers: Vec<JoinHandle<()>>,
 }
 
+/// Size of the page the HTTP servers answer with.
+const HTTP_BODY_BYTES: usize = 4096;
+
 /// The client -> server pairs that carry traffic.
 /// c1->s3 crosses the node-0/node-2 link too, so link faults degrade two edges (more rows,
 /// a real vote) and a node-2 fault four.
@@ -355,7 +358,7 @@ fn start_server(
             (a, Some(pid))
         }
         Workload::Redis => (servers::redis(tb, pod)?, None),
-        Workload::Http => (servers::nginx(tb, pod, 4096)?, None),
+        Workload::Http => (servers::nginx(tb, pod, HTTP_BODY_BYTES)?, None),
         Workload::Memcached => (servers::memcached(tb, pod)?, None),
     })
 }
@@ -567,6 +570,16 @@ impl World {
                 };
                 s1.cgroups.set_cpu_quota(Some(quota), period)?;
                 Injected::Quota(s1.cgroups.clone())
+            }
+            ServerAppSlow if self.workload == Workload::Http => {
+                // Every page answered late: the shape redis's blocking command does not have.
+                servers::nginx_set_delay(
+                    &tb,
+                    "s1",
+                    HTTP_BODY_BYTES,
+                    Duration::from_micros(p.into()),
+                )?;
+                Injected::Nothing
             }
             ServerAppSlow if self.workload == Workload::Redis => {
                 // A slow command blocking redis's event loop for everyone.

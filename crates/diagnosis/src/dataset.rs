@@ -202,7 +202,8 @@ pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SC
 /// computable columns to their baseline cannot be recovered and read 1. Before schema 6 the
 /// server's fullness at its drops was not recorded: it reads 0 ("no such drops"). Every column
 /// schemas 7 and 8 added is derived from schema-6 ones, so it is computed. Before schema 9
-/// zero-window requests and the client's p10 latency were not recorded: they read 0.
+/// zero-window stalls and the client's p10 latency were not recorded: they read 0. Every column
+/// schema 10 added is derived from schema-9 ones, so it is computed.
 pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
     for (f, x) in columns.iter().zip(values) {

@@ -17,7 +17,7 @@ use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 9;
+pub const FEATURE_SCHEMA_VERSION: u32 = 10;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +133,7 @@ features! {
     TcpNoResponseRatio = "tcp_no_response_ratio": "(1 - is_dns) x no_response_ratio: requests left unanswered off port 53 (a receiver that stopped reading, a blackholed path), which a DNS timeout is not",
     ZeroWindowRatio = "zero_window_ratio": "exchanges ended by a send that failed against a zero receive window / all requests (the worse view): the receiver stopped reading; one per stalled send, so every window of the stall shows it (the receiver's advertisements back off to none in some)",
     ClientP10Share = "client_p10_share": "client p10 / client p50 latency, 0..1: near 1 when every exchange takes about as long (a constant delay, a full queue), low when some are fast and others delayed (jitter) (0 without client view)",
+    SilentNoResponseRatio = "silent_no_response_ratio": "tcp_no_response_ratio / (1 + retrans_s2c_per_exchange): requests left unanswered while the server did not even retransmit, so it never sent an answer (stopped reading, hung) rather than losing one on the way (an MTU black hole retransmits every large segment)",
 }
 
 /// Number of features (columns).
@@ -809,6 +810,10 @@ pub fn derive(v: &mut FeatureVector) {
         Feature::ServerWaitExcess,
         (v[Feature::ServerWaitRatio] / v[Feature::WaitGapRatio].max(1.0)).min(10_000.0),
     );
+    v.set(
+        Feature::SilentNoResponseRatio,
+        v[Feature::TcpNoResponseRatio] / (1.0 + v[Feature::RetransS2cPerExchange].max(0.0)),
+    );
 }
 
 #[cfg(test)]
@@ -1350,6 +1355,23 @@ mod tests {
     }
 
     #[test]
+    fn silent_no_response_tells_a_server_that_never_answered_from_a_lost_answer() {
+        let mut v = FeatureVector::default();
+        v.set(Feature::NoResponseRatio, 1.0);
+        // A receiver that stopped reading: nothing was sent back, nothing retransmitted.
+        derive(&mut v);
+        assert_eq!(v[Feature::SilentNoResponseRatio], 1.0);
+        // An MTU black hole: the server retransmits its large answer, again and again.
+        v.set(Feature::RetransS2cPerExchange, 4.0);
+        derive(&mut v);
+        assert!(approx(v[Feature::SilentNoResponseRatio], 0.2));
+        // A DNS timeout is not a TCP request left unanswered.
+        v.set(Feature::IsDns, 1.0);
+        derive(&mut v);
+        assert_eq!(v[Feature::SilentNoResponseRatio], 0.0);
+    }
+
+    #[test]
     fn node_qdisc_drops_have_a_column() {
         let mut w = two_node_window();
         w.node_drops
@@ -1395,6 +1417,7 @@ mod tests {
             v.set(Feature::ExchangeRateRatio, exchanges);
             v
         };
+
         let ends: Vec<(String, String)> = [("c1", "s1"), ("c2", "s1"), ("c1", "s2")]
             .iter()
             .map(|(c, s)| (c.to_string(), s.to_string()))

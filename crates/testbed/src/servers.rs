@@ -102,30 +102,78 @@ pub fn memcached(tb: &Testbed, pod: &str) -> Result<SocketAddr> {
     Ok(a)
 }
 
-/// Starts nginx in `pod` on port 80 serving `/` (a body of `body_bytes`) and `/slow`-free
-/// static files; keep-alive on.
+/// Starts nginx in `pod` on port 80 serving a body of `body_bytes` at every path but
+/// `/status/500` (a 500); keep-alive on.
 pub fn nginx(tb: &Testbed, pod: &str, body_bytes: usize) -> Result<SocketAddr> {
+    let conf = nginx_conf(tb, pod, body_bytes, Duration::ZERO)?;
+    let dir = conf.parent().unwrap_or(&conf).display().to_string();
+    let c = conf.display().to_string();
+    tb.spawn(pod, "nginx", &["-c", &c, "-e", &format!("{dir}/error.log")])?;
+    let a = addr(tb, pod, 80)?;
+    wait_tcp(tb, pod, a, READY)?;
+    Ok(a)
+}
+
+/// Makes the nginx [`nginx`] started in `pod` answer every page only after `delay` (whole
+/// milliseconds: the echo module takes no finer sleep), or at
+/// once again with a zero `delay`: a slow application, not a slow machine (the echo module's
+/// sleep is a timer, so the worker keeps serving other requests meanwhile). The running
+/// master reloads its configuration, so connections and the listening socket stay.
+pub fn nginx_set_delay(tb: &Testbed, pod: &str, body_bytes: usize, delay: Duration) -> Result<()> {
+    let conf = nginx_conf(tb, pod, body_bytes, delay)?;
+    let pid_file = conf.with_file_name("nginx.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .map_err(io_err("reading nginx.pid"))?
+        .trim()
+        .parse()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", pid_file.display())))?;
+    // SAFETY: plain kill syscall; SIGHUP makes the nginx master reload its configuration.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(Error::Invalid(format!(
+            "signalling nginx master {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // New workers start within milliseconds; old ones finish their requests and close idle
+    // keep-alive connections, whose clients reconnect to the new ones.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+/// Writes `pod`'s nginx configuration (a `delay` above zero answers every page after it)
+/// and returns its path.
+fn nginx_conf(tb: &Testbed, pod: &str, body_bytes: usize, delay: Duration) -> Result<PathBuf> {
     let dir = tb.path(&format!("nginx-{pod}"));
     let root = dir.join("www");
     std::fs::create_dir_all(&root).map_err(io_err("nginx dir"))?;
     std::fs::write(root.join("index.html"), vec![b'n'; body_bytes])
         .map_err(io_err("nginx body"))?;
     let d = dir.display();
+    let (module, page) = if delay.is_zero() {
+        (String::new(), "try_files $uri /index.html;".to_string())
+    } else {
+        (
+            format!("load_module {NGINX_ECHO_MODULE};\n"),
+            format!(
+                "echo_sleep {:.3}; echo_location /index.html;",
+                delay.as_secs_f64()
+            ),
+        )
+    };
     let conf = format!(
-        "worker_processes 1;\ndaemon off;\nmaster_process on;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "{module}worker_processes 1;\ndaemon off;\nmaster_process on;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           server {{\n    listen 80 backlog=1024;\n    root {root};\n    location /status/500 {{ return 500 \"error\\n\"; }}\n    location / {{ try_files $uri /index.html; }}\n  }}\n}}\n",
+           server {{\n    listen 80 backlog=1024;\n    root {root};\n    location /status/500 {{ return 500 \"error\\n\"; }}\n    location = /index.html {{ }}\n    location / {{ {page} }}\n  }}\n}}\n",
         root = root.display()
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(io_err("nginx conf"))?;
-    let c = conf_path.display().to_string();
-    tb.spawn(pod, "nginx", &["-c", &c, "-e", &format!("{d}/error.log")])?;
-    let a = addr(tb, pod, 80)?;
-    wait_tcp(tb, pod, a, READY)?;
-    Ok(a)
+    Ok(conf_path)
 }
+
+/// Debian's nginx echo module (package libnginx-mod-http-echo, a dependency of nginx-light).
+const NGINX_ECHO_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
 
 /// The Debian PostgreSQL server binaries (the newest installed major version).
 fn postgres_bin(tool: &str) -> Result<String> {

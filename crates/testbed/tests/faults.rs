@@ -97,3 +97,26 @@ fn reject_and_conntrack_full_break_new_connections() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(workloads::echo_client(&tb, "c", server, &c).unwrap().ok, 10);
 }
+
+#[test]
+fn nginx_answers_late_while_its_delay_is_set() {
+    let tb = Testbed::up(&TestbedSpec {
+        nodes: 2,
+        pods: vec![PodSpec::new("c", 0), PodSpec::new("s", 1)],
+    })
+    .unwrap();
+    let server = servers::nginx(&tb, "s", 4096).unwrap();
+    let url = format!("http://{server}/");
+    let rate = |what: &str| {
+        let r = workloads::wrk(&tb, "c", &url, 1, 1).unwrap();
+        assert!(r.requests > 0 && r.non_2xx == 0, "{what}: {r:?}");
+        r.rps
+    };
+    assert!(rate("healthy") > 200.0);
+    // One connection waiting 50 ms per page cannot pass 20 pages a second.
+    servers::nginx_set_delay(&tb, "s", 4096, Duration::from_millis(50)).unwrap();
+    let slow = rate("delayed");
+    assert!(slow <= 21.0, "{slow} pages/s with a 50 ms delay");
+    servers::nginx_set_delay(&tb, "s", 4096, Duration::ZERO).unwrap();
+    assert!(rate("delay removed") > 200.0);
+}

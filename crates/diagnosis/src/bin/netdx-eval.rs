@@ -174,7 +174,7 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "Not in the dataset: `l7_errors` on ndxe and memcached (ndxe has no error signal; memcached has no error knob), `server_app_slow` on nginx and memcached (no delay knob), and server-side knobs only the ndxe server takes (listen backlog, zero window, reset). Classes only one workload shows: {}; the unseen-workload score below leaves them out (they cannot be learnt from other workloads by construction) and the score with them is given next to it.\n",
+        "Not in the dataset: `l7_errors` on ndxe and memcached (ndxe has no error signal; memcached has no error knob), `server_app_slow` on memcached (no delay knob; nginx sleeps in the echo module, redis runs a blocking command), and server-side knobs only the ndxe server takes (listen backlog, zero window, reset). Classes only one workload shows: {}; the unseen-workload score below leaves them out (they cannot be learnt from other workloads by construction) and the score with them is given next to it.\n",
         if card.single_workload_classes.is_empty() {
             "none".to_string()
         } else {
