@@ -115,12 +115,20 @@ pub fn nginx(tb: &Testbed, pod: &str, body_bytes: usize) -> Result<SocketAddr> {
 }
 
 /// Makes the nginx [`nginx`] started in `pod` answer every page only after `delay` (whole
-/// milliseconds: the echo module takes no finer sleep), or at
-/// once again with a zero `delay`: a slow application, not a slow machine (the echo module's
-/// sleep is a timer, so the worker keeps serving other requests meanwhile). The running
-/// master reloads its configuration, so connections and the listening socket stay.
+/// milliseconds, the echo module's resolution), or at once again with a zero `delay`: a slow
+/// application, not a slow machine (the echo module's sleep is a timer, so the worker keeps
+/// serving other requests meanwhile). The running master reloads its configuration, so
+/// connections and the listening socket stay.
 pub fn nginx_set_delay(tb: &Testbed, pod: &str, body_bytes: usize, delay: Duration) -> Result<()> {
+    if delay.subsec_nanos() % 1_000_000 != 0 {
+        return Err(Error::Invalid(format!(
+            "nginx delay {delay:?}: the echo module sleeps whole milliseconds"
+        )));
+    }
     let conf = nginx_conf(tb, pod, body_bytes, delay)?;
+    // A configuration the master cannot load would leave it running the old one, silently.
+    let c = conf.display().to_string();
+    crate::exec::run("nginx", &["-t", "-q", "-c", &c])?;
     let pid_file = conf.with_file_name("nginx.pid");
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .map_err(io_err("reading nginx.pid"))?

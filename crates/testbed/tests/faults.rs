@@ -27,13 +27,18 @@ fn qdisc(ns: &str, dev: &str) -> String {
     .into_owned()
 }
 
-#[test]
-fn injectors_apply_and_clean_up() {
-    let tb = Testbed::up(&TestbedSpec {
+/// Two nodes with a client pod `c` on one and a server pod `s` on the other.
+fn client_and_server() -> Testbed {
+    Testbed::up(&TestbedSpec {
         nodes: 2,
         pods: vec![PodSpec::new("c", 0), PodSpec::new("s", 1)],
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn injectors_apply_and_clean_up() {
+    let tb = client_and_server();
     let (fab, node1, pod_ns) = (
         tb.fabric.clone(),
         tb.nodes[1].netns.clone(),
@@ -58,11 +63,7 @@ fn injectors_apply_and_clean_up() {
 
 #[test]
 fn reject_and_conntrack_full_break_new_connections() {
-    let tb = Testbed::up(&TestbedSpec {
-        nodes: 2,
-        pods: vec![PodSpec::new("c", 0), PodSpec::new("s", 1)],
-    })
-    .unwrap();
+    let tb = client_and_server();
     let (server, _) = servers::echo(&tb, "s", 7000, &Default::default()).unwrap();
     let c = workloads::EchoClient {
         connections: 1,
@@ -100,11 +101,7 @@ fn reject_and_conntrack_full_break_new_connections() {
 
 #[test]
 fn nginx_answers_late_while_its_delay_is_set() {
-    let tb = Testbed::up(&TestbedSpec {
-        nodes: 2,
-        pods: vec![PodSpec::new("c", 0), PodSpec::new("s", 1)],
-    })
-    .unwrap();
+    let tb = client_and_server();
     let server = servers::nginx(&tb, "s", 4096).unwrap();
     let url = format!("http://{server}/");
     let rate = |what: &str| {
@@ -117,6 +114,10 @@ fn nginx_answers_late_while_its_delay_is_set() {
     servers::nginx_set_delay(&tb, "s", 4096, Duration::from_millis(50)).unwrap();
     let slow = rate("delayed");
     assert!(slow <= 21.0, "{slow} pages/s with a 50 ms delay");
+    assert!(
+        servers::nginx_set_delay(&tb, "s", 4096, Duration::from_micros(1500)).is_err(),
+        "a delay the echo module cannot sleep is refused"
+    );
     servers::nginx_set_delay(&tb, "s", 4096, Duration::ZERO).unwrap();
     assert!(rate("delay removed") > 200.0);
 }
