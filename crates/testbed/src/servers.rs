@@ -120,7 +120,7 @@ pub fn nginx(tb: &Testbed, pod: &str, body_bytes: usize) -> Result<SocketAddr> {
 /// serving other requests meanwhile). The running master reloads its configuration, so
 /// connections and the listening socket stay.
 pub fn nginx_set_delay(tb: &Testbed, pod: &str, body_bytes: usize, delay: Duration) -> Result<()> {
-    if delay.subsec_nanos() % 1_000_000 != 0 {
+    if !delay.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(Error::Invalid(format!(
             "nginx delay {delay:?}: the echo module sleeps whole milliseconds"
         )));
