@@ -121,7 +121,10 @@ pub fn read_jsonl<R: BufRead>(r: R) -> Result<Vec<LabeledRow>> {
         .iter()
         .map(|n| Feature::from_name(n))
         .collect();
-    let legacy = header.features != names
+    // An older version with the same columns is upgraded too: a derived column's meaning may
+    // have changed (schema 11: srtt_queueing without an RTT).
+    let legacy = (header.features != names
+        || header.feature_schema_version != FEATURE_SCHEMA_VERSION)
         && (LEGACY_SCHEMA_VERSIONS).contains(&header.feature_schema_version)
         && columns.is_some();
     if header.feature_schema_version != FEATURE_SCHEMA_VERSION && !legacy {
@@ -203,7 +206,8 @@ pub const LEGACY_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 2..=FEATURE_SC
 /// server's fullness at its drops was not recorded: it reads 0 ("no such drops"). Every column
 /// schemas 7 and 8 added is derived from schema-6 ones, so it is computed. Before schema 9
 /// zero-window stalls and the client's p10 latency were not recorded: they read 0. Every column
-/// schema 10 added is derived from schema-9 ones, so it is computed.
+/// schema 10 added is derived from schema-9 ones, so it is computed; schema 11 changed only
+/// what the derived `srtt_queueing` reads without an RTT, so it is recomputed.
 pub fn upgrade(version: u32, columns: &[Feature], values: &[f64]) -> Vec<f64> {
     let mut v = FeatureVector::default();
     for (f, x) in columns.iter().zip(values) {
@@ -683,6 +687,15 @@ mod tests {
             "target": "", "window": 0, "transitional": false, "features": vals,
         });
         read_jsonl(format!("{header}\n{row}\n").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn schema_10_files_read_the_new_srtt_queueing_without_an_rtt() {
+        // Same columns as now; a UDP edge: no RTT, srtt_queueing recorded as 1.
+        let mut vals = vec![0.0; FEATURE_COUNT];
+        vals[Feature::SrttQueueing.index()] = 1.0;
+        let rows = read_old_schema(10, &vals);
+        assert_eq!(rows[0].vector().unwrap()[Feature::SrttQueueing], 2.5);
     }
 
     #[test]

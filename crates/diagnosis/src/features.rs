@@ -17,7 +17,7 @@ use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
-pub const FEATURE_SCHEMA_VERSION: u32 = 10;
+pub const FEATURE_SCHEMA_VERSION: u32 = 11;
 
 /// A feature's column, name and meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ features! {
     ExchangesPerOkConnectRatio = "exchanges_per_ok_connect_ratio": "exchanges_per_ok_connect / its healthy baseline: above 1 when new connects fail while established ones keep working",
     ExchangeSurvival = "exchange_survival": "exchange_rate_ratio / max(1 - connect_fail_ratio, 0.05): about 1 when exchanges fall with the share of failed connects (refused), well above 1 when established connections keep working (connection limit), near 0 when everything stops",
     LatencyPerThroughput = "latency_per_throughput": "client_p99_ratio / max(resp_bytes_rate_ratio, 0.01), at most 10000: latency rising while throughput is held at a ceiling (bandwidth limit) scores high",
-    SrttQueueing = "srtt_queueing": "srtt_mean_ms / srtt_min_ms, at most 10000: how far the average RTT sits above the path's floor; about 1 for a constant delay, high with a queue (bandwidth ceiling) or jitter (1 when srtt min was not recorded)",
+    SrttQueueing = "srtt_queueing": "srtt_mean_ms / srtt_min_ms, at most 10000: how far the average RTT sits above the path's floor; about 1 for a constant delay, high with a queue (bandwidth ceiling) or jitter (2.5, about the healthy TCP median, when no RTT was measured, as on UDP)",
     ClientP50PerRtt = "client_p50_per_rtt": "client_p50_ms / srtt_min_ms, at most 10000: round trips per median exchange; about 1 when a fixed path delay dominates, higher when transfer time or queueing adds to it (0 without client view or srtt min)",
     DnsFailureRatio = "dns_failure_ratio": "is_dns x (l7_error_ratio + no_response_ratio), at most 1: lookups that failed, by error rcode or silence (0 off port 53)",
     ServerEdgesFailingShare = "server_edges_failing_share": "share of this window's edges to the same server whose connection attempts mostly fail (connect_fail_ratio >= 0.5): the whole server refuses or only some clients",
@@ -771,6 +771,11 @@ fn apply_baseline(v: &mut FeatureVector, baseline: Option<&Baseline>) {
     derive(v);
 }
 
+/// `srtt_queueing` of an edge without an RTT (DNS over UDP): the healthy median of the
+/// recorded TCP edges (2.56; per workload 1.9-6.0), so it reads as unremarkable. Its own 1 for
+/// "no queue" made every healthy DNS window of a held-out DNS workload read as a constant delay.
+const SRTT_QUEUEING_UNMEASURED: f64 = 2.5;
+
 /// Features computed from other columns only (so they can be recomputed for stored rows):
 /// combinations a single axis-aligned split cannot express.
 pub fn derive(v: &mut FeatureVector) {
@@ -790,7 +795,7 @@ pub fn derive(v: &mut FeatureVector) {
             (v[Feature::ClientP50Ms] / srtt_min).min(10_000.0),
         )
     } else {
-        (1.0, 0.0)
+        (SRTT_QUEUEING_UNMEASURED, 0.0)
     };
     v.set(Feature::SrttQueueing, queueing);
     v.set(
