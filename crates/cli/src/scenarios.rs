@@ -213,7 +213,14 @@ fn catalog() -> Vec<CatalogEntry> {
         ),
         (
             ReceiverZeroWindow,
-            &[("all", 1), ("all2", 1), ("all3", 1), ("all4", 1)],
+            &[
+                ("all", 1),
+                ("all2", 1),
+                ("all3", 1),
+                ("all4", 1),
+                ("all5", 1),
+                ("all6", 1),
+            ],
             &[Ndxe],
         ),
         (
