@@ -251,6 +251,12 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
             let total_weight = parent_class_freq.values().sum::<f32>();
             let mut weight_on_right_side = total_weight;
             let mut weight_on_left_side = 0.0;
+            // netdx: observations still on the right. The weights above are running f32 sums,
+            // and with fractional (class-balanced) weights they drift: once the last
+            // observation has moved left, the right side's weight can still read above
+            // `min_weight_leaf` while its class frequencies are all zero, and the impurity of
+            // that empty side panicked. Counting observations says "empty" exactly.
+            let mut left_count = 0usize;
 
             // We start by putting all available observations in the right subtree
             // and then move the (sorted by `feature_idx`) observations one by one to
@@ -284,6 +290,10 @@ impl<F: Float, L: Label + std::fmt::Debug> TreeNode<F, L> {
                 // right side by the weight of this sample
                 *left_class_freq.entry(sample_class.clone()).or_insert(0.0) += sample_weight;
                 weight_on_left_side += sample_weight;
+                left_count += 1;
+                if left_count >= mask.nsamples {
+                    break;
+                }
 
                 // Continue if the next value is equal, so that equal values end up in the same subtree
                 if (sorted_index.sorted_values[i].1 - sorted_index.sorted_values[i + 1].1).abs()
