@@ -13,7 +13,7 @@ use netdx_api::windows::WindowReport;
 use netdx_diagnosis::{
     classes::RootCause,
     dataset::{self, LabeledRow},
-    features::{Baselines, window_features},
+    features::{Baselines, Feature, window_features},
     join::join,
 };
 use node_probe::ingest::{Agent, AgentConfig};
@@ -29,6 +29,9 @@ pub struct Timeline {
     pub warmup: u32,
     /// Healthy windows before the fault (the edges' baselines).
     pub healthy: u32,
+    /// Healthy windows the fault may wait beyond `healthy` for an edge that appeared late to
+    /// get its baseline.
+    pub max_late: u32,
     /// Windows with the fault in place (the first is marked transitional).
     pub faulty: u32,
 }
@@ -39,6 +42,7 @@ impl Default for Timeline {
             window: Duration::from_secs(2),
             warmup: 1,
             healthy: 3,
+            max_late: 3,
             faulty: 6,
         }
     }
@@ -48,7 +52,7 @@ impl Default for Timeline {
 const SCENARIO_OVERHEAD_SECS: f64 = 4.0;
 
 impl Timeline {
-    /// Expected wall time of one scenario.
+    /// Expected wall time of one scenario (without late edges).
     pub fn scenario_secs(&self) -> f64 {
         f64::from(self.warmup + self.healthy + self.faulty) * self.window.as_secs_f64()
             + SCENARIO_OVERHEAD_SECS
@@ -99,15 +103,17 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
     }
     let mut injected = None;
     let mut acted_before = Acted::Always;
-    for i in 0..t.healthy + t.faulty {
-        if i == t.healthy {
+    let mut onset = t.healthy;
+    let mut i = 0;
+    while i < onset + t.faulty {
+        if i == onset {
             let inj = world
                 .inject(s)
                 .with_context(|| format!("injecting {}", s.id))?;
             acted_before = inj.acted().context("reading the injector's counters")?;
             injected = Some(inj);
         }
-        let faulty = i >= t.healthy;
+        let faulty = i >= onset;
         let joined = join(&next_window(&agents, t.window)?);
         let acted = match &injected {
             Some(inj) => inj.acted().context("reading the injector's counters")?,
@@ -140,7 +146,7 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
                     String::new()
                 },
                 window: i,
-                transitional: faulty && i == t.healthy,
+                transitional: faulty && i == onset,
                 features: v.as_slice().to_vec(),
                 edge: key.to_string(),
                 client_node: edge.client_node.clone().unwrap_or_default(),
@@ -151,7 +157,21 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
                 baselines.entry(id).or_default().update(&v);
             }
         }
+        // An edge whose first windows carried no traffic has no baseline yet, and its ratios
+        // would read "as usual" all through the fault: the fault waits for it, a little.
+        if i + 1 == onset
+            && onset < t.healthy + t.max_late
+            && joined.edges.iter().any(|e| {
+                baselines
+                    .get(&e.id())
+                    .and_then(|b| b.value(Feature::ExchangeRate))
+                    .is_none()
+            })
+        {
+            onset += 1;
+        }
         acted_before = acted;
+        i += 1;
     }
     drop(injected);
     drop(agents);
