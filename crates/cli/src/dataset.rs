@@ -13,7 +13,7 @@ use netdx_api::windows::WindowReport;
 use netdx_diagnosis::{
     classes::RootCause,
     dataset::{self, LabeledRow},
-    features::{Baselines, Feature, window_features},
+    features::{Baseline, Baselines, window_features},
     join::join,
 };
 use node_probe::ingest::{Agent, AgentConfig};
@@ -161,12 +161,10 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
         // would read "as usual" all through the fault: the fault waits for it, a little.
         if i + 1 == onset
             && onset < t.healthy + t.max_late
-            && joined.edges.iter().any(|e| {
-                baselines
-                    .get(&e.id())
-                    .and_then(|b| b.value(Feature::ExchangeRate))
-                    .is_none()
-            })
+            && joined
+                .edges
+                .iter()
+                .any(|e| !baselines.get(&e.id()).is_some_and(Baseline::is_ready))
         {
             onset += 1;
         }

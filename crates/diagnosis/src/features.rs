@@ -310,6 +310,12 @@ impl Baseline {
         }
     }
 
+    /// Whether enough healthy windows were seen for the edge's ratios (its exchange rate,
+    /// measured in every window it appears in, stands for the edge).
+    pub fn is_ready(&self) -> bool {
+        self.value(Feature::ExchangeRate).is_some()
+    }
+
     /// The baseline of a tracked feature once enough healthy windows were seen.
     pub fn value(&self, raw: Feature) -> Option<f64> {
         let i = tracked().position(|(r, _, _)| r == raw)?;
@@ -757,9 +763,7 @@ pub const DROP_REASONS: [&str; 5] = [
 
 /// Fills the ratio features (1 when there is no usable baseline, i.e. "as usual").
 fn apply_baseline(v: &mut FeatureVector, baseline: Option<&Baseline>) {
-    let ready = baseline
-        .and_then(|b| b.value(Feature::ExchangeRate))
-        .is_some();
+    let ready = baseline.is_some_and(Baseline::is_ready);
     v.set(Feature::HasBaseline, f64::from(u8::from(ready)));
     for (raw, ratio, floor) in tracked() {
         let r = match baseline.and_then(|b| b.value(raw)) {
