@@ -1426,7 +1426,6 @@ mod tests {
             v.set(Feature::ExchangeRateRatio, exchanges);
             v
         };
-
         let ends: Vec<(String, String)> = [("c1", "s1"), ("c2", "s1"), ("c1", "s2")]
             .iter()
             .map(|(c, s)| (c.to_string(), s.to_string()))
