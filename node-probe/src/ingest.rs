@@ -21,7 +21,7 @@ use crate::{
     metrics::Metrics,
     pods::PodIndex,
     podstats::PodSampler,
-    records::decode,
+    records::decode_each,
     windows::{Aggregator, unix_ms},
 };
 
@@ -320,12 +320,17 @@ fn close_window(
     w
 }
 
+/// How often the kernel's partial exchange batches are flushed between window closes (each
+/// flush interrupts every CPU once); an exchange reaches its window at most this late, and
+/// never late for the window's close, which flushes first.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 fn drain(probe: &mut LoadedProbe, agg: &mut Aggregator) {
     while let Some(item) = probe.events.next() {
-        match decode(&item) {
+        decode_each(&item, |rec| match rec {
             Some(rec) => agg.add(&rec),
             None => agg.malformed(),
-        }
+        });
     }
 }
 
@@ -375,10 +380,15 @@ fn run(
     shared.ready.store(true, Ordering::Release);
     let mut next_window = next_boundary(cfg.window);
     let mut next_sync = Instant::now() + Duration::from_secs(1);
+    let mut next_flush = Instant::now();
     while !stop.load(Ordering::Acquire) {
         shared.heartbeat_ms.store(unix_ms(), Ordering::Release);
-        drain(&mut probe, &mut agg);
         let now = Instant::now();
+        if now >= next_flush || now >= next_window {
+            probe.flush_staged();
+            next_flush = now + FLUSH_EVERY;
+        }
+        drain(&mut probe, &mut agg);
         if now >= next_sync {
             if let Some(idx) = sync.poll(&mut probe) {
                 agg.set_index(idx);
@@ -392,6 +402,7 @@ fn run(
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 Command::CloseWindow(reply) => {
+                    probe.flush_staged();
                     drain(&mut probe, &mut agg);
                     let w = close_window(&mut agg, &probe, &mut sampler);
                     shared.push(w.clone());

@@ -1,5 +1,6 @@
 //! netdx node-probe: loads the eBPF programs, turns their records into per-window
 //! summaries of edges and pods, and serves them.
+pub mod batches;
 pub mod btf;
 pub mod histogram;
 pub mod http;

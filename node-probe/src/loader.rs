@@ -7,14 +7,17 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, RawTracePoint,
         cgroup_skb::CgroupSkbLinkId, tp_btf::BtfTracePointLinkId,
     },
 };
 use netdx_common::{Counter, KernelOffsets};
 use tracing::{debug, info, warn};
 
-use crate::btf::{Btf, BtfError};
+use crate::{
+    batches::BatchFlusher,
+    btf::{Btf, BtfError},
+};
 
 /// The compiled eBPF object, built by build.rs with aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
@@ -118,6 +121,10 @@ pub enum LoadError {
     /// A configuration value cannot work.
     #[error("invalid probe configuration: {0}")]
     Config(String),
+    /// The kernel would not run the batch flush program (`BPF_PROG_TEST_RUN` on each CPU);
+    /// without it, exchanges of a quiet CPU would wait in its batch indefinitely.
+    #[error("running the exchange-batch flush program (BPF_PROG_TEST_RUN): {0}")]
+    Flush(#[source] std::io::Error),
 }
 
 /// Load-time sizing.
@@ -162,6 +169,8 @@ pub struct LoadedProbe {
     tracepoint_links: Vec<(&'static str, BtfTracePointLinkId)>,
     /// `enum skb_drop_reason` names of this kernel, without the SKB_DROP_REASON_ prefix.
     pub drop_reasons: StdHashMap<u32, String>,
+    /// Writes the kernel's partial exchange batches before each drain.
+    flusher: BatchFlusher,
 }
 
 /// Resolves the fields the programs read. Without the socket's protocol and family nothing
@@ -275,6 +284,22 @@ impl LoadedProbe {
             prog.load()
                 .map_err(program_error("loading", program, "cgroup_skb"))?;
         }
+        let flusher = {
+            let program = "flush_staged";
+            let err = || program_error("loading", program, "none: run by the reader");
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| LoadError::Map("program", format!("{program} missing from object")))?
+                .try_into()
+                .map_err(err())?;
+            prog.load().map_err(err())?;
+            let fd = prog
+                .fd()
+                .map_err(err())?
+                .try_clone()
+                .map_err(LoadError::Flush)?;
+            BatchFlusher::new(fd).map_err(LoadError::Flush)?
+        };
         let targets = take(&mut ebpf, "TARGETS", HashMap::try_from)?;
         let netns = take(&mut ebpf, "NETNS", HashMap::try_from)?;
         let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
@@ -295,6 +320,7 @@ impl LoadedProbe {
             programs: cfg.programs,
             tracepoint_links: Vec::new(),
             drop_reasons,
+            flusher,
         })
         .and_then(|mut p| {
             // Attach once at load so a kernel that refuses fails here, with a clear error.
@@ -392,6 +418,15 @@ impl LoadedProbe {
             "tracepoints attached"
         );
         Ok(())
+    }
+
+    /// Writes every CPU's partial exchange batch to the ring buffer, so a drain right after
+    /// reads every exchange closed so far. A failure is logged; the batches then leave when
+    /// full or at the next flush.
+    pub fn flush_staged(&self) {
+        if let Err(e) = self.flusher.flush() {
+            warn!(error = %e, "flushing the exchange batches");
+        }
     }
 
     /// Whether the tracepoint programs are attached.

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use netdx_common::{COUNTER_COUNT, Counter, Head, Heads};
+use netdx_common::{COUNTER_COUNT, Counter, ExchangeBatch, Head, Heads};
 
 /// Per-socket exchange state, kernel-only.
 #[repr(C)]
@@ -93,6 +93,20 @@ pub static SOCKS: SkStorage<SockState> = SkStorage::new();
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
+/// A CPU's exchanges waiting to be written as one batch record.
+#[repr(C)]
+pub struct Staging {
+    /// Set while a program on this CPU changes the batch: a program that interrupts it (a
+    /// softirq, the reader's flush) must not touch the batch and writes directly instead.
+    pub busy: u64,
+    /// The batch; its `kind` is set at every write.
+    pub batch: ExchangeBatch,
+}
+
+/// Per-CPU exchange batches (see [`ExchangeBatch`]).
+#[map(name = "STAGING")]
+pub static STAGING: PerCpuArray<Staging> = PerCpuArray::with_max_entries(1, 0);
+
 /// Health counters, indexed by `netdx_common::Counter`.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -110,12 +124,21 @@ pub fn count(c: Counter) -> u64 {
     }
 }
 
-/// Takes back one [`count`] (the counted thing did not happen after all).
+/// Adds `n` to a health counter.
 #[inline(always)]
-pub fn uncount(c: Counter) {
+pub fn count_n(c: Counter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: as in `count`.
-        unsafe { *p = (*p).saturating_sub(1) };
+        unsafe { *p += n };
+    }
+}
+
+/// Takes back `n` [`count`]s (the counted things did not happen after all).
+#[inline(always)]
+pub fn uncount(c: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: as in `count`.
+        unsafe { *p = (*p).saturating_sub(n) };
     }
 }
 

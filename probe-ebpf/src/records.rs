@@ -2,12 +2,16 @@
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use netdx_common::{
-    ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, Head, ROLE_CLIENT, RecordKind,
+    BATCH_LEN, ConnEvent, ConnEventKind, Counter, EXF_NO_RESPONSE, Exchange, ExchangeBatch, Head,
+    ROLE_CLIENT, RecordKind,
 };
 
 use crate::{
     kernel::{offsets, read},
-    maps::{EVENTS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, count, uncount},
+    maps::{
+        EVENTS, PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, STAGING, SockState, count, count_n,
+        uncount,
+    },
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -31,7 +35,7 @@ pub fn message_head(st: &SockState, egress: bool) -> (Head, u8) {
     }
 }
 
-/// Closes the open exchange of `st` (if any) and writes it; resets the state to idle.
+/// Closes the open exchange of `st` (if any) and records it; resets the state to idle.
 #[inline(always)]
 pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flags: u8) {
     let phase = st.phase;
@@ -57,9 +61,7 @@ pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flag
     } else {
         (Head::EMPTY, 0)
     };
-    // One helper call (output) instead of two (reserve, submit): helper calls dominate the
-    // cost here. The counter is bumped first (its value samples the srtt read and the ring's
-    // fill check) and taken back if the ring is full.
+    // Counted first: its value samples the srtt read below.
     let n = count(Counter::Exchanges);
     let record = Exchange {
         kind: RecordKind::Exchange as u8,
@@ -89,10 +91,57 @@ pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flag
         req_head: st.req_head,
         resp_head,
     };
-    if EVENTS.output(&record, submit_flags(n)).is_err() {
-        uncount(Counter::Exchanges);
+    stage(&record, n);
+}
+
+/// Adds an exchange to this CPU's batch and writes the batch once it is full. While a program
+/// this one interrupted holds the batch, the exchange is written on its own.
+#[inline(always)]
+fn stage(record: &Exchange, n: u64) {
+    let Some(stg) = STAGING.get_ptr_mut(0) else {
+        return write_one(record, n);
+    };
+    // SAFETY: this CPU's slot; a program that interrupts this one sees `busy` and keeps off.
+    let stg = unsafe { &mut *stg };
+    if stg.busy != 0 {
+        return write_one(record, n);
+    }
+    stg.busy = 1;
+    let i = stg.batch.len as usize;
+    if i < BATCH_LEN {
+        stg.batch.records[i] = *record;
+        stg.batch.len = i as u32 + 1;
+    }
+    if stg.batch.len as usize >= BATCH_LEN {
+        write_batch(&mut stg.batch);
+    }
+    stg.busy = 0;
+}
+
+/// Writes one exchange as its own record (one helper call: output, not reserve and submit).
+#[inline(always)]
+fn write_one(record: &Exchange, n: u64) {
+    if EVENTS.output(record, submit_flags(n)).is_err() {
+        uncount(Counter::Exchanges, 1);
         count(Counter::RingbufFull);
     }
+}
+
+/// Writes a CPU's staged exchanges as one record (the whole batch: a fixed size keeps the
+/// verifier simple, and partial batches only leave at the reader's flush) and empties it.
+/// The caller holds the batch (`Staging::busy`).
+#[inline(always)]
+pub fn write_batch(batch: &mut ExchangeBatch) {
+    let len = u64::from(batch.len);
+    if len == 0 {
+        return;
+    }
+    batch.kind = RecordKind::Batch as u8;
+    if EVENTS.output(batch, wake_flags()).is_err() {
+        uncount(Counter::Exchanges, len);
+        count_n(Counter::RingbufFull, len);
+    }
+    batch.len = 0;
 }
 
 /// Writes a connection event for a tracked socket; the tuple is read from `sk`.
@@ -158,6 +207,12 @@ pub fn submit_flags(n: u64) -> u64 {
     if n & 15 != 0 {
         return BPF_RB_NO_WAKEUP.into();
     }
+    wake_flags()
+}
+
+/// Wakes the reader if the ring is filling up (see [`submit_flags`]).
+#[inline(always)]
+pub fn wake_flags() -> u64 {
     // SAFETY: reading a static (volatile: the loader patches it in .rodata).
     let wake = unsafe { core::ptr::read_volatile(&RING_WAKE_BYTES) };
     if EVENTS.query(BPF_RB_AVAIL_DATA.into()) > wake {

@@ -1,5 +1,6 @@
-//! The userspace pipeline alone: realistic records, encoded as the kernel writes them, go
-//! through the agent's decoder and aggregator on one thread, windows closing as in the agent.
+//! The userspace pipeline alone: realistic records, encoded as the kernel writes them
+//! (exchanges in per-CPU batches of 16, other records one by one), go through the agent's
+//! decoder and aggregator on one thread, windows closing as in the agent.
 
 use std::{
     collections::HashMap,
@@ -13,10 +14,10 @@ use netdx_api::{
     windows::WindowReport,
 };
 use netdx_common::{
-    ConnEvent, ConnEventKind, DropEvent, Exchange, HEAD_LEN, Head, ROLE_CLIENT, ROLE_SERVER,
-    RecordKind,
+    BATCH_LEN, ConnEvent, ConnEventKind, DropEvent, Exchange, ExchangeBatch, HEAD_LEN, Head,
+    ROLE_CLIENT, ROLE_SERVER, RecordKind,
 };
-use node_probe::{pods::PodIndex, podstats::PodSampler, records::decode, windows::Aggregator};
+use node_probe::{pods::PodIndex, podstats::PodSampler, records::decode_each, windows::Aggregator};
 
 use crate::{Result, io_err, report::Results};
 
@@ -56,7 +57,7 @@ fn head(s: &[u8]) -> (Head, u8) {
     (h, n as u8)
 }
 
-/// Records concatenated as in the ring buffer, with each one's position.
+/// Ring-buffer items concatenated as in the ring buffer, with each one's position.
 pub struct Stream {
     buf: Vec<u8>,
     spans: Vec<(usize, usize)>,
@@ -69,13 +70,31 @@ impl Stream {
         self.buf.extend_from_slice(b);
     }
 
-    /// Record `i`.
+    /// Adds an exchange to `batch`, pushing the batch once it is full (as the kernel does).
+    fn stage(&mut self, batch: &mut ExchangeBatch, ex: Exchange) {
+        batch.records[batch.len as usize] = ex;
+        batch.len += 1;
+        if batch.len as usize == BATCH_LEN {
+            self.flush(batch);
+        }
+    }
+
+    /// Pushes a partial batch (as the reader's flush makes the kernel do).
+    fn flush(&mut self, batch: &mut ExchangeBatch) {
+        if batch.len > 0 {
+            batch.kind = RecordKind::Batch as u8;
+            self.push(batch);
+            batch.len = 0;
+        }
+    }
+
+    /// Item `i`.
     pub fn get(&self, i: usize) -> &[u8] {
         let (o, n) = self.spans[i];
         &self.buf[o..o + n]
     }
 
-    /// Number of records.
+    /// Number of items.
     pub fn len(&self) -> usize {
         self.spans.len()
     }
@@ -200,8 +219,9 @@ impl SyntheticNode {
         );
         let mut mixed = Stream {
             buf: Vec::with_capacity(n * 96),
-            spans: Vec::with_capacity(n),
+            spans: Vec::with_capacity(n / BATCH_LEN + n / 50),
         };
+        let mut batch = ExchangeBatch::default();
         for i in 0..n {
             let (cookie, cg, client, conn) = sockets[(rng.next() % SOCKETS as u64) as usize];
             match i % 100 {
@@ -225,7 +245,7 @@ impl SyntheticNode {
                     };
                     // Latency spread over three decades so the sketches have many bins.
                     let ttlb = 20_000 + rng.next() % 20_000_000 / (1 + rng.next() % 100);
-                    mixed.push(&Exchange {
+                    let ex = Exchange {
                         kind: RecordKind::Exchange as u8,
                         role: if client { ROLE_CLIENT } else { ROLE_SERVER },
                         proto: 6,
@@ -242,10 +262,12 @@ impl SyntheticNode {
                         req_head: rq,
                         resp_head: rs,
                         ..Default::default()
-                    });
+                    };
+                    mixed.stage(&mut batch, ex);
                 }
             }
         }
+        mixed.flush(&mut batch);
         (opens, mixed)
     }
 }
@@ -289,23 +311,32 @@ pub fn measure(records: usize, secs: f64) -> Result<PipelineRun> {
     let (opens, mixed) = node.streams(records.max(100));
     let mut agg = Aggregator::new(NODE, node.index.clone(), Arc::new(HashMap::new()));
     let mut sampler = PodSampler::default();
-    let feed = |agg: &mut Aggregator, s: &Stream, i: usize| match decode(s.get(i)) {
-        Some(rec) => agg.add(&rec),
-        None => agg.malformed(),
+    // Feeds item `i` of a stream; the number of records it held.
+    let feed = |agg: &mut Aggregator, s: &Stream, i: usize| {
+        let mut k = 0u64;
+        decode_each(s.get(i), |rec| {
+            k += 1;
+            match rec {
+                Some(rec) => agg.add(&rec),
+                None => agg.malformed(),
+            }
+        });
+        k
     };
     for i in 0..opens.len() {
         feed(&mut agg, &opens, i);
     }
     let budget = Duration::from_secs_f64(secs);
     let (mut n, mut windows, mut exchanges) = (0u64, 0u64, 0u64);
+    let mut next_close = WINDOW_RECORDS;
     let t0 = Instant::now();
     while t0.elapsed() < budget || n == 0 {
         for i in 0..mixed.len() {
-            feed(&mut agg, &mixed, i);
-            n += 1;
-            if n % WINDOW_RECORDS == 0 {
+            n += feed(&mut agg, &mixed, i);
+            if n >= next_close {
                 exchanges += edge_exchanges(&agg.close_window(Default::default(), &mut sampler));
                 windows += 1;
+                next_close += WINDOW_RECORDS;
             }
         }
     }
@@ -315,7 +346,9 @@ pub fn measure(records: usize, secs: f64) -> Result<PipelineRun> {
     let t1 = Instant::now();
     let mut decoded = 0u64;
     for i in 0..mixed.len() {
-        decoded += u64::from(std::hint::black_box(decode(mixed.get(i))).is_some());
+        decode_each(mixed.get(i), |rec| {
+            decoded += u64::from(std::hint::black_box(rec).is_some());
+        });
     }
     let decode_secs = t1.elapsed().as_secs_f64().max(1e-9);
     Ok(PipelineRun {

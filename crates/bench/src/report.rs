@@ -539,9 +539,10 @@ per program from /proc/<pid>/fdinfo of the probe. Run time includes the statisti
 clock reads per run, so the no-op programs' time is mostly that; `hook_ns_above_noop` is what a \
 program costs beyond an empty one. Neither includes the tracepoint's dispatch, which the \
 impact runs see.\n\
-- **Collection**: `pipeline` feeds synthetic records, laid out as the kernel writes them, through \
-node-probe's `records::decode` and `windows::Aggregator` on one thread, closing a window every \
-2^20 records (the ring-buffer read itself, ~13 ns per record here, is not included); `kernel_flood` \
+- **Collection**: `pipeline` feeds synthetic records, laid out as the kernel writes them \
+(exchanges in batches of 16, other records one per ring item), through node-probe's \
+`records::decode_each` and `windows::Aggregator` on one thread, closing a window every 2^20 \
+records (the ring-buffer read itself, ~13 ns per item here, is not included); `kernel_flood` \
 floods ping-pong on 4 connections in a watched pod (the pod's node-probe at `--window-secs 1`, \
 so its totals are published soon after) and compares the probe's kernel counters \
 (`ringbuf_full`, records written) with the records its user space read; a second flood with \

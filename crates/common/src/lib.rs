@@ -15,6 +15,8 @@ pub enum RecordKind {
     Conn = 2,
     /// A packet dropped by the kernel with a drop reason ([`DropEvent`]).
     Drop = 3,
+    /// Several exchanges of one CPU written at once ([`ExchangeBatch`]).
+    Batch = 4,
 }
 
 impl RecordKind {
@@ -24,6 +26,7 @@ impl RecordKind {
             1 => Some(Self::Exchange),
             2 => Some(Self::Conn),
             3 => Some(Self::Drop),
+            4 => Some(Self::Batch),
             _ => None,
         }
     }
@@ -91,6 +94,29 @@ pub struct Exchange {
     /// First bytes of the response.
     pub resp_head: Head,
 }
+
+/// Most exchanges an [`ExchangeBatch`] holds.
+pub const BATCH_LEN: usize = 16;
+
+/// Exchanges one CPU staged and wrote to the ring buffer in one record: a ring-buffer write
+/// (reserve lock, copy, commit) costs more than the rest of a socket hook, so the hooks stage
+/// exchanges per CPU and write them [`BATCH_LEN`] at a time; the reader flushes partial
+/// batches on every drain. Only the first `len` records are written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExchangeBatch {
+    /// Always [`RecordKind::Batch`].
+    pub kind: u8,
+    /// Padding, zero.
+    pub _pad: [u8; 3],
+    /// Valid records.
+    pub len: u32,
+    /// The exchanges, oldest first.
+    pub records: [Exchange; BATCH_LEN],
+}
+
+/// Bytes of an [`ExchangeBatch`] before its records.
+pub const BATCH_HEADER_LEN: usize = 8;
 
 /// Payload bytes kept from the start of each message.
 pub const HEAD_LEN: usize = 16;
@@ -244,7 +270,7 @@ pub struct DropEvent {
 pub enum Counter {
     /// Send/receive events of watched pods.
     SockEvents = 0,
-    /// Exchanges written to the ring buffer.
+    /// Exchanges recorded: written to the ring buffer or staged in a batch for it.
     Exchanges = 1,
     /// Records lost because the ring buffer was full.
     RingbufFull = 2,
@@ -386,6 +412,7 @@ mod pod_impls {
     use super::*;
     // SAFETY: all are repr(C), Copy, without padding holes, valid for any bit pattern.
     unsafe impl aya::Pod for Exchange {}
+    unsafe impl aya::Pod for ExchangeBatch {}
     unsafe impl aya::Pod for ConnEvent {}
     unsafe impl aya::Pod for DropEvent {}
     unsafe impl aya::Pod for KernelOffsets {}
@@ -399,6 +426,14 @@ mod tests {
     #[test]
     fn layouts_have_no_surprises() {
         assert_eq!(size_of::<Exchange>(), 96);
+        assert_eq!(
+            core::mem::offset_of!(ExchangeBatch, records),
+            BATCH_HEADER_LEN
+        );
+        assert_eq!(
+            size_of::<ExchangeBatch>(),
+            BATCH_HEADER_LEN + 96 * BATCH_LEN
+        );
         assert_eq!(size_of::<Heads>(), 40);
         assert_eq!(core::mem::align_of::<Head>(), 8);
         assert_eq!(core::mem::offset_of!(Exchange, req_head), 64);
@@ -409,13 +444,19 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for k in [RecordKind::Exchange, RecordKind::Conn, RecordKind::Drop] {
+        for k in [
+            RecordKind::Exchange,
+            RecordKind::Conn,
+            RecordKind::Drop,
+            RecordKind::Batch,
+        ] {
             assert_eq!(RecordKind::from_u8(k as u8), Some(k));
         }
         for v in 1..=7u8 {
             assert_eq!(ConnEventKind::from_u8(v).map(|k| k as u8), Some(v));
         }
         assert_eq!(RecordKind::from_u8(0), None);
+        assert_eq!(RecordKind::from_u8(5), None);
         assert_eq!(ConnEventKind::from_u8(8), None);
     }
 }
