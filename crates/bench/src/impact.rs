@@ -22,6 +22,8 @@ use crate::{
 pub const THROUGHPUT: &str = "throughput_ops_per_sec";
 /// Latency metric of the paced workloads.
 pub const P99: &str = "p99_us";
+/// CPU time per operation, µs: the workload's pods and the tool's processes.
+pub const CPU_PER_OP: &str = "cpu_us_per_op";
 
 /// redis-benchmark clients.
 const REDIS_CLIENTS: u32 = 50;
@@ -108,6 +110,8 @@ pub struct Sizes {
 /// One run's values and the command behind them.
 struct Run {
     values: Vec<(&'static str, f64)>,
+    /// Requests (transactions, round trips) completed.
+    ops: f64,
     command: String,
 }
 
@@ -138,6 +142,7 @@ fn run_redis(world: &World, n: u64, pipeline: u32) -> Result<Run> {
     )?;
     Ok(Run {
         values: vec![(THROUGHPUT, redis_rate(n, &r.rps))],
+        ops: (r.requests_per_test * r.tests) as f64,
         command: redis_cmd(world.redis, n, REDIS_CLIENTS, pipeline),
     })
 }
@@ -154,6 +159,7 @@ fn run_wrk(world: &World, target: SocketAddr, secs: f64) -> Result<Run> {
     }
     Ok(Run {
         values: vec![(THROUGHPUT, r.rps)],
+        ops: r.requests as f64,
         command: format!("wrk -t 1 -c {WRK_CONNS} -d {secs}s {url}"),
     })
 }
@@ -162,6 +168,7 @@ fn run_pgbench(world: &World, tx: u64) -> Result<Run> {
     let r = pgbench(&world.tb, CLIENT, world.pg, PG_CLIENTS, tx, true)?;
     Ok(Run {
         values: vec![(THROUGHPUT, r.tps)],
+        ops: r.transactions as f64,
         command: format!(
             "pgbench -h {} -p {} -U postgres -c {PG_CLIENTS} -t {tx} -n -S postgres",
             world.pg.ip(),
@@ -174,6 +181,7 @@ fn run_pingpong(world: &World, secs: f64) -> Result<Run> {
     let (r, command) = world.pingpong(PP_CONNS, PP_MSG, secs)?;
     Ok(Run {
         values: vec![(THROUGHPUT, r.rate)],
+        ops: r.exchanges as f64,
         command,
     })
 }
@@ -206,6 +214,7 @@ fn run_paced(world: &World, proto: Proto, target: SocketAddr, rate: f64, secs: f
             ("p999_us", r.p999_us),
             ("achieved_rate", r.achieved_rate),
         ],
+        ops: r.completed as f64,
         command,
     })
 }
@@ -330,9 +339,11 @@ fn measure(
     results: &mut Results,
 ) -> Result<()> {
     let cpu0 = active.tool_cpu_ns()?;
+    let pods0 = world.workload_cpu_us()?;
     let ex0 = active.exchanges()?;
     let run = run_workload(w, world, plan, sizes)?;
     let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
+    let pods = world.workload_cpu_us()?.saturating_sub(pods0);
     let ex1 = active.exchanges()?;
     let setup = active.command();
     let command = if setup.is_empty() {
@@ -341,6 +352,19 @@ fn measure(
         format!("{} (with {setup})", run.command)
     };
     results.add_all(w.id(), cond.name(), round, &command, &run.values);
+    if run.ops > 0.0 {
+        // The CPU an operation costs: the workload's pods (the probe's programs run in their
+        // context) plus the tool's own processes.
+        let us = pods as f64 + cpu as f64 / 1e3;
+        results.add(
+            w.id(),
+            cond.name(),
+            round,
+            CPU_PER_OP,
+            us / run.ops,
+            &command,
+        );
+    }
     if cond != Condition::None {
         // utime+stime of the tool's processes (node-probes or bpftrace) during the run.
         results.add(
@@ -380,17 +404,28 @@ fn derive(results: &mut Results, rounds: u32) {
             (THROUGHPUT, "throughput_loss_pct", loss_pct)
         };
         for round in 1..=rounds {
-            let Some(base) = results.value(w.id(), "none", round, metric) else {
-                continue;
-            };
-            for cond in ["netdx", "bpftrace"] {
-                if let Some(v) = results.value(w.id(), cond, round, metric) {
-                    let cmd = format!("derived from {metric}: {cond} vs none of round {round}");
-                    results.add(w.id(), cond, round, derived, f(base, v), &cmd);
+            for (metric, derived, f) in [
+                (metric, derived, f),
+                (CPU_PER_OP, "cpu_per_op_increase_pct", increase_pct),
+            ] {
+                let Some(base) = results.value(w.id(), "none", round, metric) else {
+                    continue;
+                };
+                for cond in ["netdx", "bpftrace"] {
+                    if let Some(v) = results.value(w.id(), cond, round, metric) {
+                        let cmd = format!("derived from {metric}: {cond} vs none of round {round}");
+                        results.add(w.id(), cond, round, derived, f(base, v), &cmd);
+                    }
                 }
             }
         }
         for cond in ["netdx", "bpftrace"] {
+            results.key_from(
+                &format!("impact.{}.{cond}_cpu_per_op_increase_pct", w.id()),
+                w.id(),
+                cond,
+                "cpu_per_op_increase_pct",
+            );
             let short = if w.is_latency() {
                 "p99_increase_pct"
             } else {

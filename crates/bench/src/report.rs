@@ -347,6 +347,53 @@ fn fmt_spread(s: &Summary) -> String {
     }
 }
 
+/// The CPU each workload spends per operation under each tool, against the same round's `none`.
+fn cpu_per_op_table(md: &mut String, results: &Results) {
+    let cell = |w: &str, c: &str| match results
+        .keys
+        .get(&format!("impact.{w}.{c}_cpu_per_op_increase_pct"))
+    {
+        Some(f) => format!(
+            "{} % ({})",
+            fmt_num(f.value),
+            f.spread
+                .as_ref()
+                .map(fmt_spread)
+                .unwrap_or_else(|| "n=1".into())
+        ),
+        None => "–".into(),
+    };
+    let workloads: Vec<&str> = results
+        .keys
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("impact.")?
+                .strip_suffix(".netdx_cpu_per_op_increase_pct")
+        })
+        .collect();
+    if workloads.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n## CPU per operation\n");
+    let _ = writeln!(
+        md,
+        "CPU time per request (transaction, round trip) of the workload's pods, where the \
+         programs of either tool run, plus the tool's own processes; its increase over the \
+         same round's `none` run, median (spread) over rounds. Unlike throughput at \
+         saturation, it does not move with how client and server happen to be scheduled, \
+         only with the work done per request and the CPU's speed.\n"
+    );
+    let _ = writeln!(md, "| Workload | netdx | bpftrace |\n|---|---|---|");
+    for w in workloads {
+        let _ = writeln!(
+            md,
+            "| `{w}` | {} | {} |",
+            cell(w, "netdx"),
+            cell(w, "bpftrace")
+        );
+    }
+}
+
 /// benchmarks.md: how to reproduce, the targets, every measurement with its command, notes.
 pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &Path) -> String {
     let mut md = String::new();
@@ -442,6 +489,7 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
             );
         }
     }
+    cpu_per_op_table(&mut md, results);
     let _ = writeln!(md, "\n## Every measurement\n");
     let _ = writeln!(
         md,
@@ -528,6 +576,10 @@ dealt round-robin from one global schedule at half the calibrated saturation thr
 runs from each request's scheduled send time to its last reply byte, so a stall counts against \
 every request that should have left meanwhile (no coordinated omission). It includes the \
 client's timer wake-up, the same in every condition.\n\
+- **CPU per operation**: in every impact run, the CPU time of the workload's pods (cgroup v2 \
+`cpu.stat` `usage_usec`; the programs of either tool run in the pods' context and are charged to \
+them) plus the tool's processes, divided by the requests the run completed; compared with the \
+same round's `none` run.\n\
 - **Probe CPU**: on-CPU time of the node-probe processes' threads (/proc/<pid>/task/*/schedstat, \
 in ns) plus the run time of \
 its programs from eBPF run statistics (BPF_ENABLE_STATS, held only during the measurement, so \

@@ -155,6 +155,23 @@ impl World {
         self.run_tool(PINGPONG, &args)
     }
 
+    /// CPU time the workload's pods used so far, µs: what the applications spent, including
+    /// the probe's programs, which run in their context.
+    pub fn workload_cpu_us(&self) -> Result<u64> {
+        WORKLOAD_PODS
+            .iter()
+            .map(|name| {
+                let pod = self.tb.pod(name)?;
+                pod.cgroups.cpu_usage_us().ok_or_else(|| {
+                    Error::Process(format!(
+                        "no cpu.stat usage_usec in {}",
+                        pod.cgroups.unified.display()
+                    ))
+                })
+            })
+            .sum()
+    }
+
     /// cgroup v2 ids of every watched pod (what bpftrace filters on).
     pub fn watched_cgroup_ids(&self) -> Result<Vec<u64>> {
         use std::os::unix::fs::MetadataExt;

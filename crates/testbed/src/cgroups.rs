@@ -79,12 +79,26 @@ impl PodCgroups {
     /// (nr_throttled, throttled_time ns) from cpu.stat.
     pub fn throttling(&self) -> Option<(u64, u64)> {
         let s = std::fs::read_to_string(self.cpu.as_ref()?.join("cpu.stat")).ok()?;
-        let field = |k: &str| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
-        };
-        Some((field("nr_throttled ")?, field("throttled_time ")?))
+        Some((
+            stat_field(&s, "nr_throttled")?,
+            stat_field(&s, "throttled_time")?,
+        ))
     }
+
+    /// CPU time the pod's processes used so far, µs (cgroup v2 cpu.stat `usage_usec`, kept
+    /// for every v2 cgroup whether or not the cpu controller is enabled there).
+    pub fn cpu_usage_us(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(self.unified.join("cpu.stat")).ok()?;
+        stat_field(&s, "usage_usec")
+    }
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` per line).
+fn stat_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 /// Kills every process in a cgroup directory and its children and removes them all
@@ -113,4 +127,18 @@ pub fn kill_and_remove(dir: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     tracing::warn!(dir = %dir.display(), "cgroup could not be removed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_field;
+
+    #[test]
+    fn flat_keyed_fields_are_matched_whole() {
+        let s = "usage_usec 1200\nuser_usec 700\nnr_throttled 3\nthrottled_time 99\n";
+        assert_eq!(stat_field(s, "usage_usec"), Some(1200));
+        assert_eq!(stat_field(s, "throttled_time"), Some(99));
+        assert_eq!(stat_field(s, "usage"), None);
+        assert_eq!(stat_field("usage_usec x\n", "usage_usec"), None);
+    }
 }
