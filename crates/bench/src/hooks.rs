@@ -75,6 +75,22 @@ fn above_noop(results: &mut Results) {
     for (hook, ns, command) in pairs {
         results.key(&format!("hook_ns_above_noop.{hook}"), ns, &command);
     }
+    // The programs' time beyond empty ones, as a share of what the workload itself spends
+    // (its pods' CPU under the empty programs, less theirs): the floor of the throughput loss
+    // of this CPU-bound workload, read from CPU accounting rather than from throughput.
+    let v = |cond: &str, m: &str| results.value(WORKLOAD, cond, 1, m);
+    if let (Some(real), Some(noop), Some(pods)) = (
+        v("netdx", "bpf_run_time_ms"),
+        v("noop", "bpf_run_time_ms"),
+        v("noop", "workload_cpu_ms"),
+    ) && pods > noop
+    {
+        results.key(
+            "hook_cost_pct_of_workload_cpu",
+            (real - noop) / (pods - noop) * 100.0,
+            "derived: (netdx - noop program time) / (workload pods' CPU under noop - noop program time)",
+        );
+    }
 }
 
 /// Number of progress steps [`run`] takes.
@@ -130,6 +146,7 @@ fn measure(
     )?;
     let stats = probe::run_stats()?;
     let real = programs == Programs::Real;
+    let pods0 = world.workload_cpu_us()?;
     let before = snapshot(&mut probes, real)?;
     let bench = redis_benchmark(
         &world.tb,
@@ -141,6 +158,7 @@ fn measure(
         1,
     )?;
     let after = snapshot(&mut probes, real)?;
+    let pods_us = world.workload_cpu_us()?.saturating_sub(pods0);
     drop(stats);
     let command = format!(
         "{} (bpf stats on, with {})",
@@ -188,6 +206,7 @@ fn measure(
             ("sock_events", events as f64),
             ("probe_process_cpu_ms", cpu as f64 / 1e6),
             ("bpf_run_time_ms", bpf_ns as f64 / 1e6),
+            ("workload_cpu_ms", pods_us as f64 / 1e3),
         ],
     );
     if real && exchanges > 0 {
