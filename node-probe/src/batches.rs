@@ -13,6 +13,9 @@ use std::{
 
 use aya::programs::ProgramFd;
 
+/// The flush program's name in the object.
+pub const PROGRAM: &str = "flush_staged";
+
 /// Tries per CPU when a program the flush interrupted holds the batch (it is released within
 /// the program's run, so a second try almost always finds it free).
 const TRIES: u32 = 3;

@@ -285,7 +285,7 @@ impl LoadedProbe {
                 .map_err(program_error("loading", program, "cgroup_skb"))?;
         }
         let flusher = {
-            let program = "flush_staged";
+            let program = crate::batches::PROGRAM;
             let err = || program_error("loading", program, "none: run by the reader");
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(program)
