@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context as _;
@@ -76,9 +76,13 @@ pub fn start_agents(world: &World) -> anyhow::Result<Vec<Agent>> {
         .collect()
 }
 
-/// Waits one window and closes it on every node.
+/// Waits for the next window boundary and closes the window on every node. Windows end on
+/// multiples of `window` in wall-clock time, as the probes' own timers end them: the operator
+/// files a report by its start rounded to its length, so nodes that closed a few milliseconds
+/// apart land in one window only if their starts are not near a half-window; and a window
+/// stays `window` long however long the caller worked in between.
 pub fn next_window(agents: &[Agent], window: Duration) -> anyhow::Result<Vec<WindowReport>> {
-    std::thread::sleep(window);
+    std::thread::sleep(until_boundary(window, SystemTime::now()));
     agents
         .iter()
         .map(|a| a.close_window().context("closing window"))
@@ -259,4 +263,34 @@ pub fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// Time from `now` to the next multiple of `window` since the epoch that is at least half a
+/// window away (a shorter window would be filed under another length).
+fn until_boundary(window: Duration, now: SystemTime) -> Duration {
+    let len = (window.as_millis() as u64).max(1);
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut next = (now_ms / len + 1) * len;
+    if next - now_ms < len / 2 {
+        next += len;
+    }
+    Duration::from_millis(next - now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_end_on_boundaries_at_least_half_a_window_away() {
+        let w = Duration::from_secs(2);
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(until_boundary(w, at(10_000)), Duration::from_millis(2_000));
+        assert_eq!(until_boundary(w, at(10_040)), Duration::from_millis(1_960));
+        assert_eq!(until_boundary(w, at(10_999)), Duration::from_millis(1_001));
+        assert_eq!(until_boundary(w, at(11_001)), Duration::from_millis(2_999));
+    }
 }
