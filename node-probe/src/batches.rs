@@ -3,8 +3,8 @@
 //! The socket hooks stage exchanges per CPU and write them to the ring buffer 16 at a time
 //! (`netdx_common::ExchangeBatch`): one ring-buffer write per exchange was more than half of a
 //! hook's cost. A batch that is not full waits until the reader runs the `flush_staged`
-//! program on its CPU, which it does before every drain, so an exchange is read no later than
-//! it would be without batching.
+//! program on its CPU, which it does every 100 ms and before each window close, so an exchange
+//! is late by at most that and never misses its window.
 
 use std::{
     io,
@@ -65,16 +65,23 @@ impl BatchFlusher {
     }
 
     /// Writes every CPU's partial batch to the ring buffer. A batch still held after
-    /// [`TRIES`] tries stays staged for the next flush; nothing is lost.
+    /// [`TRIES`] tries stays staged for the next flush; nothing is lost. A CPU that fails (one
+    /// taken offline) does not keep the others from being flushed; the first error is returned.
     pub fn flush(&self) -> io::Result<()> {
+        let mut first_err = None;
         for &cpu in &self.cpus {
             for _ in 0..TRIES {
-                if self.run_on(cpu)? == 0 {
-                    break;
+                match self.run_on(cpu) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                        break;
+                    }
                 }
             }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Runs the program once on `cpu`; its return value (1: the batch was held).

@@ -101,7 +101,7 @@ pub const BATCH_LEN: usize = 16;
 /// Exchanges one CPU staged and wrote to the ring buffer in one record: a ring-buffer write
 /// (reserve lock, copy, commit) costs more than the rest of a socket hook, so the hooks stage
 /// exchanges per CPU and write them [`BATCH_LEN`] at a time; the reader flushes partial
-/// batches on every drain. Only the first `len` records are written.
+/// batches every 100 ms and before each window close. Only the first `len` records are valid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ExchangeBatch {
