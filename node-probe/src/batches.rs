@@ -51,25 +51,26 @@ struct TestRunAttr {
 /// Runs the flush program on each online CPU.
 pub struct BatchFlusher {
     prog: ProgramFd,
-    cpus: Vec<u32>,
 }
 
 impl BatchFlusher {
     /// A flusher for the loaded `flush_staged` program; checks once that the kernel runs it.
     pub fn new(prog: ProgramFd) -> io::Result<Self> {
-        let cpus = aya::util::online_cpus()
-            .map_err(|(what, e)| io::Error::new(e.kind(), format!("{what}: {e}")))?;
-        let f = BatchFlusher { prog, cpus };
+        let f = BatchFlusher { prog };
         f.flush()?;
         Ok(f)
     }
 
-    /// Writes every CPU's partial batch to the ring buffer. A batch still held after
-    /// [`TRIES`] tries stays staged for the next flush; nothing is lost. A CPU that fails (one
-    /// taken offline) does not keep the others from being flushed; the first error is returned.
+    /// Writes every online CPU's partial batch to the ring buffer. The online set is read
+    /// each time (one small sysfs file), so a CPU brought online later is flushed too. A batch
+    /// still held after [`TRIES`] tries stays staged for the next flush; nothing is lost. A
+    /// CPU that fails (one just taken offline) does not keep the others from being flushed;
+    /// the first error is returned.
     pub fn flush(&self) -> io::Result<()> {
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| io::Error::new(e.kind(), format!("{what}: {e}")))?;
         let mut first_err = None;
-        for &cpu in &self.cpus {
+        for cpu in cpus {
             for _ in 0..TRIES {
                 match self.run_on(cpu) {
                     Ok(0) => break,
