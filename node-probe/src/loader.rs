@@ -169,7 +169,7 @@ pub struct LoadedProbe {
     tracepoint_links: Vec<(&'static str, BtfTracePointLinkId)>,
     /// `enum skb_drop_reason` names of this kernel, without the SKB_DROP_REASON_ prefix.
     pub drop_reasons: StdHashMap<u32, String>,
-    /// Writes the kernel's partial exchange batches before each drain.
+    /// Writes the kernel's partial exchange batches (see [`LoadedProbe::flush_staged`]).
     flusher: BatchFlusher,
 }
 

@@ -1,6 +1,8 @@
 //! Decoding of ring-buffer records: length-checked, never trusting the kernel blindly.
 
-use netdx_common::{BATCH_HEADER_LEN, BATCH_LEN, ConnEvent, DropEvent, Exchange, RecordKind};
+use netdx_common::{
+    BATCH_HEADER_LEN, BATCH_LEN, ConnEvent, DropEvent, Exchange, ExchangeBatch, RecordKind,
+};
 
 /// One decoded record.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +43,7 @@ pub fn decode_each(b: &[u8], mut f: impl FnMut(Option<Record>)) {
         return f(decode(b));
     }
     let records = b
-        .get(4..BATCH_HEADER_LEN)
+        .get(std::mem::offset_of!(ExchangeBatch, len)..BATCH_HEADER_LEN)
         .and_then(|l| l.try_into().ok())
         .map(|l| u32::from_ne_bytes(l) as usize)
         .filter(|&len| (1..=BATCH_LEN).contains(&len))
@@ -80,7 +82,7 @@ mod tests {
 
     #[test]
     fn batches_yield_their_valid_records_only() {
-        let mut batch = netdx_common::ExchangeBatch {
+        let mut batch = ExchangeBatch {
             kind: RecordKind::Batch as u8,
             len: 3,
             ..Default::default()
@@ -106,7 +108,7 @@ mod tests {
 
     #[test]
     fn bad_batches_are_rejected_whole() {
-        let mut batch = netdx_common::ExchangeBatch {
+        let mut batch = ExchangeBatch {
             kind: RecordKind::Batch as u8,
             ..Default::default()
         };

@@ -114,22 +114,19 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 /// Adds one to a health counter; returns its new value on this CPU.
 #[inline(always)]
 pub fn count(c: Counter) -> u64 {
+    count_n(c, 1)
+}
+
+/// Adds `n` to a health counter; returns its new value on this CPU.
+#[inline(always)]
+pub fn count_n(c: Counter, n: u64) -> u64 {
     match COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         Some(p) => unsafe {
-            *p += 1;
+            *p += n;
             *p
         },
         None => 0,
-    }
-}
-
-/// Adds `n` to a health counter.
-#[inline(always)]
-pub fn count_n(c: Counter, n: u64) {
-    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
-        // SAFETY: as in `count`.
-        unsafe { *p += n };
     }
 }
 
@@ -137,7 +134,7 @@ pub fn count_n(c: Counter, n: u64) {
 #[inline(always)]
 pub fn uncount(c: Counter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
-        // SAFETY: as in `count`.
+        // SAFETY: as in `count_n`.
         unsafe { *p = (*p).saturating_sub(n) };
     }
 }

@@ -2,9 +2,9 @@
 
 use crate::{maps::STAGING, records::write_batch};
 
-/// Writes this CPU's partial batch. Never attached: the node-probe runs it on every CPU
-/// before it drains the ring (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_RUN_ON_CPU`, in an IPI on
-/// the other CPUs), so no exchange waits in a batch longer than one drain interval. Written
+/// Writes this CPU's partial batch. Never attached: the node-probe runs it on every CPU every
+/// 100 ms and before each window close (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_RUN_ON_CPU`, in
+/// an IPI on the other CPUs), so no exchange waits in a batch past its window. Written
 /// by hand rather than with `#[raw_tracepoint]`, whose wrapper returns 0 whatever the body
 /// does: the return value tells the reader 1 when the batch was held by a program this run
 /// interrupted (it tries again), 0 otherwise.
