@@ -153,6 +153,11 @@ impl Bpftrace {
         procfs::cpu_ns(self.child.pid())
     }
 
+    /// Run time (ns) and runs of its programs so far (counted while bpf stats are on).
+    pub fn program_totals(&self) -> Result<(u64, u64)> {
+        procfs::program_totals(self.child.pid())
+    }
+
     /// Stops it the way a user would (SIGINT), killing it if it lingers.
     pub fn stop(mut self) {
         self.child.stop_with(libc::SIGINT);

@@ -78,6 +78,19 @@ impl Active {
         }
     }
 
+    /// Run time (ns) and runs of the attached tool's eBPF programs so far, counted while bpf
+    /// stats are on ((0, 0) with nothing attached).
+    pub fn program_totals(&self) -> Result<(u64, u64)> {
+        match self {
+            Active::None => Ok((0, 0)),
+            Active::Netdx(ps) => ps.iter().try_fold((0, 0), |(t, n), p| {
+                let (dt, dn) = crate::procfs::program_totals(p.pid())?;
+                Ok((t + dt, n + dn))
+            }),
+            Active::Bpftrace(b) => b.program_totals(),
+        }
+    }
+
     /// Exchanges the node-probes' kernel programs have written so far (None without them).
     pub fn exchanges(&mut self) -> Result<Option<u64>> {
         match self {

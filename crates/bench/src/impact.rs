@@ -12,6 +12,7 @@ use crate::{
     conditions::{Active, Condition},
     paced::{PacedReport, Proto},
     plan::Plan,
+    probe,
     progress::Progress,
     report::Results,
     stats::{increase_pct, loss_pct},
@@ -24,6 +25,8 @@ pub const THROUGHPUT: &str = "throughput_ops_per_sec";
 pub const P99: &str = "p99_us";
 /// CPU time per operation, µs: the workload's pods and the tool's processes.
 pub const CPU_PER_OP: &str = "cpu_us_per_op";
+/// The tool's CPU (programs and processes) as a share of the applications' own, percent.
+pub const TOOL_CPU_SHARE: &str = "tool_cpu_share_pct";
 
 /// redis-benchmark clients.
 const REDIS_CLIENTS: u32 = 50;
@@ -275,6 +278,15 @@ pub fn calibrate(world: &World, plan: &Plan, results: &mut Results) -> Result<Si
 /// Number of progress steps [`run`] takes.
 pub fn steps(plan: &Plan) -> u64 {
     1 + (plan.rounds * Condition::ALL.len() * Workload::ALL.len()) as u64
+        + (ACCOUNTED_TOOLS.len() * accounted().count()) as u64
+}
+
+/// Tools whose CPU is accounted with eBPF run statistics on.
+const ACCOUNTED_TOOLS: [Condition; 2] = [Condition::Netdx, Condition::Bpftrace];
+
+/// Workloads whose tools' CPU is accounted: the saturation ones.
+fn accounted() -> impl Iterator<Item = Workload> {
+    Workload::ALL.into_iter().filter(|w| !w.is_latency())
 }
 
 /// Runs every round; failures of single runs are noted and the rest goes on.
@@ -324,6 +336,103 @@ pub fn run(
         }
     }
     derive(results, plan.rounds as u32);
+    account(world, plan, &sizes, results, progress)
+}
+
+/// One run per saturation workload and tool with eBPF run statistics on: the tool's CPU (its
+/// programs' run time and its processes) as a share of the CPU the applications themselves
+/// spent in the same run. Numerator and denominator come from one run, so the machine's speed
+/// drift between runs, which moves every throughput ratio by points, cancels.
+fn account(
+    world: &World,
+    plan: &Plan,
+    sizes: &Sizes,
+    results: &mut Results,
+    progress: &mut Progress,
+) -> Result<()> {
+    for w in accounted() {
+        for cond in ACCOUNTED_TOOLS {
+            crate::check_stop()?;
+            progress.step(&format!(
+                "impact accounting: {} under {} with bpf stats",
+                w.id(),
+                cond.name()
+            ));
+            match Active::start(cond, world) {
+                Ok(a) => {
+                    if let Err(e) = account_run(&a, cond, w, world, plan, sizes, results) {
+                        results.note(format!(
+                            "impact accounting: {} under {} failed: {e}",
+                            w.id(),
+                            cond.name()
+                        ));
+                    }
+                    a.stop();
+                }
+                Err(e) => results.note(format!(
+                    "impact accounting: {} could not start for {}: {e}",
+                    cond.name(),
+                    w.id()
+                )),
+            }
+            progress.done();
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn account_run(
+    active: &Active,
+    cond: Condition,
+    w: Workload,
+    world: &World,
+    plan: &Plan,
+    sizes: &Sizes,
+    results: &mut Results,
+) -> Result<()> {
+    let stats = probe::run_stats()?;
+    let (prog0, runs0) = active.program_totals()?;
+    let cpu0 = active.tool_cpu_ns()?;
+    let pods0 = world.workload_cpu_us()?;
+    let run = run_workload(w, world, plan, sizes)?;
+    let pods_ns = world.workload_cpu_us()?.saturating_sub(pods0) * 1_000;
+    let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
+    let (prog1, runs1) = active.program_totals()?;
+    drop(stats);
+    let (prog, runs) = (prog1.saturating_sub(prog0), runs1.saturating_sub(runs0));
+    // The programs run in the pods' context and are charged to them: the applications' own
+    // CPU is the rest.
+    let own = pods_ns.saturating_sub(prog);
+    if own == 0 || run.ops <= 0.0 {
+        return Err(Error::Process(format!(
+            "no application CPU or no operations to account ({own} ns, {} ops)",
+            run.ops
+        )));
+    }
+    let share = |ns: u64| ns as f64 / own as f64 * 100.0;
+    let per_op = |n: u64| n as f64 / run.ops;
+    let command = format!("{} (with {}, bpf stats on)", run.command, active.command());
+    let name = format!("{}+stats", cond.name());
+    results.add_all(
+        w.id(),
+        &name,
+        0,
+        &command,
+        &[
+            ("program_runs_per_op", per_op(runs)),
+            ("program_ns_per_op", per_op(prog)),
+            ("tool_process_ns_per_op", per_op(cpu)),
+            ("app_cpu_ns_per_op", per_op(own)),
+            ("program_cpu_share_pct", share(prog)),
+            (TOOL_CPU_SHARE, share(prog + cpu)),
+        ],
+    );
+    results.key(
+        &format!("cpu_share.{}.{}_pct", w.id(), cond.name()),
+        share(prog + cpu),
+        &command,
+    );
     Ok(())
 }
 

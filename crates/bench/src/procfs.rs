@@ -106,6 +106,18 @@ pub fn parse_fdinfo(text: &str) -> Option<BpfFd> {
     }
 }
 
+/// Run time (ns) and runs summed over the eBPF programs `pid` holds.
+pub fn program_totals(pid: u32) -> Result<(u64, u64)> {
+    Ok(bpf_fds(pid)?.iter().fold((0, 0), |(t, n), f| match f {
+        BpfFd::Prog {
+            run_time_ns,
+            run_cnt,
+            ..
+        } => (t + run_time_ns, n + run_cnt),
+        BpfFd::Map { .. } => (t, n),
+    }))
+}
+
 /// The eBPF programs and maps `pid` holds, each once (a process may hold several fds to one).
 pub fn bpf_fds(pid: u32) -> Result<Vec<BpfFd>> {
     let dir = proc_path(pid, "fdinfo");

@@ -409,6 +409,57 @@ fn cpu_per_op_table(md: &mut String, results: &Results) {
     }
 }
 
+/// Each tool's CPU as a share of the applications' own, from the accounting runs.
+fn cpu_share_table(md: &mut String, results: &Results) {
+    let workloads: Vec<&str> = results
+        .keys
+        .keys()
+        .filter_map(|k| k.strip_prefix("cpu_share.")?.strip_suffix(".netdx_pct"))
+        .collect();
+    if workloads.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n## Tool CPU by accounting\n");
+    let _ = writeln!(
+        md,
+        "One run per workload and tool with eBPF run statistics on: the tool's programs' run \
+         time plus its processes' CPU, as a share of the CPU the workload's pods spent \
+         themselves in the same run (their cgroup CPU less the programs' run time). Both come \
+         from one run, so it does not move with the machine's speed between runs as the \
+         throughput ratios do. It is what a CPU-bound workload loses at least; it leaves out \
+         the hooks' dispatch and the caches the programs disturb, and it counts the \
+         statistics' own clock reads (about 55-60 ns per program run, see the hooks' no-op \
+         programs). Program runs per operation: how many times a hook fired per request.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| Workload | netdx | netdx runs/op | bpftrace | bpftrace runs/op |\n|---|---|---|---|---|"
+    );
+    let share = |w: &str, c: &str| {
+        results
+            .keys
+            .get(&format!("cpu_share.{w}.{c}_pct"))
+            .map(|f| format!("{} %", fmt_num(f.value)))
+            .unwrap_or_else(|| "–".into())
+    };
+    let runs = |w: &str, c: &str| {
+        results
+            .value(w, &format!("{c}+stats"), 0, "program_runs_per_op")
+            .map(fmt_num)
+            .unwrap_or_else(|| "–".into())
+    };
+    for w in workloads {
+        let _ = writeln!(
+            md,
+            "| `{w}` | {} | {} | {} | {} |",
+            share(w, "netdx"),
+            runs(w, "netdx"),
+            share(w, "bpftrace"),
+            runs(w, "bpftrace")
+        );
+    }
+}
+
 /// benchmarks.md: how to reproduce, the targets, every measurement with its command, notes.
 pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &Path) -> String {
     let mut md = String::new();
@@ -505,6 +556,7 @@ pub fn markdown(results: &Results, info: &RunInfo, plots: &[PathBuf], doc_dir: &
         }
     }
     cpu_per_op_table(&mut md, results);
+    cpu_share_table(&mut md, results);
     let _ = writeln!(md, "\n## Every measurement\n");
     let _ = writeln!(
         md,
@@ -595,6 +647,9 @@ client's timer wake-up, the same in every condition.\n\
 `cpu.stat` `usage_usec`; the programs of either tool run in the pods' context and are charged to \
 them) plus the tool's processes, divided by the requests the run completed; compared with the \
 same round's `none` run.\n\
+- **Tool CPU by accounting**: after the rounds, one more run of each saturation workload per \
+tool with eBPF run statistics on; the tool's program run time and process CPU over the pods' own \
+CPU in that run (section below).\n\
 - **Probe CPU**: on-CPU time of the node-probe processes' threads (/proc/<pid>/task/*/schedstat, \
 in ns) plus the run time of \
 its programs from eBPF run statistics (BPF_ENABLE_STATS, held only during the measurement, so \
@@ -683,5 +738,29 @@ mod tests {
             markdown(&r, &info, &[], Path::new("docs/benchmarks"))
                 .contains("| `pipeline_events_per_sec_per_core` | 1.00M |")
         );
+    }
+
+    #[test]
+    fn cpu_share_table_lists_each_accounted_workload_with_its_runs_per_op() {
+        let mut r = Results::default();
+        r.key("cpu_share.redis_np.netdx_pct", 6.5, "x");
+        r.key("cpu_share.redis_np.bpftrace_pct", 4.2, "y");
+        r.add(
+            "redis_np",
+            "netdx+stats",
+            0,
+            "program_runs_per_op",
+            8.0,
+            "x",
+        );
+        let mut md = String::new();
+        cpu_share_table(&mut md, &r);
+        assert!(
+            md.contains("| `redis_np` | 6.50 % | 8.00 | 4.20 % | – |"),
+            "{md}"
+        );
+        let mut empty = String::new();
+        cpu_share_table(&mut empty, &Results::default());
+        assert!(empty.is_empty());
     }
 }
