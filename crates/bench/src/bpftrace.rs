@@ -2,6 +2,7 @@
 //! tracepoints the probe's hot path uses.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Read},
     path::Path,
     process::{Command, Stdio},
@@ -153,9 +154,10 @@ impl Bpftrace {
         procfs::cpu_ns(self.child.pid())
     }
 
-    /// Run time (ns) and runs of its programs so far (counted while bpf stats are on).
-    pub fn program_totals(&self) -> Result<(u64, u64)> {
-        procfs::program_totals(self.child.pid())
+    /// Run statistics (run time ns, runs) of its programs so far, by name (counted while bpf
+    /// stats are on).
+    pub fn program_stats(&self) -> Result<BTreeMap<String, (u64, u64)>> {
+        procfs::program_stats(self.child.pid())
     }
 
     /// Stops it the way a user would (SIGINT), killing it if it lingers.

@@ -1,6 +1,8 @@
 //! The three conditions a workload runs under: nothing attached, the netdx node-probes, or
 //! bpftrace counting the same information.
 
+use std::collections::BTreeMap;
+
 use crate::{
     Result,
     bpftrace::Bpftrace,
@@ -78,17 +80,24 @@ impl Active {
         }
     }
 
-    /// Run time (ns) and runs of the attached tool's eBPF programs so far, counted while bpf
-    /// stats are on ((0, 0) with nothing attached).
-    pub fn program_totals(&self) -> Result<(u64, u64)> {
-        match self {
-            Active::None => Ok((0, 0)),
-            Active::Netdx(ps) => ps.iter().try_fold((0, 0), |(t, n), p| {
-                let (dt, dn) = crate::procfs::program_totals(p.pid())?;
-                Ok((t + dt, n + dn))
-            }),
-            Active::Bpftrace(b) => b.program_totals(),
+    /// Run statistics (run time ns, runs) of the attached tool's eBPF programs so far, by
+    /// program name, counted while bpf stats are on (empty with nothing attached).
+    pub fn program_stats(&self) -> Result<BTreeMap<String, (u64, u64)>> {
+        let mut out = BTreeMap::new();
+        let each = match self {
+            Active::None => Vec::new(),
+            Active::Netdx(ps) => ps
+                .iter()
+                .map(|p| p.program_stats())
+                .collect::<Result<Vec<_>>>()?,
+            Active::Bpftrace(b) => vec![b.program_stats()?],
+        };
+        for (name, (t, n)) in each.into_iter().flatten() {
+            let e: &mut (u64, u64) = out.entry(name).or_default();
+            e.0 += t;
+            e.1 += n;
         }
+        Ok(out)
     }
 
     /// Exchanges the node-probes' kernel programs have written so far (None without them).

@@ -392,15 +392,24 @@ fn account_run(
     results: &mut Results,
 ) -> Result<()> {
     let stats = probe::run_stats()?;
-    let (prog0, runs0) = active.program_totals()?;
+    let progs0 = active.program_stats()?;
     let cpu0 = active.tool_cpu_ns()?;
     let pods0 = world.workload_cpu_us()?;
     let run = run_workload(w, world, plan, sizes)?;
     let pods_ns = world.workload_cpu_us()?.saturating_sub(pods0) * 1_000;
     let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
-    let (prog1, runs1) = active.program_totals()?;
+    let progs1 = active.program_stats()?;
     drop(stats);
-    let (prog, runs) = (prog1.saturating_sub(prog0), runs1.saturating_sub(runs0));
+    let deltas: Vec<(&String, u64, u64)> = progs1
+        .iter()
+        .map(|(name, (t1, n1))| {
+            let (t0, n0) = progs0.get(name).copied().unwrap_or((0, 0));
+            (name, t1.saturating_sub(t0), n1.saturating_sub(n0))
+        })
+        .collect();
+    let (prog, runs) = deltas
+        .iter()
+        .fold((0, 0), |(t, n), (_, dt, dn)| (t + dt, n + dn));
     // The programs run in the pods' context and are charged to them: the applications' own
     // CPU is the rest.
     let own = pods_ns.saturating_sub(prog);
@@ -428,6 +437,19 @@ fn account_run(
             (TOOL_CPU_SHARE, share(prog + cpu)),
         ],
     );
+    // Where the programs' time goes: how often each ran per request and what a run cost.
+    for (prog_name, dt, dn) in deltas.into_iter().filter(|d| d.2 > 0) {
+        results.add_all(
+            w.id(),
+            &name,
+            0,
+            &command,
+            &[
+                (&format!("runs_per_op.{prog_name}"), per_op(dn)),
+                (&format!("ns_per_run.{prog_name}"), dt as f64 / dn as f64),
+            ],
+        );
+    }
     results.key(
         &format!("cpu_share.{}.{}_pct", w.id(), cond.name()),
         share(prog + cpu),

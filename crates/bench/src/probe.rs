@@ -239,28 +239,7 @@ impl ProbeProcess {
 
     /// Run statistics of each program the probe holds, by program name.
     pub fn program_stats(&self) -> Result<BTreeMap<String, (u64, u64)>> {
-        let names: BTreeMap<u32, String> = aya::programs::loaded_programs()
-            .filter_map(|p| p.ok())
-            .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
-            .collect();
-        let mut out = BTreeMap::new();
-        for f in procfs::bpf_fds(self.pid())? {
-            if let BpfFd::Prog {
-                id,
-                run_time_ns,
-                run_cnt,
-            } = f
-            {
-                let name = names
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("prog{id}"));
-                let e = out.entry(name).or_insert((0, 0));
-                e.0 += run_time_ns;
-                e.1 += run_cnt;
-            }
-        }
-        Ok(out)
+        procfs::program_stats(self.pid())
     }
 
     /// The kernel-side counters (summed over CPUs), read from the probe's COUNTERS map.

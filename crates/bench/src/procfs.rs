@@ -106,16 +106,31 @@ pub fn parse_fdinfo(text: &str) -> Option<BpfFd> {
     }
 }
 
-/// Run time (ns) and runs summed over the eBPF programs `pid` holds.
-pub fn program_totals(pid: u32) -> Result<(u64, u64)> {
-    Ok(bpf_fds(pid)?.iter().fold((0, 0), |(t, n), f| match f {
-        BpfFd::Prog {
+/// Run statistics (run time ns, runs) of each eBPF program `pid` holds, by program name
+/// (programs of one name summed).
+pub fn program_stats(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
+    let names: BTreeMap<u32, String> = aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for f in bpf_fds(pid)? {
+        if let BpfFd::Prog {
+            id,
             run_time_ns,
             run_cnt,
-            ..
-        } => (t + run_time_ns, n + run_cnt),
-        BpfFd::Map { .. } => (t, n),
-    }))
+        } = f
+        {
+            let name = names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("prog{id}"));
+            let e = out.entry(name).or_insert((0, 0));
+            e.0 += run_time_ns;
+            e.1 += run_cnt;
+        }
+    }
+    Ok(out)
 }
 
 /// The eBPF programs and maps `pid` holds, each once (a process may hold several fds to one).
