@@ -433,13 +433,18 @@ fn cpu_share_table(md: &mut String, results: &Results) {
     );
     let _ = writeln!(
         md,
-        "| Workload | netdx | netdx runs/op | bpftrace | bpftrace runs/op |\n|---|---|---|---|---|"
+        "| Workload | netdx | netdx runs/op | bpftrace | bpftrace runs/op | netdx / bpftrace |\n\
+         |---|---|---|---|---|---|"
     );
-    let share = |w: &str, c: &str| {
+    let value = |w: &str, c: &str| {
         results
             .keys
             .get(&format!("cpu_share.{w}.{c}_pct"))
-            .map(|f| format!("{} %", fmt_num(f.value)))
+            .map(|f| f.value)
+    };
+    let share = |w: &str, c: &str| {
+        value(w, c)
+            .map(|v| format!("{} %", fmt_num(v)))
             .unwrap_or_else(|| "–".into())
     };
     let runs = |w: &str, c: &str| {
@@ -451,11 +456,15 @@ fn cpu_share_table(md: &mut String, results: &Results) {
     for w in workloads {
         let _ = writeln!(
             md,
-            "| `{w}` | {} | {} | {} | {} |",
+            "| `{w}` | {} | {} | {} | {} | {} |",
             share(w, "netdx"),
             runs(w, "netdx"),
             share(w, "bpftrace"),
-            runs(w, "bpftrace")
+            runs(w, "bpftrace"),
+            match (value(w, "netdx"), value(w, "bpftrace")) {
+                (Some(n), Some(b)) if b > 0.0 => format!("{:.2}", n / b),
+                _ => "–".into(),
+            }
         );
     }
 }
@@ -756,7 +765,7 @@ mod tests {
         let mut md = String::new();
         cpu_share_table(&mut md, &r);
         assert!(
-            md.contains("| `redis_np` | 6.50 % | 8.00 | 4.20 % | – |"),
+            md.contains("| `redis_np` | 6.50 % | 8.00 | 4.20 % | – | 1.55 |"),
             "{md}"
         );
         let mut empty = String::new();
