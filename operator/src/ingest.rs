@@ -10,7 +10,7 @@ use netdx_api::targets::PodRef;
 use netdx_api::windows::WindowReport;
 use netdx_diagnosis::classes::Classifier;
 use netdx_diagnosis::features::Baselines;
-use netdx_diagnosis::join::{JoinedEdge, WARM_BLOCK, join_owned, warm};
+use netdx_diagnosis::join::join_owned;
 use netdx_diagnosis::localize::{Finding, Suspect, WindowDiagnosis, diagnose};
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn};
@@ -295,25 +295,20 @@ impl WindowStore {
                 (e.key.to_string(), pods)
             })
             .collect();
-        let summary = |e: JoinedEdge| {
-            let side = e.client.as_ref().or(e.server.as_ref())?;
-            Some(EdgeSummary {
-                p99_ms: side.latency.p99_ms,
-                exchanges: side.exchanges,
-                errors: side.l7_errors + side.no_response,
-                client: e.key.client.pod,
-                server: e.key.server.pod,
+        let edges = joined
+            .edges
+            .into_iter()
+            .filter_map(|e| {
+                let side = e.client.as_ref().or(e.server.as_ref())?;
+                Some(EdgeSummary {
+                    p99_ms: side.latency.p99_ms,
+                    exchanges: side.exchanges,
+                    errors: side.l7_errors + side.no_response,
+                    client: e.key.client.pod,
+                    server: e.key.server.pod,
+                })
             })
-        };
-        // Summarizing and dropping the joined edges reads their views and sketches, out of
-        // cache by now: each block is loaded first, so their misses overlap.
-        let mut rest = joined.edges.into_iter();
-        let mut edges = Vec::with_capacity(rest.len());
-        while !rest.as_slice().is_empty() {
-            let block = rest.as_slice().len().min(WARM_BLOCK);
-            warm(&rest.as_slice()[..block]);
-            edges.extend(rest.by_ref().take(block).filter_map(summary));
-        }
+            .collect();
         let pods_of = |edges: &[String]| -> BTreeSet<PodRef> {
             edges
                 .iter()
@@ -347,9 +342,9 @@ impl WindowStore {
             model_version: classifier.version(),
         });
         // Only the incident writer reads the edge summaries, of the window as it closes. Kept
-        // for 720 windows they were 0.75 MB per 1000-pod window (then the joined edges'
-        // allocation, which they were collected into): half a GB at 1000 pods, and fresh memory
-        // the kernel zeroed for every window, a sixth of the ingest time.
+        // for 720 windows they were 0.75 MB per 1000-pod window (the joined edges' allocation,
+        // which they are collected into): half a GB at 1000 pods, and fresh memory the kernel
+        // zeroed for every window, a sixth of the ingest time.
         self.diagnosed.push_back(Arc::new(done.without_edges()));
         while self.diagnosed.len() > MAX_DIAGNOSED {
             self.diagnosed.pop_front();

@@ -12,9 +12,8 @@ use std::ops::Index;
 
 use netdx_api::targets::PodRef;
 use netdx_api::windows::{Endpoint, SideStats};
-use smallvec::SmallVec;
 
-use crate::join::{self, EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
+use crate::join::{EdgeId, EdgeIdRef, JoinedEdge, JoinedWindow, PodView};
 use crate::{Error, Result};
 
 /// Version of the feature schema below.
@@ -364,22 +363,18 @@ pub fn window_feature_vectors<'b>(
     let pods: HashMap<&PodRef, &PodView, foldhash::fast::RandomState> =
         window.pods.iter().collect();
     let view = |pod: &Option<PodRef>| pod.as_ref().and_then(|p| pods.get(p).copied());
-    let mut vectors: Vec<FeatureVector> = Vec::with_capacity(window.edges.len());
-    for (b, block) in window.edges.chunks(join::WARM_BLOCK).enumerate() {
-        let known: SmallVec<[Option<&Baseline>; join::WARM_BLOCK]> = block
-            .iter()
-            .enumerate()
-            .map(|(k, e)| baseline(b * join::WARM_BLOCK + k, e))
-            .collect();
-        warm(block, &known);
-        for (e, known) in block.iter().zip(known) {
+    let mut vectors: Vec<FeatureVector> = window
+        .edges
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
             let ends = EndViews {
                 server: view(&e.key.server.pod),
                 client: view(&e.key.client.pod),
             };
-            vectors.push(edge_features_with(window, e, known, ends));
-        }
-    }
+            edge_features_with(window, e, baseline(i, e), ends)
+        })
+        .collect();
     let ends: Vec<(EndName<'_>, EndName<'_>)> = window
         .edges
         .iter()
@@ -388,18 +383,6 @@ pub fn window_feature_vectors<'b>(
     let mut refs: Vec<&mut FeatureVector> = vectors.iter_mut().collect();
     add_unit_context(&ends, &mut refs);
     vectors
-}
-
-/// Reads what the features of `edges` read from their baselines, and [`join::warm`] their
-/// views, ahead of the per-edge computation (see there why).
-fn warm(edges: &[JoinedEdge], baselines: &[Option<&Baseline>]) {
-    join::warm(edges);
-    let sum: f64 = baselines
-        .iter()
-        .flatten()
-        .map(|b| b.values[0] + f64::from(b.windows[TRACKED.len() - 1]))
-        .sum();
-    std::hint::black_box(sum);
 }
 
 /// An edge end as its printed form names it (the pod when known, else the address), without

@@ -108,38 +108,6 @@ impl JoinedEdge {
     }
 }
 
-/// Edges that [`warm`] loads at a time, ahead of the work on them.
-pub const WARM_BLOCK: usize = 32;
-
-/// Reads what the diagnosis reads of `edges`' views (counts, latencies, the first byte of each
-/// sketch) in a loop of independent loads. A large window's views are out of cache by the time
-/// they are read again, one edge at a time inside long per-edge work (the features, dropping
-/// the edges) where each miss is waited for in turn; here the CPU waits for many at once.
-pub fn warm(edges: &[JoinedEdge]) {
-    let sketch = |l: &Latency| {
-        l.sketch
-            .as_ref()
-            .and_then(|s| s.as_bytes().first())
-            .map_or(0.0, |b| f64::from(*b))
-    };
-    let side = |s: &Option<Box<SideStats>>| {
-        s.as_deref().map_or(0.0, |s| {
-            (s.exchanges + s.no_response + s.zero_window + s.l7_errors) as f64
-                + s.latency.p99_ms
-                + s.wait.p99_ms
-                + s.srtt_us_mean
-                + sketch(&s.latency)
-                + sketch(&s.ttfb)
-                + sketch(&s.wait)
-        })
-    };
-    let sum: f64 = edges
-        .iter()
-        .map(|e| side(&e.client) + side(&e.server))
-        .sum();
-    std::hint::black_box(sum);
-}
-
 /// Per-pod counters merged over nodes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodView {
