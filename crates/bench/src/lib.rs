@@ -4,6 +4,7 @@
 //! the command that produced it; `report` turns them into summary.json, plots and a table.
 pub mod bpftrace;
 pub mod conditions;
+pub mod cputime;
 pub mod hold;
 pub mod hooks;
 pub mod impact;

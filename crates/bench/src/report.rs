@@ -673,7 +673,9 @@ impact runs see.\n\
 - **Collection**: `pipeline` feeds synthetic records, laid out as the kernel writes them \
 (exchanges in batches of 16, other records one per ring item), through node-probe's \
 `records::decode_each` and `windows::Aggregator` on one thread, closing a window every 2^20 \
-records (the ring-buffer read itself, ~13 ns per item here, is not included); `kernel_flood` \
+records (the ring-buffer read itself, ~13 ns per item here, is not included), per second of \
+that thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, so time it spent descheduled does not \
+count); `kernel_flood` \
 floods ping-pong on 4 connections in a watched pod (the pod's node-probe at `--window-secs 1`, \
 so its totals are published soon after) and compares the probe's kernel counters \
 (`ringbuf_full`, records written) with the records its user space read; a second flood with \
@@ -685,7 +687,8 @@ reports VmRSS, VmHWM and the memlock of its map fds (socket-local storage is cha
 sockets, not to the map, so map memory does not grow with connections). Operator ingest: \
 synthetic window reports of a cluster of N pods (30 per node, 2 calls per pod) decoded from \
 the binary encoding node-probes push (`netdx_api::wire`) and passed, one node's report at a time, to the operator library's `Ingest::receive` (filing, \
-join, diagnosis) on one thread, with the operator binary's allocator (mimalloc).\n\n";
+join, diagnosis) on one thread, with the operator binary's allocator (mimalloc), per second \
+of that thread's CPU time.\n\n";
     format!(
         "{text}The node-probe command of the `netdx` condition, per node: `node-probe --node <node> \
          --targets <testbed>/targets.json --listen 127.0.0.1:<free port> --node-netns \
