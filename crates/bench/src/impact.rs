@@ -222,28 +222,39 @@ fn run_paced(world: &World, proto: Proto, target: SocketAddr, rate: f64, secs: f
     })
 }
 
-fn run_workload(w: Workload, world: &World, plan: &Plan, sizes: &Sizes) -> Result<Run> {
-    match w {
-        Workload::RedisNp => run_redis(world, sizes.redis_np_n, 1),
-        Workload::RedisP16 => run_redis(world, sizes.redis_p16_n, 16),
-        Workload::Nginx1k => run_wrk(world, world.web_1k, plan.run_secs),
-        Workload::Nginx64k => run_wrk(world, world.web_64k, plan.run_secs),
-        Workload::Pgbench => run_pgbench(world, sizes.pg_tx),
-        Workload::PingPong => run_pingpong(world, plan.run_secs),
-        Workload::RedisPaced => run_paced(
-            world,
-            Proto::Redis,
-            world.redis,
-            sizes.redis_sat / 2.0,
-            plan.paced_secs,
-        ),
-        Workload::NginxPaced => run_paced(
-            world,
-            Proto::Http,
-            world.web_1k,
-            sizes.nginx_sat / 2.0,
-            plan.paced_secs,
-        ),
+/// The testbed, the plan and the calibrated sizes: what every run of a workload needs.
+struct Bench<'a> {
+    world: &'a World,
+    plan: &'a Plan,
+    sizes: Sizes,
+}
+
+impl Bench<'_> {
+    /// Runs workload `w` once.
+    fn run(&self, w: Workload) -> Result<Run> {
+        let Bench { world, plan, sizes } = self;
+        match w {
+            Workload::RedisNp => run_redis(world, sizes.redis_np_n, 1),
+            Workload::RedisP16 => run_redis(world, sizes.redis_p16_n, 16),
+            Workload::Nginx1k => run_wrk(world, world.web_1k, plan.run_secs),
+            Workload::Nginx64k => run_wrk(world, world.web_64k, plan.run_secs),
+            Workload::Pgbench => run_pgbench(world, sizes.pg_tx),
+            Workload::PingPong => run_pingpong(world, plan.run_secs),
+            Workload::RedisPaced => run_paced(
+                world,
+                Proto::Redis,
+                world.redis,
+                sizes.redis_sat / 2.0,
+                plan.paced_secs,
+            ),
+            Workload::NginxPaced => run_paced(
+                world,
+                Proto::Http,
+                world.web_1k,
+                sizes.nginx_sat / 2.0,
+                plan.paced_secs,
+            ),
+        }
     }
 }
 
@@ -297,7 +308,11 @@ pub fn run(
     progress: &mut Progress,
 ) -> Result<()> {
     progress.step("impact: calibration without probe");
-    let sizes = calibrate(world, plan, results)?;
+    let bench = Bench {
+        world,
+        plan,
+        sizes: calibrate(world, plan, results)?,
+    };
     progress.done();
     // Workload by workload, the three conditions back to back (the tool started for each run):
     // a run and the `none` run it is compared with are seconds apart, not the minute a block of
@@ -312,44 +327,43 @@ pub fn run(
                     w.id(),
                     cond.name()
                 ));
-                match Active::start(cond, world) {
-                    Ok(mut a) => {
-                        if let Err(e) =
-                            measure(&mut a, cond, round, w, world, plan, &sizes, results)
-                        {
-                            results.note(format!(
-                                "impact round {round}: {} under {} failed: {e}",
-                                w.id(),
-                                cond.name()
-                            ));
-                        }
-                        a.stop();
-                    }
-                    Err(e) => results.note(format!(
-                        "impact round {round}: {} could not start for {}: {e}",
-                        cond.name(),
-                        w.id()
-                    )),
-                }
+                let what = format!("impact round {round}: {}", w.id());
+                under(cond, world, results, &what, |a, results| {
+                    measure(a, cond, round, w, &bench, results)
+                });
                 progress.done();
             }
         }
     }
     derive(results, plan.rounds as u32);
-    account(world, plan, &sizes, results, progress)
+    account(&bench, results, progress)
+}
+
+/// Starts `cond`, runs `f` under it and stops it; a failure to start, or of `f`, is noted with
+/// `what` (the run) and the rest of the benchmark goes on.
+fn under(
+    cond: Condition,
+    world: &World,
+    results: &mut Results,
+    what: &str,
+    f: impl FnOnce(&mut Active, &mut Results) -> Result<()>,
+) {
+    match Active::start(cond, world) {
+        Ok(mut a) => {
+            if let Err(e) = f(&mut a, results) {
+                results.note(format!("{what} under {} failed: {e}", cond.name()));
+            }
+            a.stop();
+        }
+        Err(e) => results.note(format!("{what}: {} could not start: {e}", cond.name())),
+    }
 }
 
 /// One run per saturation workload and tool with eBPF run statistics on: the tool's CPU (its
 /// programs' run time and its processes) as a share of the CPU the applications themselves
 /// spent in the same run. Numerator and denominator come from one run, so the machine's speed
 /// drift between runs, which moves every throughput ratio by points, cancels.
-fn account(
-    world: &World,
-    plan: &Plan,
-    sizes: &Sizes,
-    results: &mut Results,
-    progress: &mut Progress,
-) -> Result<()> {
+fn account(bench: &Bench<'_>, results: &mut Results, progress: &mut Progress) -> Result<()> {
     for w in accounted() {
         for cond in ACCOUNTED_TOOLS {
             crate::check_stop()?;
@@ -358,44 +372,29 @@ fn account(
                 w.id(),
                 cond.name()
             ));
-            match Active::start(cond, world) {
-                Ok(a) => {
-                    if let Err(e) = account_run(&a, cond, w, world, plan, sizes, results) {
-                        results.note(format!(
-                            "impact accounting: {} under {} failed: {e}",
-                            w.id(),
-                            cond.name()
-                        ));
-                    }
-                    a.stop();
-                }
-                Err(e) => results.note(format!(
-                    "impact accounting: {} could not start for {}: {e}",
-                    cond.name(),
-                    w.id()
-                )),
-            }
+            let what = format!("impact accounting: {}", w.id());
+            under(cond, bench.world, results, &what, |a, results| {
+                account_run(a, cond, w, bench, results)
+            });
             progress.done();
         }
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn account_run(
     active: &Active,
     cond: Condition,
     w: Workload,
-    world: &World,
-    plan: &Plan,
-    sizes: &Sizes,
+    bench: &Bench<'_>,
     results: &mut Results,
 ) -> Result<()> {
+    let world = bench.world;
     let stats = probe::run_stats()?;
     let progs0 = active.program_stats()?;
     let cpu0 = active.tool_cpu_ns()?;
     let pods0 = world.workload_cpu_us()?;
-    let run = run_workload(w, world, plan, sizes)?;
+    let run = bench.run(w)?;
     let pods_ns = world.workload_cpu_us()?.saturating_sub(pods0) * 1_000;
     let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
     let progs1 = active.program_stats()?;
@@ -458,21 +457,19 @@ fn account_run(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn measure(
     active: &mut Active,
     cond: Condition,
     round: u32,
     w: Workload,
-    world: &World,
-    plan: &Plan,
-    sizes: &Sizes,
+    bench: &Bench<'_>,
     results: &mut Results,
 ) -> Result<()> {
+    let world = bench.world;
     let cpu0 = active.tool_cpu_ns()?;
     let pods0 = world.workload_cpu_us()?;
     let ex0 = active.exchanges()?;
-    let run = run_workload(w, world, plan, sizes)?;
+    let run = bench.run(w)?;
     let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
     let pods = world.workload_cpu_us()?.saturating_sub(pods0);
     let ex1 = active.exchanges()?;
