@@ -149,7 +149,8 @@ struct OpenWindow {
 
 /// Open windows, per-edge baselines and recent diagnosed windows (bounded in every dimension:
 /// at most [`MAX_OPEN_WINDOWS`] open windows of one report per node each, [`MAX_DIAGNOSED`]
-/// diagnosed ones).
+/// diagnosed ones, and the baselines of edges seen healthy within
+/// [`netdx_diagnosis::features::BASELINE_MAX_IDLE_WINDOWS`]).
 #[derive(Default)]
 pub struct WindowStore {
     /// Keyed by (window length, aligned start), both ms, so probes with different window

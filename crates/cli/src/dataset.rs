@@ -14,7 +14,7 @@ use netdx_diagnosis::{
     classes::RootCause,
     dataset::{self, LabeledRow},
     features::{Baseline, Baselines, window_features},
-    join::join,
+    join::{EdgeIdRef, join},
 };
 use node_probe::ingest::{Agent, AgentConfig};
 
@@ -158,17 +158,18 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
             });
             // Like the live diagnosis, edges known to be healthy keep their baseline current.
             if !hit {
-                baselines.entry(id).or_default().update(&v);
+                baselines.refresh(EdgeIdRef::of(key), &v);
             }
         }
         // An edge whose first windows carried no traffic has no baseline yet, and its ratios
         // would read "as usual" all through the fault: the fault waits for it, a little.
         if i + 1 == onset
             && onset < t.healthy + t.max_late
-            && joined
-                .edges
-                .iter()
-                .any(|e| !baselines.get(&e.id()).is_some_and(Baseline::is_ready))
+            && joined.edges.iter().any(|e| {
+                !baselines
+                    .get(&EdgeIdRef::of(&e.key))
+                    .is_some_and(Baseline::is_ready)
+            })
         {
             onset += 1;
         }

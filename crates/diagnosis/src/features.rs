@@ -267,8 +267,67 @@ pub struct Baseline {
     windows: [u32; TRACKED.len()],
 }
 
-/// Baselines of all edges (looked up by [`crate::join::EdgeIdRef`] too, without copying ids).
-pub type Baselines = hashbrown::HashMap<EdgeId, Baseline, foldhash::fast::RandomState>;
+/// Windows a baseline is kept without a healthy window refreshing it: a day of 10 s windows.
+/// Edges are named by pod, so every rollout leaves the old pods' edges behind; without this
+/// the operator would keep their baselines for as long as it runs.
+pub const BASELINE_MAX_IDLE_WINDOWS: u64 = 8_640;
+
+/// Windows between two sweeps for idle baselines (a sweep visits every baseline).
+const BASELINE_SWEEP_EVERY: u64 = 360;
+
+/// Baselines of all edges (looked up by [`crate::join::EdgeIdRef`] too, without copying ids),
+/// each with the window that last refreshed it; one idle for [`BASELINE_MAX_IDLE_WINDOWS`] is
+/// forgotten.
+#[derive(Clone, Debug, Default)]
+pub struct Baselines {
+    edges: hashbrown::HashMap<EdgeId, (Baseline, u64), foldhash::fast::RandomState>,
+    /// Windows ended so far.
+    window: u64,
+}
+
+impl Baselines {
+    /// The baseline of an edge, if it has one.
+    pub fn get(&self, id: &EdgeIdRef<'_>) -> Option<&Baseline> {
+        self.edges.get(id).map(|(b, _)| b)
+    }
+
+    /// Folds a healthy window's features into an edge's baseline, starting one if needed.
+    pub fn refresh(&mut self, id: EdgeIdRef<'_>, v: &FeatureVector) {
+        let window = self.window;
+        match self.edges.get_mut(&id) {
+            Some((b, seen)) => {
+                b.update(v);
+                *seen = window;
+            }
+            None => {
+                let mut b = Baseline::default();
+                b.update(v);
+                self.edges.insert(id.to_owned(), (b, window));
+            }
+        }
+    }
+
+    /// Ends a window; every [`BASELINE_SWEEP_EVERY`] windows, forgets the baselines idle for
+    /// more than [`BASELINE_MAX_IDLE_WINDOWS`].
+    pub fn end_window(&mut self) {
+        self.window += 1;
+        if self.window.is_multiple_of(BASELINE_SWEEP_EVERY) {
+            let now = self.window;
+            self.edges
+                .retain(|_, (_, seen)| now - *seen <= BASELINE_MAX_IDLE_WINDOWS);
+        }
+    }
+
+    /// Edges with a baseline.
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Whether no edge has a baseline.
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+}
 
 /// Whether a tracked feature was measured in this window (a missing view must not drag the
 /// baseline to 0).
@@ -832,6 +891,27 @@ mod tests {
     use crate::join::join;
     use crate::join::tests::{key, latency, pod, report, side};
     use netdx_api::windows::{EdgeWindow, L4Stats, PodWindow};
+
+    #[test]
+    fn baselines_idle_for_a_day_of_windows_are_forgotten() {
+        let gone = key(("a", "10.0.0.1"), ("s", "10.0.0.9"), true);
+        let kept = key(("b", "10.0.0.2"), ("s", "10.0.0.9"), true);
+        let mut v = FeatureVector::default();
+        v.set(Feature::ExchangeRate, 5.0);
+        let mut baselines = Baselines::default();
+        baselines.refresh(EdgeIdRef::of(&gone), &v);
+        for _ in 0..BASELINE_MAX_IDLE_WINDOWS + BASELINE_SWEEP_EVERY {
+            baselines.refresh(EdgeIdRef::of(&kept), &v);
+            baselines.end_window();
+        }
+        assert!(baselines.get(&EdgeIdRef::of(&gone)).is_none());
+        assert!(
+            baselines
+                .get(&EdgeIdRef::of(&kept))
+                .is_some_and(Baseline::is_ready)
+        );
+        assert_eq!(baselines.len(), 1);
+    }
 
     /// One edge's per-edge features (without the unit context a whole window adds).
     fn edge_features(

@@ -35,6 +35,16 @@ impl EdgeId {
     pub fn of(key: &EdgeKey) -> Self {
         EdgeIdRef::of(key).to_owned()
     }
+
+    /// The same identity, borrowed.
+    pub fn borrowed(&self) -> EdgeIdRef<'_> {
+        EdgeIdRef {
+            client_ip: &self.client_ip,
+            server_ip: &self.server_ip,
+            port: self.port,
+            proto: &self.proto,
+        }
+    }
 }
 
 /// An [`EdgeId`] borrowed from an edge key: same hash, same order, so ids can be looked up

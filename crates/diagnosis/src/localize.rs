@@ -275,16 +275,9 @@ pub fn diagnose(
         .zip(healthy)
         .filter(|(_, healthy)| *healthy)
     {
-        let id = EdgeIdRef::of(&e.key);
-        match baselines.get_mut(&id) {
-            Some(b) => b.update(v),
-            None => {
-                let mut b = Baseline::default();
-                b.update(v);
-                baselines.insert(id.to_owned(), b);
-            }
-        }
+        baselines.refresh(EdgeIdRef::of(&e.key), v);
     }
+    baselines.end_window();
     WindowDiagnosis { findings, suspects }
 }
 
@@ -1059,9 +1052,9 @@ mod tests {
             "{p99:?}"
         );
         // The slow window did not move the baseline.
+        let w = window(4.0);
         let b = baselines
-            .values()
-            .next()
+            .get(&EdgeIdRef::of(&w.edges[0].key))
             .and_then(|b| b.value(Feature::ServerP99Ms))
             .unwrap();
         assert!((b - 4.0).abs() < 0.2);

@@ -242,7 +242,7 @@ fn capture(rng: &mut Lcg) -> Vec<LabeledRow> {
                             server_node: String::new(),
                         });
                         if label == RootCause::Healthy {
-                            baselines.entry(id).or_default().update(&v);
+                            baselines.refresh(id.borrowed(), &v);
                         }
                     }
                 }
