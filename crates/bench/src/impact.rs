@@ -382,6 +382,7 @@ fn account(bench: &Bench<'_>, results: &mut Results, progress: &mut Progress) ->
     Ok(())
 }
 
+/// One accounting run of `w` under `cond`, already started as `active`.
 fn account_run(
     active: &Active,
     cond: Condition,
