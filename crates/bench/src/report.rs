@@ -751,6 +751,18 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A tiny run of one section.
+    fn tiny_run(section: &str) -> RunInfo {
+        RunInfo {
+            mode: "tiny".into(),
+            rounds: 1,
+            sections: vec![section.into()],
+            command: "netdx-bench".into(),
+            measured_at: "2026-01-01T00:00:00Z".into(),
+            machine: Machine::default(),
+        }
+    }
+
     #[test]
     fn csv_quotes_fields_that_need_it() {
         let rows = vec![Measurement {
@@ -773,14 +785,7 @@ mod tests {
         let mut r = Results::default();
         r.key("hook_ns.on_sock_send", 120.0, "x");
         r.key("pipeline_events_per_sec_per_core", 1e6, "y");
-        let info = RunInfo {
-            mode: "tiny".into(),
-            rounds: 1,
-            sections: vec!["pipeline".into()],
-            command: "netdx-bench".into(),
-            measured_at: "2026-01-01T00:00:00Z".into(),
-            machine: Machine::default(),
-        };
+        let info = tiny_run("pipeline");
         let s = summary(&r, &info);
         for k in REQUIRED_KEYS {
             assert!(s.get(k).is_some(), "{k}");
@@ -822,14 +827,7 @@ mod tests {
         let mut r = Results::default();
         r.key("cpu_share.redis_np.netdx_pct", 6.5, "x");
         r.key("cpu_share.redis_np.bpftrace_pct", 4.2, "y");
-        let info = RunInfo {
-            mode: "tiny".into(),
-            rounds: 1,
-            sections: vec!["impact".into()],
-            command: "netdx-bench".into(),
-            measured_at: "2026-01-01T00:00:00Z".into(),
-            machine: Machine::default(),
-        };
+        let info = tiny_run("impact");
         let md = markdown(&r, &info, &[], Path::new("docs/benchmarks"));
         assert!(
             md.contains("| `cpu_share.redis_np.netdx_pct` | 6.50 | n=1 |"),
