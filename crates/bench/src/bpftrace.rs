@@ -2,7 +2,6 @@
 //! tracepoints the probe's hot path uses.
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead, BufReader, Read},
     path::Path,
     process::{Command, Stdio},
@@ -156,7 +155,7 @@ impl Bpftrace {
 
     /// Run statistics (run time ns, runs) of its programs so far, by name (counted while bpf
     /// stats are on).
-    pub fn program_stats(&self) -> Result<BTreeMap<String, (u64, u64)>> {
+    pub fn program_stats(&self) -> Result<procfs::ProgramStats> {
         procfs::program_stats(self.child.pid())
     }
 

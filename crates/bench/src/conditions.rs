@@ -1,12 +1,11 @@
 //! The three conditions a workload runs under: nothing attached, the netdx node-probes, or
 //! bpftrace counting the same information.
 
-use std::collections::BTreeMap;
-
 use crate::{
     Result,
     bpftrace::Bpftrace,
     probe::{self, ProbeProcess, Programs},
+    procfs::ProgramStats,
     world::{WORKLOAD_PODS, World},
 };
 
@@ -80,22 +79,18 @@ impl Active {
         }
     }
 
-    /// Run statistics (run time ns, runs) of the attached tool's eBPF programs so far, by
-    /// program name, counted while bpf stats are on (empty with nothing attached).
-    pub fn program_stats(&self) -> Result<BTreeMap<String, (u64, u64)>> {
-        let mut out = BTreeMap::new();
-        let each = match self {
-            Active::None => Vec::new(),
-            Active::Netdx(ps) => ps
-                .iter()
-                .map(|p| p.program_stats())
-                .collect::<Result<Vec<_>>>()?,
-            Active::Bpftrace(b) => vec![b.program_stats()?],
-        };
-        for (name, (t, n)) in each.into_iter().flatten() {
-            let e: &mut (u64, u64) = out.entry(name).or_default();
-            e.0 += t;
-            e.1 += n;
+    /// Run statistics of the attached tool's eBPF programs so far, by program name, counted
+    /// while bpf stats are on (empty with nothing attached).
+    pub fn program_stats(&self) -> Result<ProgramStats> {
+        let mut out = ProgramStats::default();
+        match self {
+            Active::None => {}
+            Active::Netdx(ps) => {
+                for p in ps {
+                    out.merge(p.program_stats()?);
+                }
+            }
+            Active::Bpftrace(b) => out.merge(b.program_stats()?),
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@ use crate::{
     Result,
     impact::{redis_cmd, redis_rate},
     probe::{self, ProbeProcess, Programs},
+    procfs::ProgramStats,
     progress::Progress,
     report::Results,
     world::{CLIENT, WORKLOAD_PODS, World},
@@ -24,7 +25,7 @@ pub const WORKLOAD: &str = "redis_np_fixed";
 
 /// Per-program (run_time_ns, run_cnt), counters and CPU of a set of probes at one instant.
 struct Snapshot {
-    programs: BTreeMap<String, (u64, u64)>,
+    programs: ProgramStats,
     cpu_ns: u64,
     exchanges: u64,
     sock_events: u64,
@@ -32,14 +33,10 @@ struct Snapshot {
 
 /// `counters`: read the kernel counters too (the no-op programs record nothing).
 fn snapshot(probes: &mut [ProbeProcess], counters: bool) -> Result<Snapshot> {
-    let mut programs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut programs = ProgramStats::default();
     let (mut cpu_ns, mut exchanges, mut sock_events) = (0, 0, 0);
     for p in probes.iter_mut() {
-        for (name, (t, n)) in p.program_stats()? {
-            let e = programs.entry(name).or_default();
-            e.0 += t;
-            e.1 += n;
-        }
+        programs.merge(p.program_stats()?);
         cpu_ns += p.cpu_ns()?;
         let c = if counters {
             p.counters()?
@@ -172,15 +169,13 @@ fn measure(
     let rate = redis_rate(requests, &bench.rps);
     results.add(WORKLOAD, cond, 1, crate::impact::THROUGHPUT, rate, &command);
     let mut bpf_ns = 0u64;
-    for (prog, (t1, n1)) in &after.programs {
-        let (t0, n0) = before.programs.get(prog).copied().unwrap_or((0, 0));
-        let (dt, dn) = (t1.saturating_sub(t0), n1.saturating_sub(n0));
+    for (prog, dt, dn) in after.programs.since(&before.programs) {
         bpf_ns += dt;
         // The no-op programs are named noop_<hook>: file them under the real program's name
         // (on_<hook>) so the two line up.
         let name = match prog.strip_prefix("noop_") {
             Some(hook) => format!("on_{hook}"),
-            None => prog.clone(),
+            None => prog.to_string(),
         };
         let mut values = vec![(format!("runs.{name}"), dn as f64)];
         if dn > 0 {

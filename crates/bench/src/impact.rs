@@ -400,13 +400,7 @@ fn account_run(
     let cpu = active.tool_cpu_ns()?.saturating_sub(cpu0);
     let progs1 = active.program_stats()?;
     drop(stats);
-    let deltas: Vec<(&String, u64, u64)> = progs1
-        .iter()
-        .map(|(name, (t1, n1))| {
-            let (t0, n0) = progs0.get(name).copied().unwrap_or((0, 0));
-            (name, t1.saturating_sub(t0), n1.saturating_sub(n0))
-        })
-        .collect();
+    let deltas = progs1.since(&progs0);
     let (prog, runs) = deltas
         .iter()
         .fold((0, 0), |(t, n), (_, dt, dn)| (t + dt, n + dn));

@@ -133,10 +133,7 @@ pub fn run(world: &World, secs: f64, results: &mut Results, progress: &mut Progr
         .map(|n| n.get())
         .unwrap_or(1) as f64;
     let budget_ns = r2.secs * 1e9 * cpus;
-    let bpf_ns: u64 = progs1
-        .iter()
-        .map(|(name, (t, _))| t.saturating_sub(progs0.get(name).map(|x| x.0).unwrap_or(0)))
-        .sum();
+    let bpf_ns: u64 = progs1.since(&progs0).iter().map(|(_, t, _)| t).sum();
     let command = format!("{cmd} (bpf stats on, with {})", p.command);
     results.add_all(
         WORKLOAD,

@@ -238,7 +238,7 @@ impl ProbeProcess {
     }
 
     /// Run statistics of each program the probe holds, by program name.
-    pub fn program_stats(&self) -> Result<BTreeMap<String, (u64, u64)>> {
+    pub fn program_stats(&self) -> Result<procfs::ProgramStats> {
         procfs::program_stats(self.pid())
     }
 

@@ -106,14 +106,45 @@ pub fn parse_fdinfo(text: &str) -> Option<BpfFd> {
     }
 }
 
-/// Run statistics (run time ns, runs) of each eBPF program `pid` holds, by program name
-/// (programs of one name summed).
-pub fn program_stats(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
+/// Run statistics of eBPF programs by program name: (run time ns, runs), programs of one name
+/// summed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramStats(pub BTreeMap<String, (u64, u64)>);
+
+impl ProgramStats {
+    /// Adds one program's (or another set's) statistics under `name`.
+    pub fn add(&mut self, name: String, (t, n): (u64, u64)) {
+        let e = self.0.entry(name).or_default();
+        e.0 += t;
+        e.1 += n;
+    }
+
+    /// Adds every program of `other`.
+    pub fn merge(&mut self, other: ProgramStats) {
+        for (name, v) in other.0 {
+            self.add(name, v);
+        }
+    }
+
+    /// What each program ran since `before`: (name, run time ns, runs).
+    pub fn since<'a>(&'a self, before: &ProgramStats) -> Vec<(&'a str, u64, u64)> {
+        self.0
+            .iter()
+            .map(|(name, (t1, n1))| {
+                let (t0, n0) = before.0.get(name).copied().unwrap_or((0, 0));
+                (name.as_str(), t1.saturating_sub(t0), n1.saturating_sub(n0))
+            })
+            .collect()
+    }
+}
+
+/// Run statistics of each eBPF program `pid` holds, by program name.
+pub fn program_stats(pid: u32) -> Result<ProgramStats> {
     let names: BTreeMap<u32, String> = aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
         .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
         .collect();
-    let mut out = BTreeMap::new();
+    let mut out = ProgramStats::default();
     for f in bpf_fds(pid)? {
         if let BpfFd::Prog {
             id,
@@ -125,9 +156,7 @@ pub fn program_stats(pid: u32) -> Result<BTreeMap<String, (u64, u64)>> {
                 .get(&id)
                 .cloned()
                 .unwrap_or_else(|| format!("prog{id}"));
-            let e = out.entry(name).or_insert((0, 0));
-            e.0 += run_time_ns;
-            e.1 += run_cnt;
+            out.add(name, (run_time_ns, run_cnt));
         }
     }
     Ok(out)
@@ -249,5 +278,21 @@ mod tests {
         assert_eq!(parse_schedstat("123456 789 10\n"), Some((123456, 789)));
         assert_eq!(parse_schedstat(""), None);
         assert!(status_kib(me, "NoSuchField").is_err());
+    }
+
+    #[test]
+    fn program_stats_merge_by_name_and_subtract_per_program() {
+        let mut before = ProgramStats::default();
+        before.add("on_sock_send".into(), (100, 2));
+        let mut after = before.clone();
+        after.merge(ProgramStats(BTreeMap::from([
+            ("on_sock_send".to_string(), (50, 1)),
+            ("on_egress".to_string(), (30, 3)),
+        ])));
+        assert_eq!(after.0["on_sock_send"], (150, 3));
+        assert_eq!(
+            after.since(&before),
+            vec![("on_egress", 30, 3), ("on_sock_send", 50, 1)]
+        );
     }
 }
