@@ -22,6 +22,15 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# A clean `make test` writes about 5 GB to target/ (and `make demo` a release build besides); say
+# so up front rather than let the compiler fail later with an I/O error.
+target_dir="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
+mkdir -p "$target_dir"
+free_gb=$(df -P -BG "$target_dir" | awk 'NR==2 {gsub("G","",$4); print $4}')
+if [ "${free_gb:-0}" -lt 8 ]; then
+  log "warning: ${free_gb} GB free under $target_dir; a clean build and test needs about 8 GB"
+fi
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
