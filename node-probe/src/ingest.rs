@@ -2,7 +2,7 @@
 //! (records are written without wakeups), and closes windows.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use netdx_api::{targets::TargetSet, windows::WindowReport};
+use netdx_api::{
+    targets::{PayloadCapture, TargetSet},
+    windows::WindowReport,
+};
+use netdx_common::{TARGET_NO_EGRESS_HEADS, TARGET_NO_INGRESS_HEADS, TARGET_WATCHED};
 use tracing::{debug, info_span, warn};
 
 use crate::{
@@ -180,13 +184,14 @@ struct TargetSync {
     file: PathBuf,
     node: String,
     mtime: Option<SystemTime>,
-    installed: HashSet<u64>,
+    /// Watched cgroups installed in the kernel's TARGETS map, with their `TARGET_*` bits.
+    installed: HashMap<u64, u8>,
     /// Network namespaces installed in the kernel's NETNS map.
-    installed_netns: HashSet<u32>,
+    installed_netns: HashMap<u32, u8>,
     /// The node's own network namespace (drops there are node-level).
     node_netns: Option<u32>,
-    /// Payload capture links by pod cgroup id.
-    links: HashMap<u64, PodLinks>,
+    /// Payload capture links by pod cgroup id, with the capture they were attached for.
+    links: HashMap<u64, (PayloadCapture, PodLinks)>,
     /// Where pods given by UID are looked for.
     cgroup_root: PathBuf,
     /// Last rebuild: containers come and go without the target set changing.
@@ -219,10 +224,13 @@ impl TargetSync {
             }
         };
         let index = PodIndex::build(&set, &self.node, &self.cgroup_root);
-        let wanted: HashSet<u64> = index
+        let wanted: HashMap<u64, u8> = index
             .watched
             .iter()
-            .flat_map(|w| w.cgroup_ids.iter().copied())
+            .flat_map(|w| {
+                let bits = target_bits(w.payload);
+                w.cgroup_ids.iter().map(move |&id| (id, bits))
+            })
             .collect();
         if sync_set(&mut probe.targets, &mut self.installed, &wanted, "cgroup") {
             // Sockets re-check their pod at their next call: those of pods no longer watched
@@ -232,17 +240,23 @@ impl TargetSync {
         if let Err(e) = probe.set_active(!wanted.is_empty()) {
             warn!(error = %e, "tracepoints could not follow the target set");
         }
-        let mut netns: HashSet<u32> = index.watched.iter().map(|w| w.netns).collect();
-        netns.extend(self.node_netns);
+        let mut netns: HashMap<u32, u8> = index.watched.iter().map(|w| (w.netns, 1)).collect();
+        netns.extend(self.node_netns.map(|n| (n, 1)));
         sync_set(&mut probe.netns, &mut self.installed_netns, &netns, "netns");
+        // Links of pods no longer watched, or attached for another payload capture.
+        let capture: HashMap<u64, PayloadCapture> = index
+            .watched
+            .iter()
+            .map(|w| (w.cgroup_id, w.payload))
+            .collect();
         let stale: Vec<u64> = self
             .links
-            .keys()
-            .filter(|id| !wanted.contains(id))
-            .copied()
+            .iter()
+            .filter(|(id, (p, _))| capture.get(id) != Some(p))
+            .map(|(id, _)| *id)
             .collect();
         for id in stale {
-            if let Some(l) = self.links.remove(&id) {
+            if let Some((_, l)) = self.links.remove(&id) {
                 probe.detach_pod(l);
             }
         }
@@ -250,9 +264,9 @@ impl TargetSync {
             if self.links.contains_key(&w.cgroup_id) {
                 continue;
             }
-            match probe.attach_pod(&w.cgroup_path) {
+            match probe.attach_pod(&w.cgroup_path, w.payload) {
                 Ok(l) => {
-                    self.links.insert(w.cgroup_id, l);
+                    self.links.insert(w.cgroup_id, (w.payload, l));
                 }
                 // Exchanges are still recorded, only without protocol names.
                 Err(e) => warn!(pod = %w.pod, error = %e, "payload capture unavailable"),
@@ -274,31 +288,43 @@ fn next_boundary(window: Duration) -> Instant {
 /// do not fit (map full) are logged and retried at the next sync. True when the set changed.
 fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
     map: &mut aya::maps::HashMap<aya::maps::MapData, K, u8>,
-    installed: &mut HashSet<K>,
-    wanted: &HashSet<K>,
+    installed: &mut HashMap<K, u8>,
+    wanted: &HashMap<K, u8>,
     what: &str,
 ) -> bool {
     let mut changed = false;
-    for k in installed.difference(wanted) {
+    for k in installed.keys().filter(|k| !wanted.contains_key(k)) {
         changed = true;
         if let Err(e) = map.remove(k) {
             warn!(key = ?k, what, error = %e, "removing from kernel map");
         }
     }
-    installed.retain(|k| wanted.contains(k));
-    for k in wanted {
-        if installed.contains(k) {
+    installed.retain(|k, _| wanted.contains_key(k));
+    for (k, v) in wanted {
+        if installed.get(k) == Some(v) {
             continue;
         }
-        match map.insert(k, &1u8, 0) {
+        match map.insert(k, v, 0) {
             Ok(()) => {
-                installed.insert(*k);
+                installed.insert(*k, *v);
                 changed = true;
             }
             Err(e) => warn!(key = ?k, what, error = %e, "adding to kernel map (full?)"),
         }
     }
     changed
+}
+
+/// The kernel's TARGETS value for a watched pod: which payload programs it has.
+fn target_bits(payload: PayloadCapture) -> u8 {
+    let mut bits = TARGET_WATCHED;
+    if !payload.egress() {
+        bits |= TARGET_NO_EGRESS_HEADS;
+    }
+    if !payload.ingress() {
+        bits |= TARGET_NO_INGRESS_HEADS;
+    }
+    bits
 }
 
 fn kernel_map(probe: &LoadedProbe) -> BTreeMap<String, u64> {
@@ -359,8 +385,8 @@ fn run(
         file: cfg.targets_file.clone(),
         node: cfg.node.clone(),
         mtime: None,
-        installed: HashSet::new(),
-        installed_netns: HashSet::new(),
+        installed: HashMap::new(),
+        installed_netns: HashMap::new(),
         node_netns: cfg
             .node_netns
             .as_ref()

@@ -11,6 +11,7 @@ use aya::{
         cgroup_skb::CgroupSkbLinkId, tp_btf::BtfTracePointLinkId,
     },
 };
+use netdx_api::targets::PayloadCapture;
 use netdx_common::{Counter, KernelOffsets};
 use tracing::{debug, info, warn};
 
@@ -329,15 +330,23 @@ impl LoadedProbe {
         })
     }
 
-    /// Attaches payload capture to a pod's cgroup v2 directory.
-    pub fn attach_pod(&mut self, cgroup_dir: &str) -> Result<PodLinks, LoadError> {
+    /// Attaches the payload programs `payload` asks for to a pod's cgroup v2 directory.
+    pub fn attach_pod(
+        &mut self,
+        cgroup_dir: &str,
+        payload: PayloadCapture,
+    ) -> Result<PodLinks, LoadError> {
         let err = |reason: String| LoadError::Cgroup {
             path: cgroup_dir.to_string(),
             reason,
         };
         let dir = std::fs::File::open(cgroup_dir).map_err(|e| err(e.to_string()))?;
         let mut links = PodLinks(Vec::new());
-        for &(program, attach_type) in self.programs.payload() {
+        let wanted = self.programs.payload().iter().filter(|(_, t)| match t {
+            CgroupSkbAttachType::Egress => payload.egress(),
+            CgroupSkbAttachType::Ingress => payload.ingress(),
+        });
+        for &(program, attach_type) in wanted {
             let prog: Result<&mut CgroupSkb, _> = match self.ebpf.program_mut(program) {
                 Some(p) => p
                     .try_into()

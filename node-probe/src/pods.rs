@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netdx_api::targets::{PodRef, PodTarget, TargetSet};
+use netdx_api::targets::{PayloadCapture, PodRef, PodTarget, TargetSet};
 use tracing::warn;
 
 /// How deep below the cgroup root pod directories are searched for (kubepods.slice/
@@ -36,6 +36,8 @@ pub struct WatchedPod {
     pub netns: u32,
     /// cgroup v1 cpu directory, for throttling.
     pub cpu_cgroup_path: Option<String>,
+    /// Which message heads are copied.
+    pub payload: PayloadCapture,
 }
 
 /// Lookup tables built from a [`TargetSet`] for one node.
@@ -164,6 +166,7 @@ fn resolve(t: &PodTarget, root: &Path) -> Result<WatchedPod, String> {
         cgroup_path: dir.display().to_string(),
         netns,
         cpu_cgroup_path: t.cpu_cgroup_path.clone(),
+        payload: t.payload,
     })
 }
 

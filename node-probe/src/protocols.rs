@@ -118,7 +118,10 @@ fn status_code(d: &[u8]) -> Option<u16> {
 }
 
 fn http(req: &[u8], resp: &[u8]) -> Option<L7> {
-    if !starts_with_any(req, &HTTP_METHODS) {
+    // Without a request head (a server pod that copies only what it sends), the status line
+    // alone names HTTP: it is unambiguous, unlike other protocols' replies.
+    let status_line = req.is_empty() && resp.starts_with(b"HTTP/1.");
+    if !starts_with_any(req, &HTTP_METHODS) && !status_line {
         return None;
     }
     let status = if resp.starts_with(b"HTTP/1.") && resp.get(8) == Some(&b' ') {
@@ -277,6 +280,21 @@ pub fn classify_with_hint(hint: Option<Protocol>, udp: bool, req: &[u8], resp: &
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn http_named_from_the_status_line_without_a_request_head() {
+        let l = classify(false, b"", b"HTTP/1.1 502 Bad G");
+        assert_eq!(
+            (l.protocol, l.error, l.status),
+            (Protocol::Http, true, Some(502))
+        );
+        let l = classify(false, b"", b"+OK\r\n");
+        assert_eq!(
+            l.protocol,
+            Protocol::Unknown,
+            "other replies alone are ambiguous"
+        );
+    }
 
     #[test]
     fn http_status_and_errors() {

@@ -224,6 +224,7 @@ mod tests {
                     netns_path: String::new(),
                     cpu_cgroup_path: None,
                     watched: true,
+                    payload: Default::default(),
                 })
                 .collect(),
         }

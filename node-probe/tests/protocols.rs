@@ -2,7 +2,7 @@
 mod common;
 
 use common::{Harness, edge};
-use netdx_api::windows::SideStats;
+use netdx_api::{targets::PayloadCapture, windows::SideStats};
 use netdx_testbed::{servers, topology::PodSpec, workloads};
 
 fn sides<'a>(
@@ -45,6 +45,59 @@ fn http_5xx_counted_as_l7_errors_on_both_sides() {
     let ws = h.close_windows();
     let (c, s) = sides(&ws, "web", "nginx", 80);
     assert_eq!((c.l7_errors, s.l7_errors), (0, 0));
+}
+
+/// Each payload capture mode on one keep-alive connection whose answers alternate 500 and 200:
+/// a head copied once and never refreshed would make every answer or none an error.
+#[test]
+fn payload_capture_modes_copy_fresh_heads_of_the_directions_they_watch() {
+    let mut h = Harness::new(2, &[PodSpec::new("web", 0), PodSpec::new("nginx", 1)]);
+    let server = servers::nginx(&h.tb, "nginx", 512).unwrap();
+    for mode in [
+        PayloadCapture::Egress,
+        PayloadCapture::Off,
+        PayloadCapture::Both,
+    ] {
+        h.tb.set_payload(mode).unwrap();
+        // The probes re-read the target set within their poll interval; this window is dropped.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        h.close_windows();
+        let run = workloads::wrk_alternating_errors(&h.tb, "web", server, 1).unwrap();
+        // Alternating on one connection (nginx reconnects it every 1000 requests).
+        assert!(
+            run.requests > 100 && run.non_2xx.abs_diff(run.requests / 2) < run.requests / 10,
+            "{mode:?}: {run:?}"
+        );
+        let ws = h.close_windows();
+        let (c, s) = sides(&ws, "web", "nginx", 80);
+        // wrk does not count a request still in flight when it stops; the probes do.
+        assert!(
+            (run.requests..=run.requests + 1).contains(&c.exchanges),
+            "{mode:?}: every exchange recorded: {c:?}"
+        );
+        let seen = |side: &SideStats| side.exchanges + side.no_response;
+        let named = |side: &SideStats| side.protocols.get("http").copied().unwrap_or(0);
+        // As many errors as wrk counted 500s, give or take the one in flight when it stopped.
+        let all_500s = |side: &SideStats| side.l7_errors.abs_diff(run.non_2xx) <= 1;
+        let (client, server) = match mode {
+            // The client's requests name the protocol, the server's responses carry the status.
+            PayloadCapture::Egress => ((true, false), (true, true)),
+            PayloadCapture::Off => ((false, false), (false, false)),
+            PayloadCapture::Both => ((true, true), (true, true)),
+        };
+        for (side, (is_named, errors), what) in [(c, client, "client"), (s, server, "server")] {
+            let want_named = if is_named { seen(side) } else { 0 };
+            assert_eq!(named(side), want_named, "{mode:?} {what} {side:?}");
+            assert!(
+                if errors {
+                    all_500s(side)
+                } else {
+                    side.l7_errors == 0
+                },
+                "{mode:?} {what} {side:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -90,6 +90,7 @@ impl TestObservation for NetworkObservation {
                 window: "10s".into(),
                 slo: None,
                 report_policy: ReportPolicy::default(),
+                payload_capture: Default::default(),
             },
         );
         o.meta_mut().namespace = Some("default".into());
@@ -317,7 +318,12 @@ pub async fn watch_web_pods(targets: &crate::targets::SharedRegistry) {
             namespace: "default".into(),
             name: "web".into(),
         },
-        crate::targets::resolve(&pods, &crate::targets::CgroupLayout::default()).per_node,
+        crate::targets::resolve(
+            &pods,
+            &crate::targets::CgroupLayout::default(),
+            Default::default(),
+        )
+        .per_node,
     );
 }
 

@@ -186,7 +186,7 @@ pub async fn apply(obs: &NetworkObservation, ctx: Arc<Context>) -> Result<Action
     debug!(window_s = plan.window.as_secs_f64(), selector = %plan.pods, "resolving pods");
 
     let pods = matching_pods(&ctx, &ns, &plan).await?;
-    let resolution = targets::resolve(&pods, &ctx.cgroups);
+    let resolution = targets::resolve(&pods, &ctx.cgroups, obs.spec.payload_capture);
     ctx.targets
         .write()
         .await

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
-use netdx_api::targets::{PodRef, PodTarget, TargetSet};
+use netdx_api::targets::{PayloadCapture, PodRef, PodTarget, TargetSet};
 use tokio::sync::RwLock;
 
 /// How the kubelet names pod cgroups, so the operator can tell probes where a pod lives.
@@ -101,7 +101,7 @@ fn is_live(pod: &Pod) -> bool {
 ///
 /// The netns path is left empty: only the node knows a pod's PIDs, so the probe resolves
 /// `/proc/<pid>/ns/net` from the cgroup's processes.
-pub fn resolve(pods: &[Pod], layout: &CgroupLayout) -> Resolution {
+pub fn resolve(pods: &[Pod], layout: &CgroupLayout, payload: PayloadCapture) -> Resolution {
     let mut out = Resolution::default();
     let mut all: Vec<PodTarget> = Vec::new();
     for pod in pods.iter().filter(|p| is_live(p)) {
@@ -132,6 +132,7 @@ pub fn resolve(pods: &[Pod], layout: &CgroupLayout) -> Resolution {
             netns_path: String::new(),
             cpu_cgroup_path: None,
             watched: true,
+            payload,
         });
         out.watched.push(pod_ref);
     }
@@ -171,14 +172,17 @@ impl Registry {
     }
 
     /// Everything a node's probe should know: the union over observations, a pod watched if any
-    /// observation watches it there.
+    /// observation watches it there, with the most payload capture any of them asks for.
     pub fn for_node(&self, node: &str) -> TargetSet {
         let mut merged: BTreeMap<PodRef, PodTarget> = BTreeMap::new();
         for per_node in self.by_observation.values() {
             for t in per_node.get(node).into_iter().flat_map(|s| s.pods.iter()) {
                 merged
                     .entry(t.pod.clone())
-                    .and_modify(|m| m.watched |= t.watched)
+                    .and_modify(|m| {
+                        m.watched |= t.watched;
+                        m.payload = m.payload.max(t.payload);
+                    })
                     .or_insert_with(|| t.clone());
             }
         }
@@ -259,7 +263,7 @@ mod tests {
             pod("web-2", Some("n2"), "10.0.0.2", "Guaranteed"),
             pod("web-3", None, "", "BestEffort"),
         ];
-        let r = resolve(&pods, &CgroupLayout::default());
+        let r = resolve(&pods, &CgroupLayout::default(), PayloadCapture::Both);
         assert_eq!(r.watched.len(), 2);
         assert_eq!(
             r.unscheduled,
@@ -297,7 +301,7 @@ mod tests {
     fn finished_and_terminating_pods_are_skipped() {
         let mut done = pod("job", Some("n1"), "10.0.0.9", "BestEffort");
         done.status.as_mut().expect("status").phase = Some("Succeeded".into());
-        let r = resolve(&[done], &CgroupLayout::default());
+        let r = resolve(&[done], &CgroupLayout::default(), PayloadCapture::Both);
         assert!(r.watched.is_empty() && r.per_node.is_empty());
     }
 
@@ -321,10 +325,12 @@ mod tests {
                 pod("b", Some("n2"), "10.0.0.2", "Burstable"),
             ],
             &CgroupLayout::default(),
+            PayloadCapture::Off,
         );
         let b = resolve(
             &[pod("b", Some("n2"), "10.0.0.2", "Burstable")],
             &CgroupLayout::default(),
+            PayloadCapture::Egress,
         );
         let mut reg = Registry::default();
         reg.set(
@@ -351,6 +357,18 @@ mod tests {
         let n2 = reg.for_node("n2");
         assert_eq!(n2.pods.len(), 2);
         assert!(n2.pods.iter().all(|t| t.watched == (t.pod.name == "b")));
+        let b_on_n2 = n2.pods.iter().find(|t| t.pod.name == "b").expect("b");
+        assert_eq!(
+            b_on_n2.payload,
+            PayloadCapture::Egress,
+            "the most any observation asks"
+        );
+        let a_on_n1 = reg
+            .for_node("n1")
+            .pods
+            .into_iter()
+            .find(|t| t.pod.name == "a");
+        assert_eq!(a_on_n1.map(|t| t.payload), Some(PayloadCapture::Off));
         reg.remove(&PodRef {
             namespace: "shop".into(),
             name: "obs-a".into(),

@@ -7,7 +7,10 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use netdx_common::{COUNTER_COUNT, Counter, ExchangeBatch, Head, Heads};
+use netdx_common::{
+    COUNTER_COUNT, Counter, ExchangeBatch, Head, Heads, TARGET_NO_EGRESS_HEADS,
+    TARGET_NO_INGRESS_HEADS,
+};
 
 /// Per-socket exchange state, kernel-only.
 #[repr(C)]
@@ -49,6 +52,8 @@ pub struct SockState {
     pub closed: u8,
     /// Valid bytes of `req_head`.
     pub req_head_len: u8,
+    /// The pod's TARGETS value (`TARGET_*` bits) when it was last checked.
+    pub target: u8,
     /// First bytes of the open request (copied from `heads` when it opened).
     pub req_head: Head,
     /// Latest message heads, written by the cgroup_skb programs.
@@ -72,7 +77,7 @@ pub const PHASE_REQUEST: u8 = 1;
 /// Response bytes are flowing.
 pub const PHASE_RESPONSE: u8 = 2;
 
-/// cgroup v2 ids of the watched pods (value unused), filled by the node-probe.
+/// cgroup v2 ids of the watched pods, each with its `TARGET_*` bits, filled by the node-probe.
 #[map(name = "TARGETS")]
 pub static TARGETS: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
@@ -136,6 +141,26 @@ pub fn uncount(c: Counter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: as in `count_n`.
         unsafe { *p = (*p).saturating_sub(n) };
+    }
+}
+
+/// The `TARGET_*` bits of a watched pod's cgroup, None when it is not watched.
+#[inline(always)]
+pub fn target(cgroup_id: u64) -> Option<u8> {
+    // SAFETY: a value of this map, read at once.
+    TARGETS.get_ptr(&cgroup_id).map(|p| unsafe { *p })
+}
+
+/// Records a socket's pod TARGETS bits; heads of a direction no longer copied are dropped, so
+/// a stale one is never reported as the current message's.
+#[inline(always)]
+pub fn set_target(st: &mut SockState, bits: u8) {
+    st.target = bits;
+    if bits & TARGET_NO_EGRESS_HEADS != 0 {
+        st.heads.egress_len = 0;
+    }
+    if bits & TARGET_NO_INGRESS_HEADS != 0 {
+        st.heads.ingress_len = 0;
     }
 }
 

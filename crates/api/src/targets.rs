@@ -47,6 +47,39 @@ pub struct PodTarget {
     /// Whether the probe records this pod's traffic; others only name peers.
     #[serde(default = "yes")]
     pub watched: bool,
+    /// Which message heads the probe copies for this pod (when watched).
+    #[serde(default)]
+    pub payload: PayloadCapture,
+}
+
+/// Which message heads a watched pod's probe copies for protocol names and L7 errors. Each
+/// direction is one cgroup_skb program on the pod, run for every packet it sends or receives.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
+pub enum PayloadCapture {
+    /// No heads: exchanges, bytes, latency and TCP signals only; protocols are unnamed and
+    /// L7 errors unseen. No cgroup_skb programs on the pod.
+    Off,
+    /// Heads of what the pod sends: a client's requests, a server's responses. A client sees
+    /// no response status from a server that is not watched itself. Half the runs of `Both`.
+    Egress,
+    /// Heads of both directions (default).
+    #[default]
+    Both,
+}
+
+impl PayloadCapture {
+    /// Whether outgoing messages' heads are copied.
+    pub fn egress(self) -> bool {
+        self != PayloadCapture::Off
+    }
+
+    /// Whether incoming messages' heads are copied.
+    pub fn ingress(self) -> bool {
+        self == PayloadCapture::Both
+    }
 }
 
 fn yes() -> bool {

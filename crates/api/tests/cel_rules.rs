@@ -31,6 +31,7 @@ fn obs(selector: LabelSelector, window: &str) -> NetworkObservation {
             window: window.into(),
             slo: None,
             report_policy: ReportPolicy::default(),
+            payload_capture: Default::default(),
         },
     )
 }

@@ -146,6 +146,7 @@ impl SyntheticNode {
                 netns_path: "/proc/self/ns/net".into(),
                 cpu_cgroup_path: None,
                 watched: true,
+                payload: Default::default(),
             });
         }
         let index = PodIndex::build(&TargetSet { pods }, NODE, &dir);

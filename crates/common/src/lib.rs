@@ -37,6 +37,13 @@ pub const ROLE_CLIENT: u8 = 1;
 /// This socket was accepted (or first seen receiving a request).
 pub const ROLE_SERVER: u8 = 2;
 
+/// TARGETS value bit: the pod is watched (always set).
+pub const TARGET_WATCHED: u8 = 1 << 0;
+/// TARGETS value bit: no egress payload program on the pod, outgoing heads are not copied.
+pub const TARGET_NO_EGRESS_HEADS: u8 = 1 << 1;
+/// TARGETS value bit: no ingress payload program on the pod, incoming heads are not copied.
+pub const TARGET_NO_INGRESS_HEADS: u8 = 1 << 2;
+
 /// Exchange flag: the exchange was closed by end of stream, not by a new request.
 pub const EXF_EOF: u8 = 1 << 0;
 /// Exchange flag: no response byte was seen before the exchange was closed.

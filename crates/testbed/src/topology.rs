@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use netdx_api::targets::{PodRef, PodTarget, TargetSet};
+use netdx_api::targets::{PayloadCapture, PodRef, PodTarget, TargetSet};
 use tracing::{debug, info};
 
 use crate::{
@@ -86,6 +86,8 @@ pub struct PodHandle {
     pub cgroups: PodCgroups,
     /// Watched by probes.
     pub watched: bool,
+    /// Which message heads the probes copy for it.
+    pub payload: PayloadCapture,
 }
 
 impl PodHandle {
@@ -259,6 +261,7 @@ impl Testbed {
                 veth: veth.clone(),
                 cgroups: cg,
                 watched: p.watched,
+                payload: PayloadCapture::default(),
             });
             ip(&[
                 "-n", &node_ns, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
@@ -321,9 +324,18 @@ impl Testbed {
                     netns_path: netns::netns_path(&p.netns),
                     cpu_cgroup_path: p.cgroups.cpu.as_ref().map(|c| c.display().to_string()),
                     watched: p.watched,
+                    payload: p.payload,
                 })
                 .collect(),
         }
+    }
+
+    /// Sets which message heads the probes copy for every pod and rewrites the target set.
+    pub fn set_payload(&mut self, payload: PayloadCapture) -> Result<()> {
+        for p in &mut self.pods {
+            p.payload = payload;
+        }
+        self.write_targets()
     }
 
     /// Writes the target set atomically (probes re-read it when it changes).

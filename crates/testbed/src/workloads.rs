@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::{Error, Result, Testbed, echo::ClientReport, servers::workspace_binary};
+use crate::{Error, Result, Testbed, echo::ClientReport, io_err, servers::workspace_binary};
 
 /// Result of a redis-benchmark run.
 #[derive(Clone, Debug, PartialEq)]
@@ -250,21 +250,52 @@ pub struct WrkRun {
 
 /// Runs wrk from `pod` for `secs` seconds with `conns` connections on one thread.
 pub fn wrk(tb: &Testbed, pod: &str, url: &str, conns: u32, secs: u32) -> Result<WrkRun> {
-    let out = tb.run(
+    run_wrk(tb, pod, url, conns, secs, &[])
+}
+
+/// Runs wrk from `pod` on one connection for `secs` seconds, every other request to
+/// `/status/500` of the testbed's nginx: a connection whose answers alternate 500 and 200.
+pub fn wrk_alternating_errors(
+    tb: &Testbed,
+    pod: &str,
+    server: SocketAddr,
+    secs: u32,
+) -> Result<WrkRun> {
+    let script = tb.path("alternate-500.lua");
+    std::fs::write(
+        &script,
+        "local n = 0\nrequest = function()\n  n = n + 1\n  \
+         return wrk.format(nil, n % 2 == 0 and \"/status/500\" or \"/\")\nend\n",
+    )
+    .map_err(io_err(format!("writing {}", script.display())))?;
+    let script = script.display().to_string();
+    run_wrk(
+        tb,
         pod,
-        "timeout",
-        &[
-            &(secs + 30).to_string(),
-            "wrk",
-            "-t",
-            "1",
-            "-c",
-            &conns.to_string(),
-            "-d",
-            &format!("{secs}s"),
-            url,
-        ],
-    )?;
+        &format!("http://{server}/"),
+        1,
+        secs,
+        &["-s", &script],
+    )
+}
+
+fn run_wrk(
+    tb: &Testbed,
+    pod: &str,
+    url: &str,
+    conns: u32,
+    secs: u32,
+    extra: &[&str],
+) -> Result<WrkRun> {
+    let (limit, conns, secs) = (
+        (secs + 30).to_string(),
+        conns.to_string(),
+        format!("{secs}s"),
+    );
+    let mut args = vec![limit.as_str(), "wrk", "-t", "1", "-c", &conns, "-d", &secs];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = tb.run(pod, "timeout", &args)?;
     parse_wrk(&String::from_utf8_lossy(&out.stdout))
 }
 

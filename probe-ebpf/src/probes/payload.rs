@@ -12,8 +12,10 @@ use netdx_common::{Counter, HEAD_LEN};
 
 use crate::maps::{count, sock_state};
 
-const DIR_EGRESS: u8 = 1;
-const DIR_INGRESS: u8 = 2;
+/// `Heads::last_dir` after an outgoing payload packet.
+pub const DIR_EGRESS: u8 = 1;
+/// `Heads::last_dir` after an incoming payload packet (or, without an ingress program, a receive).
+pub const DIR_INGRESS: u8 = 2;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;

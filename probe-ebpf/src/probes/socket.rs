@@ -10,14 +10,18 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use netdx_common::{ConnEventKind, Counter, EXF_EOF, EXF_ZERO_WINDOW, ROLE_CLIENT, ROLE_SERVER};
+use netdx_common::{
+    ConnEventKind, Counter, EXF_EOF, EXF_ZERO_WINDOW, ROLE_CLIENT, ROLE_SERVER,
+    TARGET_NO_INGRESS_HEADS,
+};
 
 use crate::{
     kernel::{offsets, read},
     maps::{
-        PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, TARGETS, TRACK_IGNORED, TRACK_ON,
-        TRACK_UNWATCHED, count, sock_state, targets_gen,
+        PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, TRACK_IGNORED, TRACK_ON,
+        TRACK_UNWATCHED, count, set_target, sock_state, target, targets_gen,
     },
+    probes::payload::DIR_INGRESS,
     records::{conn_event, flush_exchange, message_head},
 };
 
@@ -72,6 +76,11 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     count(Counter::SockEvents);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    if !is_send && st.target & TARGET_NO_INGRESS_HEADS != 0 {
+        // No ingress program marks the change of direction: the next outgoing payload packet
+        // starts a new message.
+        st.heads.last_dir = DIR_INGRESS;
+    }
     let request_dir = (st.role == ROLE_CLIENT) == is_send;
     let bytes = ret as u32;
     if request_dir {
@@ -116,8 +125,9 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
 /// The targets changed since this socket last checked: is its pod still watched?
 #[inline(never)]
 fn still_watched(st: &mut SockState) -> bool {
-    if TARGETS.get_ptr(&st.cgroup_id).is_some() {
+    if let Some(bits) = target(st.cgroup_id) {
         st.targets_gen = targets_gen();
+        set_target(st, bits);
         true
     } else {
         // Forget the socket; if its pod is watched again, the next call tracks it afresh.
@@ -165,7 +175,7 @@ fn track(sk: *mut core::ffi::c_void, is_send: bool) -> Option<&'static mut SockS
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let gen_now = targets_gen();
-    if TARGETS.get_ptr(&cgroup_id).is_none() {
+    let Some(bits) = target(cgroup_id) else {
         // Remember the verdict so the next call on this socket costs one lookup. A failure to
         // create the storage only means the check runs again next time.
         if let Some(st) = sock_state(sk, true) {
@@ -173,7 +183,7 @@ fn track(sk: *mut core::ffi::c_void, is_send: bool) -> Option<&'static mut SockS
             st.targets_gen = gen_now;
         }
         return None;
-    }
+    };
     let o = offsets();
     let base = sk as *const u8;
     let proto = read::<u16>(base, o.sk_protocol)? as u8;
@@ -195,7 +205,7 @@ fn track(sk: *mut core::ffi::c_void, is_send: bool) -> Option<&'static mut SockS
     };
     // SAFETY: sk is the tracepoint's typed struct sock pointer.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    start(st, cgroup_id, cookie, role, proto, family, 0);
+    start(st, cgroup_id, bits, cookie, role, proto, family, 0);
     count(Counter::SocketsTracked);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -206,9 +216,11 @@ fn track(sk: *mut core::ffi::c_void, is_send: bool) -> Option<&'static mut SockS
 /// (Re)starts tracking in a socket's storage; the message heads the payload programs may
 /// already have written are kept.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // one call per field group of a socket's identity
 pub fn start(
     st: &mut SockState,
     cgroup_id: u64,
+    target_bits: u8,
     cookie: u64,
     role: u8,
     proto: u8,
@@ -232,5 +244,6 @@ pub fn start(
     st.family = family;
     st.closed = 0;
     st.req_head_len = 0;
+    set_target(st, target_bits);
     st.tracked = TRACK_ON;
 }

@@ -11,7 +11,7 @@ use netdx_common::{
 
 use crate::{
     kernel::{offsets, read},
-    maps::{SockState, TARGETS, TRACK_ON, count, sock_state},
+    maps::{SockState, TRACK_ON, count, sock_state, target},
     probes::socket::start,
     records::{conn_event, flush_exchange},
 };
@@ -87,9 +87,9 @@ pub fn on_state_change(ctx: BtfTracePointContext) -> i32 {
 fn on_connect_start(sk: *mut core::ffi::c_void) {
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if TARGETS.get_ptr(&cgroup_id).is_none() {
+    let Some(bits) = target(cgroup_id) else {
         return;
-    }
+    };
     let family = read::<u16>(sk.cast(), offsets().sk_family).unwrap_or(0) as u8;
     let Some(st) = sock_state(sk, true) else {
         count(Counter::ConnectStorageFailed);
@@ -97,7 +97,7 @@ fn on_connect_start(sk: *mut core::ffi::c_void) {
     };
     // SAFETY: helpers; sk is the tracepoint's typed socket pointer.
     let (now, cookie) = unsafe { (bpf_ktime_get_ns(), bpf_get_socket_cookie(sk)) };
-    start(st, cgroup_id, cookie, ROLE_CLIENT, 6, family, now);
+    start(st, cgroup_id, bits, cookie, ROLE_CLIENT, 6, family, now);
     count(Counter::SocketsTracked);
 }
 

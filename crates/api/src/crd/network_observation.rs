@@ -100,6 +100,14 @@ pub struct NetworkObservationSpec {
     /// When to write DiagnosisReports and how many to keep.
     #[serde(default)]
     pub report_policy: ReportPolicy,
+
+    /// Which message heads the probes copy. Both (default): protocol names and L7 errors at
+    /// either end. Egress: only what each pod sends, half the payload program runs; a client
+    /// names the protocol but sees no response status, a server sees HTTP status only. Off: no
+    /// payload programs; latency, bytes and TCP signals only, so L7 errors go undiagnosed. A
+    /// pod selected by several observations gets the most any of them asks for.
+    #[serde(default)]
+    pub payload_capture: crate::targets::PayloadCapture,
 }
 
 /// Service level objectives for the watched pods.
