@@ -51,14 +51,14 @@ fn http_5xx_counted_as_l7_errors_on_both_sides() {
 /// a head copied once and never refreshed would make every answer or none an error.
 #[test]
 fn payload_capture_modes_copy_fresh_heads_of_the_directions_they_watch() {
-    let mut h = Harness::new(2, &[PodSpec::new("web", 0), PodSpec::new("nginx", 1)]);
+    let h = Harness::new(2, &[PodSpec::new("web", 0), PodSpec::new("nginx", 1)]);
     let server = servers::nginx(&h.tb, "nginx", 512).unwrap();
     for mode in [
         PayloadCapture::Egress,
         PayloadCapture::Off,
         PayloadCapture::Both,
     ] {
-        h.tb.set_payload(mode).unwrap();
+        h.tb.write_targets_with(mode).unwrap();
         // The probes re-read the target set within their poll interval; this window is dropped.
         std::thread::sleep(std::time::Duration::from_millis(500));
         h.close_windows();

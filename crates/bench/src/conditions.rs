@@ -1,5 +1,7 @@
-//! The three conditions a workload runs under: nothing attached, the netdx node-probes, or
-//! bpftrace counting the same information.
+//! The conditions a workload runs under: nothing attached, the netdx node-probes (in the
+//! accounting runs also with less payload capture), or bpftrace counting the same information.
+
+use netdx_api::targets::PayloadCapture;
 
 use crate::{
     Result,
@@ -18,6 +20,10 @@ pub enum Condition {
     Netdx,
     /// bpftrace with the equivalent counting script.
     Bpftrace,
+    /// The node-probes copying only outgoing message heads (accounting runs only).
+    NetdxEgress,
+    /// The node-probes without payload programs (accounting runs only).
+    NetdxOff,
 }
 
 impl Condition {
@@ -30,6 +36,18 @@ impl Condition {
             Condition::None => "none",
             Condition::Netdx => "netdx",
             Condition::Bpftrace => "bpftrace",
+            Condition::NetdxEgress => "netdx_egress",
+            Condition::NetdxOff => "netdx_off",
+        }
+    }
+
+    /// The payload capture of the node-probes' pods, None for conditions without them.
+    fn payload(self) -> Option<PayloadCapture> {
+        match self {
+            Condition::Netdx => Some(PayloadCapture::Both),
+            Condition::NetdxEgress => Some(PayloadCapture::Egress),
+            Condition::NetdxOff => Some(PayloadCapture::Off),
+            Condition::None | Condition::Bpftrace => None,
         }
     }
 
@@ -58,15 +76,19 @@ pub enum Active {
 impl Active {
     /// Attaches what `c` needs and waits until it is ready.
     pub fn start(c: Condition, world: &World) -> Result<Self> {
-        Ok(match c {
-            Condition::None => Active::None,
-            Condition::Netdx => Active::Netdx(probe::start_for(
+        if let Some(payload) = c.payload() {
+            // Every netdx start sets its capture: the probes read the target set as they start.
+            world.tb.write_targets_with(payload)?;
+            return Ok(Active::Netdx(probe::start_for(
                 &world.tb,
                 &WORKLOAD_PODS,
                 WINDOW_SECS,
                 Programs::Real,
-            )?),
+            )?));
+        }
+        Ok(match c {
             Condition::Bpftrace => Active::Bpftrace(Bpftrace::start(&world.watched_cgroup_ids()?)?),
+            _ => Active::None,
         })
     }
 

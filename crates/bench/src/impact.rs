@@ -292,8 +292,13 @@ pub fn steps(plan: &Plan) -> u64 {
         + (ACCOUNTED_TOOLS.len() * accounted().count()) as u64
 }
 
-/// Tools whose CPU is accounted with eBPF run statistics on.
-const ACCOUNTED_TOOLS: [Condition; 2] = [Condition::Netdx, Condition::Bpftrace];
+/// Tools whose CPU is accounted with eBPF run statistics on: netdx with each payload capture.
+const ACCOUNTED_TOOLS: [Condition; 4] = [
+    Condition::Netdx,
+    Condition::NetdxEgress,
+    Condition::NetdxOff,
+    Condition::Bpftrace,
+];
 
 /// Workloads whose tools' CPU is accounted: the saturation ones.
 fn accounted() -> impl Iterator<Item = Workload> {
@@ -379,6 +384,8 @@ fn account(bench: &Bench<'_>, results: &mut Results, progress: &mut Progress) ->
             progress.done();
         }
     }
+    // Later sections start probes on the default capture.
+    bench.world.tb.write_targets()?;
     Ok(())
 }
 

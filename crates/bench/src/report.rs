@@ -490,12 +490,14 @@ fn cpu_share_table(md: &mut String, results: &Results) {
          throughput ratios do. It is what a CPU-bound workload loses at least; it leaves out \
          the hooks' dispatch and the caches the programs disturb, and it counts the \
          statistics' own clock reads (about 55-60 ns per program run, see the hooks' no-op \
-         programs). Program runs per operation: how many times a hook fired per request.\n"
+         programs). Program runs per operation: how many times a hook fired per request. \
+         netdx runs with each payload capture (`spec.payloadCapture`): Both (the default), \
+         Egress and Off.\n"
     );
     let _ = writeln!(
         md,
-        "| Workload | netdx | netdx runs/op | bpftrace | bpftrace runs/op | netdx / bpftrace |\n\
-         |---|---|---|---|---|---|"
+        "| Workload | netdx | Egress | Off | bpftrace | runs/op: netdx, Egress, Off, bpftrace \
+         | netdx / bpftrace | Off / bpftrace |\n|---|---|---|---|---|---|---|---|"
     );
     let value = |w: &str, c: &str| {
         results
@@ -514,18 +516,21 @@ fn cpu_share_table(md: &mut String, results: &Results) {
             .map(fmt_num)
             .unwrap_or_else(|| "–".into())
     };
+    let ratio = |w: &str, c: &str| match (value(w, c), value(w, "bpftrace")) {
+        (Some(n), Some(b)) if b > 0.0 => format!("{:.2}", n / b),
+        _ => "–".into(),
+    };
+    const TOOLS: [&str; 4] = ["netdx", "netdx_egress", "netdx_off", "bpftrace"];
     for w in workloads {
+        let shares: Vec<String> = TOOLS.iter().map(|c| share(w, c)).collect();
+        let runs: Vec<String> = TOOLS.iter().map(|c| runs(w, c)).collect();
         let _ = writeln!(
             md,
-            "| `{w}` | {} | {} | {} | {} | {} |",
-            share(w, "netdx"),
-            runs(w, "netdx"),
-            share(w, "bpftrace"),
-            runs(w, "bpftrace"),
-            match (value(w, "netdx"), value(w, "bpftrace")) {
-                (Some(n), Some(b)) if b > 0.0 => format!("{:.2}", n / b),
-                _ => "–".into(),
-            }
+            "| `{w}` | {} | {} | {} | {} |",
+            shares.join(" | "),
+            runs.join(", "),
+            ratio(w, "netdx"),
+            ratio(w, "netdx_off"),
         );
     }
 }
@@ -803,6 +808,7 @@ mod tests {
         let mut r = Results::default();
         r.key("cpu_share.redis_np.netdx_pct", 6.5, "x");
         r.key("cpu_share.redis_np.bpftrace_pct", 4.2, "y");
+        r.key("cpu_share.redis_np.netdx_off_pct", 3.0, "z");
         r.add(
             "redis_np",
             "netdx+stats",
@@ -814,7 +820,9 @@ mod tests {
         let mut md = String::new();
         cpu_share_table(&mut md, &r);
         assert!(
-            md.contains("| `redis_np` | 6.50 % | 8.00 | 4.20 % | – | 1.55 |"),
+            md.contains(
+                "| `redis_np` | 6.50 % | – | 3.00 % | 4.20 % | 8.00, –, –, – | 1.55 | 0.71 |"
+            ),
             "{md}"
         );
         let mut empty = String::new();

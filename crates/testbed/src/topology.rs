@@ -86,8 +86,6 @@ pub struct PodHandle {
     pub cgroups: PodCgroups,
     /// Watched by probes.
     pub watched: bool,
-    /// Which message heads the probes copy for it.
-    pub payload: PayloadCapture,
 }
 
 impl PodHandle {
@@ -261,7 +259,6 @@ impl Testbed {
                 veth: veth.clone(),
                 cgroups: cg,
                 watched: p.watched,
-                payload: PayloadCapture::default(),
             });
             ip(&[
                 "-n", &node_ns, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
@@ -309,8 +306,13 @@ impl Testbed {
         self.dir.join("targets.json")
     }
 
-    /// The target set (all pods, each marked watched or not).
+    /// The target set (all pods, each marked watched or not), copying both directions' heads.
     pub fn targets(&self) -> TargetSet {
+        self.targets_with(PayloadCapture::default())
+    }
+
+    /// The target set with `payload` capture for every pod.
+    pub fn targets_with(&self, payload: PayloadCapture) -> TargetSet {
         TargetSet {
             pods: self
                 .pods
@@ -324,24 +326,21 @@ impl Testbed {
                     netns_path: netns::netns_path(&p.netns),
                     cpu_cgroup_path: p.cgroups.cpu.as_ref().map(|c| c.display().to_string()),
                     watched: p.watched,
-                    payload: p.payload,
+                    payload,
                 })
                 .collect(),
         }
     }
 
-    /// Sets which message heads the probes copy for every pod and rewrites the target set.
-    pub fn set_payload(&mut self, payload: PayloadCapture) -> Result<()> {
-        for p in &mut self.pods {
-            p.payload = payload;
-        }
-        self.write_targets()
-    }
-
     /// Writes the target set atomically (probes re-read it when it changes).
     pub fn write_targets(&self) -> Result<()> {
+        self.write_targets_with(PayloadCapture::default())
+    }
+
+    /// Writes the target set with `payload` capture for every pod, until the next write.
+    pub fn write_targets_with(&self, payload: PayloadCapture) -> Result<()> {
         let tmp = self.dir.join("targets.json.tmp");
-        let body = serde_json::to_vec_pretty(&self.targets())
+        let body = serde_json::to_vec_pretty(&self.targets_with(payload))
             .map_err(|e| crate::Error::Invalid(format!("encoding targets: {e}")))?;
         std::fs::write(&tmp, body).map_err(io_err("writing targets"))?;
         std::fs::rename(&tmp, self.targets_path()).map_err(io_err("renaming targets"))
