@@ -407,6 +407,7 @@ mod tests {
     use super::*;
     use crate::fixtures::{ApiServerVerifier, Scenario, TestObservation, timeout_after_1s};
     use netdx_api::crd::NetworkObservation;
+    use netdx_api::targets::PayloadCapture;
 
     #[test]
     fn plan_rejects_bad_specs_with_reasons() {
@@ -439,7 +440,8 @@ mod tests {
     #[tokio::test]
     async fn matching_pods_give_ready_conditions_and_targets() {
         let (ctx, server) = crate::fixtures::context();
-        let obs = NetworkObservation::test().finalized();
+        let mut obs = NetworkObservation::test().finalized();
+        obs.spec.payload_capture = PayloadCapture::Egress;
         let mock = server.run(Scenario::ObservingPods(obs.clone()));
         let action = reconcile(Arc::new(obs), ctx.clone())
             .await
@@ -453,6 +455,10 @@ mod tests {
         let n1 = ctx.targets.read().await.for_node("node-1");
         assert_eq!(n1.pods.len(), 2);
         assert_eq!(n1.pods.iter().filter(|t| t.watched).count(), 1);
+        assert!(
+            n1.pods.iter().all(|t| t.payload == PayloadCapture::Egress),
+            "the spec's payload capture reaches the probes"
+        );
     }
 
     #[tokio::test]
