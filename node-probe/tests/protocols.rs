@@ -55,6 +55,7 @@ fn payload_capture_modes_copy_fresh_heads_of_the_directions_they_watch() {
     let server = servers::nginx(&h.tb, "nginx", 512).unwrap();
     for mode in [
         PayloadCapture::Egress,
+        PayloadCapture::Ingress,
         PayloadCapture::Off,
         PayloadCapture::Both,
     ] {
@@ -82,6 +83,8 @@ fn payload_capture_modes_copy_fresh_heads_of_the_directions_they_watch() {
         let (client, server) = match mode {
             // The client's requests name the protocol, the server's responses carry the status.
             PayloadCapture::Egress => ((true, false), (true, true)),
+            // The server's requests name it; the client names HTTP from the status line.
+            PayloadCapture::Ingress => ((true, true), (true, false)),
             PayloadCapture::Off => ((false, false), (false, false)),
             PayloadCapture::Both => ((true, true), (true, true)),
         };

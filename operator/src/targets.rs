@@ -172,7 +172,7 @@ impl Registry {
     }
 
     /// Everything a node's probe should know: the union over observations, a pod watched if any
-    /// observation watches it there, with the most payload capture any of them asks for.
+    /// observation watches it there, copying every direction of payload any of them asks for.
     pub fn for_node(&self, node: &str) -> TargetSet {
         let mut merged: BTreeMap<PodRef, PodTarget> = BTreeMap::new();
         for per_node in self.by_observation.values() {
@@ -181,7 +181,7 @@ impl Registry {
                     .entry(t.pod.clone())
                     .and_modify(|m| {
                         m.watched |= t.watched;
-                        m.payload = m.payload.max(t.payload);
+                        m.payload = m.payload.union(t.payload);
                     })
                     .or_insert_with(|| t.clone());
             }
@@ -325,7 +325,7 @@ mod tests {
                 pod("b", Some("n2"), "10.0.0.2", "Burstable"),
             ],
             &CgroupLayout::default(),
-            PayloadCapture::Off,
+            PayloadCapture::Ingress,
         );
         let b = resolve(
             &[pod("b", Some("n2"), "10.0.0.2", "Burstable")],
@@ -360,15 +360,15 @@ mod tests {
         let b_on_n2 = n2.pods.iter().find(|t| t.pod.name == "b").expect("b");
         assert_eq!(
             b_on_n2.payload,
-            PayloadCapture::Egress,
-            "the most any observation asks"
+            PayloadCapture::Both,
+            "every direction one of the observations asks for"
         );
         let a_on_n1 = reg
             .for_node("n1")
             .pods
             .into_iter()
             .find(|t| t.pod.name == "a");
-        assert_eq!(a_on_n1.map(|t| t.payload), Some(PayloadCapture::Off));
+        assert_eq!(a_on_n1.map(|t| t.payload), Some(PayloadCapture::Ingress));
         reg.remove(&PodRef {
             namespace: "shop".into(),
             name: "obs-a".into(),

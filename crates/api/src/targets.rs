@@ -54,17 +54,18 @@ pub struct PodTarget {
 
 /// Which message heads a watched pod's probe copies for protocol names and L7 errors. Each
 /// direction is one cgroup_skb program on the pod, run for every packet it sends or receives.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "crd", derive(schemars::JsonSchema))]
 pub enum PayloadCapture {
     /// No heads: exchanges, bytes, latency and TCP signals only; protocols are unnamed and
     /// L7 errors unseen. No cgroup_skb programs on the pod.
     Off,
     /// Heads of what the pod sends: a client's requests, a server's responses. A client sees
-    /// no response status from a server that is not watched itself. Half the runs of `Both`.
+    /// no response status from a server that is not watched itself.
     Egress,
+    /// Heads of what the pod receives: a client's responses, a server's requests. A server
+    /// sees no status of its own answers to a client that is not watched itself.
+    Ingress,
     /// Heads of both directions (default).
     #[default]
     Both,
@@ -73,12 +74,43 @@ pub enum PayloadCapture {
 impl PayloadCapture {
     /// Whether outgoing messages' heads are copied.
     pub fn egress(self) -> bool {
-        self != PayloadCapture::Off
+        matches!(self, PayloadCapture::Egress | PayloadCapture::Both)
     }
 
     /// Whether incoming messages' heads are copied.
     pub fn ingress(self) -> bool {
-        self == PayloadCapture::Both
+        matches!(self, PayloadCapture::Ingress | PayloadCapture::Both)
+    }
+
+    /// The capture that copies every direction either copies (a pod two observations select).
+    pub fn union(self, other: PayloadCapture) -> PayloadCapture {
+        match (
+            self.egress() || other.egress(),
+            self.ingress() || other.ingress(),
+        ) {
+            (true, true) => PayloadCapture::Both,
+            (true, false) => PayloadCapture::Egress,
+            (false, true) => PayloadCapture::Ingress,
+            (false, false) => PayloadCapture::Off,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PayloadCapture::{self, *};
+
+    #[test]
+    fn union_copies_every_direction_either_copies() {
+        let all = [Off, Egress, Ingress, Both];
+        for a in all {
+            for b in all {
+                let u: PayloadCapture = a.union(b);
+                assert_eq!(u.egress(), a.egress() || b.egress(), "{a:?} {b:?}");
+                assert_eq!(u.ingress(), a.ingress() || b.ingress(), "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(Egress.union(Ingress), Both);
     }
 }
 

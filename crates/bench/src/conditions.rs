@@ -22,6 +22,8 @@ pub enum Condition {
     Bpftrace,
     /// The node-probes copying only outgoing message heads (accounting runs only).
     NetdxEgress,
+    /// The node-probes copying only incoming message heads (accounting runs only).
+    NetdxIngress,
     /// The node-probes without payload programs (accounting runs only).
     NetdxOff,
 }
@@ -37,6 +39,7 @@ impl Condition {
             Condition::Netdx => "netdx",
             Condition::Bpftrace => "bpftrace",
             Condition::NetdxEgress => "netdx_egress",
+            Condition::NetdxIngress => "netdx_ingress",
             Condition::NetdxOff => "netdx_off",
         }
     }
@@ -46,6 +49,7 @@ impl Condition {
         match self {
             Condition::Netdx => Some(PayloadCapture::Both),
             Condition::NetdxEgress => Some(PayloadCapture::Egress),
+            Condition::NetdxIngress => Some(PayloadCapture::Ingress),
             Condition::NetdxOff => Some(PayloadCapture::Off),
             Condition::None | Condition::Bpftrace => None,
         }

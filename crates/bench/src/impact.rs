@@ -293,9 +293,10 @@ pub fn steps(plan: &Plan) -> u64 {
 }
 
 /// Tools whose CPU is accounted with eBPF run statistics on: netdx with each payload capture.
-const ACCOUNTED_TOOLS: [Condition; 4] = [
+const ACCOUNTED_TOOLS: [Condition; 5] = [
     Condition::Netdx,
     Condition::NetdxEgress,
+    Condition::NetdxIngress,
     Condition::NetdxOff,
     Condition::Bpftrace,
 ];

@@ -492,12 +492,13 @@ fn cpu_share_table(md: &mut String, results: &Results) {
          statistics' own clock reads (about 55-60 ns per program run, see the hooks' no-op \
          programs). Program runs per operation: how many times a hook fired per request. \
          netdx runs with each payload capture (`spec.payloadCapture`): Both (the default), \
-         Egress and Off.\n"
+         Egress, Ingress and Off.\n"
     );
     let _ = writeln!(
         md,
-        "| Workload | netdx | Egress | Off | bpftrace | runs/op: netdx, Egress, Off, bpftrace \
-         | netdx / bpftrace | Off / bpftrace |\n|---|---|---|---|---|---|---|---|"
+        "| Workload | netdx | Egress | Ingress | Off | bpftrace | runs/op: netdx, Egress, \
+         Ingress, Off, bpftrace | netdx / bpftrace | Off / bpftrace |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     let value = |w: &str, c: &str| {
         results
@@ -520,7 +521,13 @@ fn cpu_share_table(md: &mut String, results: &Results) {
         (Some(n), Some(b)) if b > 0.0 => format!("{:.2}", n / b),
         _ => "–".into(),
     };
-    const TOOLS: [&str; 4] = ["netdx", "netdx_egress", "netdx_off", "bpftrace"];
+    const TOOLS: [&str; 5] = [
+        "netdx",
+        "netdx_egress",
+        "netdx_ingress",
+        "netdx_off",
+        "bpftrace",
+    ];
     for w in workloads {
         let shares: Vec<String> = TOOLS.iter().map(|c| share(w, c)).collect();
         let runs: Vec<String> = TOOLS.iter().map(|c| runs(w, c)).collect();
@@ -821,7 +828,7 @@ mod tests {
         cpu_share_table(&mut md, &r);
         assert!(
             md.contains(
-                "| `redis_np` | 6.50 % | – | 3.00 % | 4.20 % | 8.00, –, –, – | 1.55 | 0.71 |"
+                "| `redis_np` | 6.50 % | – | – | 3.00 % | 4.20 % | 8.00, –, –, –, – | 1.55 | 0.71 |"
             ),
             "{md}"
         );

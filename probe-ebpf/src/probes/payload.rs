@@ -12,7 +12,7 @@ use netdx_common::{Counter, HEAD_LEN};
 
 use crate::maps::{count, sock_state};
 
-/// `Heads::last_dir` after an outgoing payload packet.
+/// `Heads::last_dir` after an outgoing payload packet (or, without an egress program, a send).
 pub const DIR_EGRESS: u8 = 1;
 /// `Heads::last_dir` after an incoming payload packet (or, without an ingress program, a receive).
 pub const DIR_INGRESS: u8 = 2;

@@ -102,10 +102,11 @@ pub struct NetworkObservationSpec {
     pub report_policy: ReportPolicy,
 
     /// Which message heads the probes copy. Both (default): protocol names and L7 errors at
-    /// either end. Egress: only what each pod sends, half the payload program runs; a client
-    /// names the protocol but sees no response status, a server sees HTTP status only. Off: no
-    /// payload programs; latency, bytes and TCP signals only, so L7 errors go undiagnosed. A
-    /// pod selected by several observations gets the most any of them asks for.
+    /// either end. Egress or Ingress: only what each pod sends or receives, half the payload
+    /// program runs; the side that copies requests names the protocol, the side that copies
+    /// responses sees their status (HTTP is named from a status line alone). Off: no payload
+    /// programs; latency, bytes and TCP signals only, so L7 errors go undiagnosed. A pod
+    /// selected by several observations copies every direction any of them asks for.
     #[serde(default)]
     pub payload_capture: crate::targets::PayloadCapture,
 }
