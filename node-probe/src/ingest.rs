@@ -203,7 +203,7 @@ const REBUILD_EVERY: Duration = Duration::from_secs(5);
 
 impl TargetSync {
     /// Re-reads the targets file when it changed; returns a new index if it did.
-    fn poll(&mut self, probe: &mut LoadedProbe) -> Option<Arc<PodIndex>> {
+    fn poll(&mut self, probe: &mut LoadedProbe, metrics: &Mutex<Metrics>) -> Option<Arc<PodIndex>> {
         let mtime = std::fs::metadata(&self.file)
             .and_then(|m| m.modified())
             .ok();
@@ -269,8 +269,16 @@ impl TargetSync {
                     self.links.insert(w.cgroup_id, (w.payload, l));
                 }
                 // Exchanges are still recorded, only without protocol names.
-                Err(e) => warn!(pod = %w.pod, error = %e, "payload capture unavailable"),
+                Err(e) => {
+                    warn!(pod = %w.pod, error = %e, "payload capture unavailable");
+                    if let Ok(mut m) = metrics.lock() {
+                        m.payload_attach_failed();
+                    }
+                }
             }
+        }
+        if let Ok(mut m) = metrics.lock() {
+            m.payload_pods(self.links.values().map(|(p, _)| *p));
         }
         debug!(node = %self.node, watched = index.watched.len(), unresolved = index.unresolved.len(), "targets synced");
         Some(Arc::new(index))
@@ -399,7 +407,7 @@ fn run(
         cgroup_root: crate::pods::default_cgroup_root(),
         rebuilt: Instant::now(),
     };
-    let index = sync.poll(&mut probe).unwrap_or_default();
+    let index = sync.poll(&mut probe, &shared.metrics).unwrap_or_default();
     let waiter = RingWaiter::new(&probe);
     let mut agg = Aggregator::new(cfg.node.clone(), index, reasons);
     let mut sampler = PodSampler::default();
@@ -416,7 +424,7 @@ fn run(
         }
         drain(&mut probe, &mut agg);
         if now >= next_sync {
-            if let Some(idx) = sync.poll(&mut probe) {
+            if let Some(idx) = sync.poll(&mut probe, &shared.metrics) {
                 agg.set_index(idx);
             }
             next_sync = now + Duration::from_secs(1);

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::atomic::AtomicU64};
 
-use netdx_api::windows::WindowReport;
+use netdx_api::{targets::PayloadCapture, windows::WindowReport};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -68,6 +68,8 @@ pub struct Metrics {
     targets_fetched: Counter,
     targets_fetch_failures: Family<NameLabels, Counter>,
     drain_realtime: Gauge,
+    payload_pods: Family<NameLabels, Gauge>,
+    payload_attach_failures: Counter,
     last_pipeline: HashMap<String, u64>,
 }
 
@@ -88,6 +90,8 @@ impl Default for Metrics {
             targets_fetched: Counter::default(),
             targets_fetch_failures: Family::default(),
             drain_realtime: Gauge::default(),
+            payload_pods: Family::default(),
+            payload_attach_failures: Counter::default(),
             last_pipeline: HashMap::new(),
             registry: Registry::default(),
         };
@@ -152,6 +156,16 @@ impl Default for Metrics {
             "1 when the ring-buffer reader runs at real-time priority (it cannot be starved by busy pods)",
             m.drain_realtime.clone(),
         );
+        registry.register(
+            "probe_payload_capture_pods",
+            "Watched pods by the payload capture attached to them (name: Both, Egress, Ingress, Off)",
+            m.payload_pods.clone(),
+        );
+        registry.register(
+            "probe_payload_attach_failures",
+            "Failed attaches of a pod's payload programs (retried at the next target sync; until then its exchanges carry no protocol names or L7 errors)",
+            m.payload_attach_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -160,6 +174,24 @@ impl Metrics {
     /// Records whether the ring-buffer reader got its real-time priority.
     pub fn drain_realtime(&mut self, on: bool) {
         self.drain_realtime.set(i64::from(on));
+    }
+
+    /// Sets how many watched pods have each payload capture attached.
+    pub fn payload_pods(&mut self, attached: impl Iterator<Item = PayloadCapture>) {
+        let attached: Vec<PayloadCapture> = attached.collect();
+        for p in PayloadCapture::ALL {
+            let n = attached.iter().filter(|&&a| a == p).count();
+            self.payload_pods
+                .get_or_create(&NameLabels {
+                    name: p.name().into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a failed attach of a pod's payload programs.
+    pub fn payload_attach_failed(&mut self) {
+        self.payload_attach_failures.inc();
     }
 
     /// Folds a closed window into the metrics.

@@ -83,6 +83,12 @@ fn api_serves_health_metrics_and_windows() {
         metrics.contains("netdx_probe_drain_realtime 1"),
         "the ring reader got SCHED_FIFO: {metrics}"
     );
+    assert!(
+        metrics.contains("netdx_probe_payload_capture_pods{name=\"Both\"} 2")
+            && metrics.contains("netdx_probe_payload_capture_pods{name=\"Off\"} 0")
+            && metrics.contains("netdx_probe_payload_attach_failures_total 0"),
+        "both watched pods have both payload programs: {metrics}"
+    );
     assert!(metrics.trim_end().ends_with("# EOF"));
 
     // Bad input gets a clear 4xx, not a crash.

@@ -72,6 +72,24 @@ pub enum PayloadCapture {
 }
 
 impl PayloadCapture {
+    /// Every mode.
+    pub const ALL: [PayloadCapture; 4] = [
+        PayloadCapture::Off,
+        PayloadCapture::Egress,
+        PayloadCapture::Ingress,
+        PayloadCapture::Both,
+    ];
+
+    /// The name the spec uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadCapture::Off => "Off",
+            PayloadCapture::Egress => "Egress",
+            PayloadCapture::Ingress => "Ingress",
+            PayloadCapture::Both => "Both",
+        }
+    }
+
     /// Whether outgoing messages' heads are copied.
     pub fn egress(self) -> bool {
         matches!(self, PayloadCapture::Egress | PayloadCapture::Both)
@@ -101,10 +119,16 @@ mod tests {
     use super::PayloadCapture::{self, *};
 
     #[test]
+    fn names_are_the_serialized_forms() {
+        for p in PayloadCapture::ALL {
+            assert_eq!(serde_json::to_value(p).ok(), Some(p.name().into()));
+        }
+    }
+
+    #[test]
     fn union_copies_every_direction_either_copies() {
-        let all = [Off, Egress, Ingress, Both];
-        for a in all {
-            for b in all {
+        for a in PayloadCapture::ALL {
+            for b in PayloadCapture::ALL {
                 let u: PayloadCapture = a.union(b);
                 assert_eq!(u.egress(), a.egress() || b.egress(), "{a:?} {b:?}");
                 assert_eq!(u.ingress(), a.ingress() || b.ingress(), "{a:?} {b:?}");
