@@ -240,6 +240,7 @@ impl TargetSync {
         if let Err(e) = probe.set_active(!wanted.is_empty()) {
             warn!(error = %e, "tracepoints could not follow the target set");
         }
+        // NETNS is a set: its values are unused.
         let mut netns: HashMap<u32, u8> = index.watched.iter().map(|w| (w.netns, 1)).collect();
         netns.extend(self.node_netns.map(|n| (n, 1)));
         sync_set(&mut probe.netns, &mut self.installed_netns, &netns, "netns");
@@ -292,8 +293,9 @@ fn next_boundary(window: Duration) -> Instant {
     Instant::now() + Duration::from_millis(w - unix_ms() % w)
 }
 
-/// Makes a kernel set-map hold exactly `wanted`, touching only the differences; entries that
-/// do not fit (map full) are logged and retried at the next sync. True when the set changed.
+/// Makes a kernel map hold exactly `wanted` (keys and values), touching only the differences;
+/// entries that do not fit (map full) are logged and retried at the next sync. True when
+/// anything changed.
 fn sync_set<K: aya::Pod + Eq + std::hash::Hash + std::fmt::Debug>(
     map: &mut aya::maps::HashMap<aya::maps::MapData, K, u8>,
     installed: &mut HashMap<K, u8>,
