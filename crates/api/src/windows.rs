@@ -104,6 +104,14 @@ impl Sketch {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A sketch of the encoded bytes a binary encoding carries (empty bytes are no sketch).
+    pub(crate) fn from_bytes(v: &[u8]) -> Result<Self, &'static str> {
+        if v.is_empty() {
+            return Err("sketch: no bytes");
+        }
+        Ok(Sketch(v.into()))
+    }
 }
 
 impl Serialize for Sketch {
@@ -128,10 +136,7 @@ impl serde::de::Visitor<'_> for BytesVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Sketch, E> {
-        if v.is_empty() {
-            return Err(E::custom("sketch: no bytes"));
-        }
-        Ok(Sketch(v.into()))
+        Sketch::from_bytes(v).map_err(E::custom)
     }
 }
 
@@ -265,7 +270,7 @@ impl Protocols {
     }
 
     /// Sets `name`'s count (what decoding a map does with a repeated key).
-    fn set(&mut self, name: CompactString, count: u64) {
+    pub(crate) fn set(&mut self, name: CompactString, count: u64) {
         *self.entry(name) = count;
     }
 
