@@ -7,6 +7,8 @@
 
 mod read;
 
+/// A shared request body, as HTTP servers hand it over ([`Encoding::decode_body`]).
+pub use bytes::Bytes;
 use serde::Serialize;
 
 use crate::windows::WindowReport;
@@ -84,6 +86,15 @@ impl Encoding {
         })
     }
 
+    /// [`Encoding::decode`] of a body the reports may keep a share of: the binary form's
+    /// sketches are slices of it instead of copies (four allocations per edge).
+    pub fn decode_body(self, body: &Bytes) -> Result<Vec<WindowReport>, WireError> {
+        match self {
+            Encoding::Json => self.decode(body),
+            Encoding::Binary => Self::whole(read::batch_of(body)?),
+        }
+    }
+
     /// Decodes a batch; JSON may also be a single report (what `curl -d @window.json` sends).
     pub fn decode(self, bytes: &[u8]) -> Result<Vec<WindowReport>, WireError> {
         match self {
@@ -99,14 +110,16 @@ impl Encoding {
                     Ok(vec![serde_json::from_slice(bytes)?])
                 }
             }
-            Encoding::Binary => {
-                let (reports, rest) = read::batch(bytes)?;
-                if rest.is_empty() {
-                    Ok(reports)
-                } else {
-                    Err(WireError::Trailing(rest.len()))
-                }
-            }
+            Encoding::Binary => Self::whole(read::batch(bytes)?),
+        }
+    }
+
+    /// A binary batch that was the whole body.
+    fn whole((reports, rest): (Vec<WindowReport>, &[u8])) -> Result<Vec<WindowReport>, WireError> {
+        if rest.is_empty() {
+            Ok(reports)
+        } else {
+            Err(WireError::Trailing(rest.len()))
         }
     }
 }
@@ -370,6 +383,8 @@ mod tests {
         let agree = |b: &[u8], what: &str| {
             let serde = decoded(postcard::take_from_bytes::<Vec<WindowReport>>(b));
             assert_eq!(decoded(read::batch(b)), serde, "{what}");
+            let body = Bytes::copy_from_slice(b);
+            assert_eq!(decoded(read::batch_of(&body)), serde, "{what}, shared body");
         };
         agree(&bytes, "whole");
         assert!(read::batch(&bytes).is_ok());

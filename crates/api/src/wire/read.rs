@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use compact_str::CompactString;
 use postcard::Error;
 
@@ -23,17 +24,35 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// Reports decoded from the front of `bytes`, and the bytes after them.
 pub(super) fn batch(bytes: &[u8]) -> Result<(Vec<WindowReport>, &[u8])> {
-    let mut r = Reader { rest: bytes };
-    let reports = r.seq(Reader::report)?;
-    Ok((reports, r.rest))
+    Reader {
+        rest: bytes,
+        body: None,
+    }
+    .batch()
+}
+
+/// [`batch`] of a shared body, whose sketches are slices of it.
+pub(super) fn batch_of(body: &Bytes) -> Result<(Vec<WindowReport>, &[u8])> {
+    Reader {
+        rest: body,
+        body: Some(body),
+    }
+    .batch()
 }
 
 /// The bytes not read yet.
 struct Reader<'a> {
     rest: &'a [u8],
+    /// The body `rest` is a part of, when sketches may share it.
+    body: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
+    fn batch(mut self) -> Result<(Vec<WindowReport>, &'a [u8])> {
+        let reports = self.seq(Self::report)?;
+        Ok((reports, self.rest))
+    }
+
     fn byte(&mut self) -> Result<u8> {
         let (&b, rest) = self
             .rest
@@ -232,7 +251,13 @@ impl<'a> Reader<'a> {
         l.max_ms = self.f64()?;
         l.sketch = if self.some()? {
             let n = self.len()?;
-            Some(Sketch::from_bytes(self.take(n)?).map_err(|_| Error::SerdeDeCustom)?)
+            let b = self.take(n)?;
+            // A slice of the body is a reference count; a copy was an allocation per sketch.
+            let b = match self.body {
+                Some(body) => body.slice_ref(b),
+                None => Bytes::copy_from_slice(b),
+            };
+            Some(Sketch::from_bytes(b).map_err(|_| Error::SerdeDeCustom)?)
         } else {
             None
         };
