@@ -244,8 +244,12 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
         }
         add_counts(out.node_drops.entry(r.node).or_default(), r.node_drops);
     }
-    // Every slot was filled (each came from a reported edge); collected in place.
-    let mut edges: Vec<JoinedEdge> = edges.into_iter().flatten().collect();
+    // Every slot was filled (each came from a reported edge). `filter_map`, not `flatten`:
+    // only the former collects into the slots' own allocation (same size, the option's tag is
+    // a niche); `flatten` allocated a second vector and grew it, whose fresh pages the kernel
+    // zeroed in every window.
+    #[allow(clippy::filter_map_identity)]
+    let mut edges: Vec<JoinedEdge> = edges.into_iter().filter_map(|slot| slot).collect();
     // A side nobody reported (its pod is not watched or had no exchanges) can still be placed
     // from the pod list of the node that watches it.
     let node_of = |pod: &Option<PodRef>| {
