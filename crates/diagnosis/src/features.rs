@@ -812,7 +812,7 @@ pub fn edge_features_with(
         .as_ref()
         .filter(|n| e.client_node.as_ref() != Some(*n));
     let nodes =
-        [e.client_node.as_ref(), server_node].map(|n| n.and_then(|n| window.node_drops.get(n)));
+        [e.client_node.as_ref(), server_node].map(|n| n.and_then(|n| window.node_drops.get(&**n)));
     let node_drops = |reason: Option<&str>| -> f64 {
         nodes
             .iter()
