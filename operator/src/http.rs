@@ -178,7 +178,10 @@ async fn read_limited(
 
 /// The reports of a body in the encoding its content type names: one report or an array of
 /// them in JSON, a sequence of them in the binary form probes send.
-fn parse_reports(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<WindowReport>, ApiError> {
+fn parse_reports(
+    headers: &HeaderMap,
+    bytes: &axum::body::Bytes,
+) -> Result<Vec<WindowReport>, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("(not text)"));
@@ -187,7 +190,8 @@ fn parse_reports(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<WindowReport>,
         reason: "unsupported_type",
         message: e.to_string(),
     })?;
-    encoding.decode(bytes).map_err(|e| ApiError {
+    // The reports keep slices of the body (their sketches) rather than copies.
+    encoding.decode_body(bytes).map_err(|e| ApiError {
         code: StatusCode::BAD_REQUEST,
         reason: "malformed",
         message: e.to_string(),

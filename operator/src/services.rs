@@ -225,7 +225,7 @@ impl ServiceRouting {
         for e in &mut joined.edges {
             if let Some(u) = self.units.get(&e.id()) {
                 e.server_node = match u.server_nodes.len() {
-                    1 => u.server_nodes.first().cloned(),
+                    1 => u.server_nodes.first().map(|n| n.as_str().into()),
                     _ => None,
                 };
             }

@@ -1,8 +1,8 @@
 //! Per-window summaries a node-probe produces.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
+use bytes::Bytes;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
@@ -80,9 +80,10 @@ pub struct Latency {
 /// the summaries next to it and merges sketches only when two nodes report the same side, so
 /// decoding every received sketch would be wasted work. JSON carries the bytes in base64 (one
 /// string to parse instead of arrays of numbers; the older form, bins as JSON, is still
-/// read), binary encodings carry them as they are.
+/// read), binary encodings carry them as they are, and a sketch decoded from a binary body
+/// ([`crate::wire::Encoding::decode_body`]) is a slice of it rather than a copy of its own.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Sketch(Arc<[u8]>);
+pub struct Sketch(Bytes);
 
 /// Why a sketch's bytes do not decode.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +93,7 @@ pub struct SketchError(String);
 impl Sketch {
     /// Encodes a sketch.
     pub fn new(s: &DDSketch) -> Self {
-        Sketch(s.to_java_bytes().into())
+        Sketch(Bytes::from(s.to_java_bytes()))
     }
 
     /// Decodes the sketch (the bytes came from the network: they may be corrupt).
@@ -103,6 +104,14 @@ impl Sketch {
     /// The encoded bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// A sketch of the encoded bytes a binary encoding carries (empty bytes are no sketch).
+    pub(crate) fn from_bytes(v: Bytes) -> Result<Self, &'static str> {
+        if v.is_empty() {
+            return Err("sketch: no bytes");
+        }
+        Ok(Sketch(v))
     }
 }
 
@@ -128,10 +137,7 @@ impl serde::de::Visitor<'_> for BytesVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Sketch, E> {
-        if v.is_empty() {
-            return Err(E::custom("sketch: no bytes"));
-        }
-        Ok(Sketch(v.into()))
+        Sketch::from_bytes(Bytes::copy_from_slice(v)).map_err(E::custom)
     }
 }
 
@@ -156,7 +162,7 @@ impl<'de> Deserialize<'de> for Sketch {
                 if bytes.is_empty() {
                     return Err(serde::de::Error::custom("sketch: no bytes"));
                 }
-                Ok(Sketch(bytes.into()))
+                Ok(Sketch(Bytes::from(bytes)))
             }
         }
     }
@@ -265,7 +271,7 @@ impl Protocols {
     }
 
     /// Sets `name`'s count (what decoding a map does with a repeated key).
-    fn set(&mut self, name: CompactString, count: u64) {
+    pub(crate) fn set(&mut self, name: CompactString, count: u64) {
         *self.entry(name) = count;
     }
 

@@ -5,6 +5,10 @@
 //! for older probes and for people debugging with curl. The binary form has no field names, so
 //! its content type carries a version: a change of the encoded bytes needs a new one.
 
+mod read;
+
+/// A shared request body, as HTTP servers hand it over ([`Encoding::decode_body`]).
+pub use bytes::Bytes;
 use serde::Serialize;
 
 use crate::windows::WindowReport;
@@ -82,6 +86,15 @@ impl Encoding {
         })
     }
 
+    /// [`Encoding::decode`] of a body the reports may keep a share of: the binary form's
+    /// sketches are slices of it instead of copies (four allocations per edge).
+    pub fn decode_body(self, body: &Bytes) -> Result<Vec<WindowReport>, WireError> {
+        match self {
+            Encoding::Json => self.decode(body),
+            Encoding::Binary => Self::whole(read::batch_of(body)?),
+        }
+    }
+
     /// Decodes a batch; JSON may also be a single report (what `curl -d @window.json` sends).
     pub fn decode(self, bytes: &[u8]) -> Result<Vec<WindowReport>, WireError> {
         match self {
@@ -97,14 +110,16 @@ impl Encoding {
                     Ok(vec![serde_json::from_slice(bytes)?])
                 }
             }
-            Encoding::Binary => {
-                let (reports, rest) = postcard::take_from_bytes::<Vec<WindowReport>>(bytes)?;
-                if rest.is_empty() {
-                    Ok(reports)
-                } else {
-                    Err(WireError::Trailing(rest.len()))
-                }
-            }
+            Encoding::Binary => Self::whole(read::batch(bytes)?),
+        }
+    }
+
+    /// A binary batch that was the whole body.
+    fn whole((reports, rest): (Vec<WindowReport>, &[u8])) -> Result<Vec<WindowReport>, WireError> {
+        if rest.is_empty() {
+            Ok(reports)
+        } else {
+            Err(WireError::Trailing(rest.len()))
         }
     }
 }
@@ -270,6 +285,151 @@ mod tests {
             let mut b = bytes.clone();
             b[i] ^= 0xa5;
             let _ = Encoding::Binary.decode(&b);
+        }
+    }
+
+    /// A report with every field set, both sides and every kind of map filled.
+    fn full_report() -> WindowReport {
+        let mut r = report("node-3", 9);
+        let latency = |scale: f64| {
+            let mut sketch = DDSketch::new(Config::defaults());
+            for i in 1..50 {
+                sketch.add(f64::from(i) * scale);
+            }
+            Latency::from_sketch(sketch)
+        };
+        let side = |base: u64| SideStats {
+            exchanges: base,
+            no_response: base + 1,
+            with_reset: base + 2,
+            zero_window: base + 3,
+            req_bytes: base * 300,
+            resp_bytes: base * 70_000,
+            latency: latency(0.3),
+            ttfb: latency(0.2),
+            wait: latency(0.1),
+            srtt_us_mean: 81.5,
+            srtt_us_max: 70_000,
+            srtt_us_min: 12,
+            l7_errors: base + 4,
+            protocols: [("redis".into(), 3), ("http".into(), base)].into(),
+        };
+        let edge = &mut r.edges[0];
+        edge.client = Some(Box::new(side(1_000)));
+        edge.server = Some(Box::new(side(200)));
+        edge.key.server.pod = Some(PodRef {
+            namespace: "a-namespace-longer-than-24".into(),
+            name: "db-0".into(),
+        });
+        edge.key.port = 65_535;
+        edge.l4 = L4Stats {
+            connects_ok: 1,
+            connect_refused: 2,
+            connect_timeout: 3,
+            connect_failed_other: 4,
+            connect_ms_mean: 0.5,
+            connect_ms_max: f64::MAX,
+            retrans_client_to_server: 5,
+            retrans_server_to_client: 6,
+            syn_retrans: 7,
+            resets_by_client: 8,
+            resets_by_server: 9,
+            resets_to_client: 10,
+            resets_to_server: 11,
+            closes: u64::MAX,
+        };
+        r.edges.push(r.edges[0].clone());
+        r.edges[1].key.client.pod = None;
+        r.edges[1].client = None;
+        let pod = &mut r.pods[0];
+        pod.sockets_opened = 3;
+        pod.netstat = [("TcpExt:ListenOverflows".to_string(), 4)].into();
+        pod.cpu_periods = 100;
+        pod.cpu_throttled_periods = 20;
+        pod.server_conns_max = 64;
+        pod.stray_drops = 2;
+        pod.server_conns_at_stray_drops = 120;
+        r.health = crate::windows::ProbeHealth {
+            kernel: [
+                ("ringbuf_full".to_string(), 1),
+                ("exchanges".to_string(), 300),
+            ]
+            .into(),
+            records_read: 1 << 40,
+            records_malformed: 2,
+            exchanges_unattributed: 3,
+            tracepoints_attached: true,
+        };
+        r
+    }
+
+    /// What a decoder made of a body: the reports (as their encoding) and the bytes left.
+    type Decoded = Result<(Vec<u8>, usize), postcard::Error>;
+
+    fn decoded(d: Result<(Vec<WindowReport>, &[u8]), postcard::Error>) -> Decoded {
+        d.map(|(reports, rest)| {
+            (
+                Encoding::Binary.encode(&reports).expect("binary"),
+                rest.len(),
+            )
+        })
+    }
+
+    #[test]
+    fn binary_decoder_agrees_with_serde_on_every_cut_and_changed_byte() {
+        let bytes = Encoding::Binary
+            .encode(&[full_report(), report("node-1", 2)])
+            .expect("binary");
+        let agree = |b: &[u8], what: &str| {
+            let serde = decoded(postcard::take_from_bytes::<Vec<WindowReport>>(b));
+            assert_eq!(decoded(read::batch(b)), serde, "{what}");
+            let body = Bytes::copy_from_slice(b);
+            assert_eq!(decoded(read::batch_of(&body)), serde, "{what}, shared body");
+        };
+        agree(&bytes, "whole");
+        assert!(read::batch(&bytes).is_ok());
+        for cut in 0..bytes.len() {
+            agree(&bytes[..cut], &format!("cut at {cut}"));
+        }
+        for i in 0..bytes.len() {
+            for flip in [0x01, 0x02, 0x80, 0xa5, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                agree(&b, &format!("byte {i} ^ {flip:#x}"));
+            }
+        }
+        // Several bytes at once, to values of a small generator.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5_000 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % b.len() as u64) as usize;
+                b[at] = next() as u8;
+            }
+            agree(&b, "random bytes");
+        }
+        // Varints at their bounds: the port's three bytes, a length's ten.
+        for tail in [
+            &[0xff, 0xff, 0x03][..],
+            &[0xff, 0xff, 0x04],
+            &[0x80, 0x80, 0x80],
+            &[0x80, 0x00],
+        ] {
+            let mut b = vec![1, 1, b'n', 0, 0, 2, 1];
+            b.extend_from_slice(&[0, 1, b'a', 0, 1, b'b']);
+            b.extend_from_slice(tail);
+            agree(&b, &format!("port {tail:?}"));
+        }
+        for last in [0x00, 0x01, 0x02] {
+            let mut b = vec![0xff; 9];
+            b.push(last);
+            agree(&b, &format!("length ending {last:#x}"));
         }
     }
 

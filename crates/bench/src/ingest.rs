@@ -14,7 +14,7 @@ use netdx_api::{
     windows::{
         EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, SideStats, WindowReport,
     },
-    wire::{BINARY, Encoding},
+    wire::{BINARY, Bytes, Encoding},
 };
 use netdx_operator::{classifier::ClassifierSlot, ingest::Ingest, metrics::Metrics};
 use sketches_ddsketch::{Config, DDSketch};
@@ -156,14 +156,19 @@ pub fn measure(pods: usize, secs: f64) -> Result<IngestRun> {
         let reports = cluster_window(pods, windows, base + windows * WINDOW_MS);
         nodes = reports.len();
         let expected: BTreeSet<String> = reports.iter().map(|r| r.node.clone()).collect();
-        // What a probe pushes: one window per POST, in the encoding it sends by default.
+        // What a probe pushes: one window per POST, in the encoding it sends by default, as
+        // the operator's handler receives it.
         let bodies = reports
             .iter()
-            .map(|r| Encoding::Binary.encode(std::slice::from_ref(r)))
+            .map(|r| {
+                Encoding::Binary
+                    .encode(std::slice::from_ref(r))
+                    .map(Bytes::from)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         for body in &bodies {
             let t0 = thread_cpu()?;
-            let r = Encoding::from_content_type(Some(BINARY))?.decode(body)?;
+            let r = Encoding::from_content_type(Some(BINARY))?.decode_body(body)?;
             let t1 = thread_cpu()?;
             let errors = ingest.receive(r, &expected, &metrics);
             let t2 = thread_cpu()?;

@@ -153,8 +153,8 @@ pub fn run_scenario(s: &Scenario, t: &Timeline) -> anyhow::Result<Vec<LabeledRow
                 transitional: faulty && i == onset,
                 features: v.as_slice().to_vec(),
                 edge: key.to_string(),
-                client_node: edge.client_node.clone().unwrap_or_default(),
-                server_node: edge.server_node.clone().unwrap_or_default(),
+                client_node: edge.client_node.as_deref().unwrap_or_default().to_string(),
+                server_node: edge.server_node.as_deref().unwrap_or_default().to_string(),
             });
             // Like the live diagnosis, edges known to be healthy keep their baseline current.
             if !hit {

@@ -7,7 +7,9 @@
 //! with and are refused when it differs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::Equivalent;
 use std::ops::Index;
 
 use netdx_api::targets::PodRef;
@@ -278,31 +280,86 @@ const BASELINE_SWEEP_EVERY: u64 = 360;
 /// Baselines of all edges (looked up by [`crate::join::EdgeIdRef`] too, without copying ids),
 /// each with the window that last refreshed it; one idle for [`BASELINE_MAX_IDLE_WINDOWS`] is
 /// forgotten.
+///
+/// The baselines sit in a list behind an index of positions, so an edge found once per window
+/// ([`Baselines::find`]) is read and refreshed at that position: a second lookup hashed the
+/// id again and compared its strings on a cold entry.
 #[derive(Clone, Debug, Default)]
 pub struct Baselines {
-    edges: hashbrown::HashMap<EdgeId, (Baseline, u64), foldhash::fast::RandomState>,
+    /// Each edge's id, baseline and the window that last refreshed it.
+    entries: Vec<(EdgeId, Baseline, u64)>,
+    /// Positions in `entries`, by id.
+    index: hashbrown::HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
     /// Windows ended so far.
+    window: u64,
+}
+
+/// Where [`Baselines::find`] found an edge's baseline, until the window ends (the sweep for
+/// idle baselines moves them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BaselineSlot {
+    at: usize,
     window: u64,
 }
 
 impl Baselines {
     /// The baseline of an edge, if it has one.
     pub fn get(&self, id: &EdgeIdRef<'_>) -> Option<&Baseline> {
-        self.edges.get(id).map(|(b, _)| b)
+        self.find(id).and_then(|slot| self.at(slot))
+    }
+
+    /// Where the baseline of an edge is, if it has one.
+    pub fn find(&self, id: &EdgeIdRef<'_>) -> Option<BaselineSlot> {
+        let hash = self.hasher.hash_one(id);
+        let at = *self
+            .index
+            .find(hash, |&i| id.equivalent(&self.entries[i].0))?;
+        Some(BaselineSlot {
+            at,
+            window: self.window,
+        })
+    }
+
+    /// The baseline at `slot` (none when the slot is from a window that has ended).
+    pub fn at(&self, slot: BaselineSlot) -> Option<&Baseline> {
+        let (_, b, _) = self
+            .entries
+            .get(slot.at)
+            .filter(|_| slot.window == self.window)?;
+        Some(b)
     }
 
     /// Folds a healthy window's features into an edge's baseline, starting one if needed.
     pub fn refresh(&mut self, id: EdgeIdRef<'_>, v: &FeatureVector) {
+        let slot = self.find(&id);
+        self.refresh_at(slot, id, v);
+    }
+
+    /// [`Baselines::refresh`] of an edge whose baseline [`Baselines::find`] found at `slot`
+    /// in this window (or did not find).
+    pub fn refresh_at(&mut self, slot: Option<BaselineSlot>, id: EdgeIdRef<'_>, v: &FeatureVector) {
         let window = self.window;
-        match self.edges.get_mut(&id) {
-            Some((b, seen)) => {
+        let slot = match slot {
+            Some(s) if s.window == window => Some(s),
+            // A slot of an ended window may have moved.
+            Some(_) => self.find(&id),
+            None => None,
+        };
+        match slot.and_then(|s| self.entries.get_mut(s.at)) {
+            Some((_, b, seen)) => {
                 b.update(v);
                 *seen = window;
             }
             None => {
                 let mut b = Baseline::default();
                 b.update(v);
-                self.edges.insert(id.to_owned(), (b, window));
+                let hash = self.hasher.hash_one(id);
+                let at = self.entries.len();
+                self.entries.push((id.to_owned(), b, window));
+                let (entries, hasher) = (&self.entries, &self.hasher);
+                self.index
+                    .insert_unique(hash, at, |&i| hasher.hash_one(entries[i].0.borrowed()));
             }
         }
     }
@@ -313,19 +370,27 @@ impl Baselines {
         self.window += 1;
         if self.window.is_multiple_of(BASELINE_SWEEP_EVERY) {
             let now = self.window;
-            self.edges
-                .retain(|_, (_, seen)| now - *seen <= BASELINE_MAX_IDLE_WINDOWS);
+            self.entries
+                .retain(|(_, _, seen)| now - *seen <= BASELINE_MAX_IDLE_WINDOWS);
+            self.index.clear();
+            let (entries, hasher) = (&self.entries, &self.hasher);
+            for (at, (id, _, _)) in entries.iter().enumerate() {
+                self.index
+                    .insert_unique(hasher.hash_one(id.borrowed()), at, |&i| {
+                        hasher.hash_one(entries[i].0.borrowed())
+                    });
+            }
         }
     }
 
     /// Edges with a baseline.
     pub fn len(&self) -> usize {
-        self.edges.len()
+        self.entries.len()
     }
 
     /// Whether no edge has a baseline.
     pub fn is_empty(&self) -> bool {
-        self.edges.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -747,7 +812,7 @@ pub fn edge_features_with(
         .as_ref()
         .filter(|n| e.client_node.as_ref() != Some(*n));
     let nodes =
-        [e.client_node.as_ref(), server_node].map(|n| n.and_then(|n| window.node_drops.get(n)));
+        [e.client_node.as_ref(), server_node].map(|n| n.and_then(|n| window.node_drops.get(&**n)));
     let node_drops = |reason: Option<&str>| -> f64 {
         nodes
             .iter()

@@ -6,6 +6,7 @@
 //! is what lets the diagnosis split latency into the network's share and the server's share.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use netdx_api::CompactString;
@@ -105,10 +106,10 @@ pub struct JoinedEdge {
     pub server: Option<Box<SideStats>>,
     /// L4 counters summed over nodes (each socket lives on one node, so no double counting).
     pub l4: L4Stats,
-    /// Node running the client, when known.
-    pub client_node: Option<String>,
-    /// Node running the server, when known.
-    pub server_node: Option<String>,
+    /// Node running the client, when known (one name shared by the edges of its report).
+    pub client_node: Option<Arc<str>>,
+    /// Node running the server, when known (shared like the client's).
+    pub server_node: Option<Arc<str>>,
 }
 
 impl JoinedEdge {
@@ -204,6 +205,8 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
             view.stray_drops += p.stray_drops;
             view.server_conns_at_stray_drops += p.server_conns_at_stray_drops;
         }
+        // Shared by the report's edges: a copy of the name was two allocations per edge.
+        let node: Arc<str> = Arc::from(r.node.as_str());
         for e in r.edges {
             let Some(slot) = slot_of.next().and_then(|i| edges.get_mut(i)) else {
                 continue;
@@ -232,26 +235,30 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
             };
             if let Some(c) = e.client {
                 j.client = Some(merge_side(j.client.take(), c));
-                j.client_node.get_or_insert_with(|| r.node.clone());
+                j.client_node.get_or_insert_with(|| node.clone());
             }
             if let Some(s) = e.server {
                 j.server = Some(merge_side(j.server.take(), s));
-                j.server_node.get_or_insert_with(|| r.node.clone());
+                j.server_node.get_or_insert_with(|| node.clone());
             }
             if connects > 0 {
-                j.client_node.get_or_insert_with(|| r.node.clone());
+                j.client_node.get_or_insert_with(|| node.clone());
             }
         }
         add_counts(out.node_drops.entry(r.node).or_default(), r.node_drops);
     }
-    // Every slot was filled (each came from a reported edge); collected in place.
-    let mut edges: Vec<JoinedEdge> = edges.into_iter().flatten().collect();
+    // Every slot was filled (each came from a reported edge). `filter_map`, not `flatten`:
+    // only the former collects into the slots' own allocation (same size, the option's tag is
+    // a niche); `flatten` allocated a second vector and grew it, whose fresh pages the kernel
+    // zeroed in every window.
+    #[allow(clippy::filter_map_identity)]
+    let mut edges: Vec<JoinedEdge> = edges.into_iter().filter_map(|slot| slot).collect();
     // A side nobody reported (its pod is not watched or had no exchanges) can still be placed
     // from the pod list of the node that watches it.
     let node_of = |pod: &Option<PodRef>| {
         pod.as_ref()
             .and_then(|p| out.pods.get(p))
-            .map(|v| v.node.clone())
+            .map(|v| Arc::from(v.node.as_str()))
     };
     for j in &mut edges {
         if j.client_node.is_none() {

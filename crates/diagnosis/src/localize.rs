@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classes::{Classification, Classifier, Condition, InstanceKind, Op, RootCause};
 use crate::features::{
-    Baseline, Baselines, Feature, FeatureVector, raw_feature, window_feature_vectors,
+    Baseline, BaselineSlot, Baselines, Feature, FeatureVector, raw_feature, window_feature_vectors,
 };
 use crate::join::{EdgeIdRef, JoinedWindow};
 
@@ -240,11 +240,16 @@ pub fn diagnose(
     baselines: &mut Baselines,
     classifier: &dyn Classifier,
 ) -> WindowDiagnosis {
-    // One lookup per edge: the features read the baseline and the verdict borrows it.
-    let known: Vec<Option<&Baseline>> = window
+    // One lookup per edge: the features read the baseline, the verdict borrows it and a
+    // healthy edge's refresh goes to the same slot.
+    let slots: Vec<Option<BaselineSlot>> = window
         .edges
         .iter()
-        .map(|e| baselines.get(&EdgeIdRef::of(&e.key)))
+        .map(|e| baselines.find(&EdgeIdRef::of(&e.key)))
+        .collect();
+    let known: Vec<Option<&Baseline>> = slots
+        .iter()
+        .map(|s| s.and_then(|s| baselines.at(s)))
         .collect();
     let features = window_feature_vectors(window, |i, _| known.get(i).copied().flatten());
     let verdicts: Vec<EdgeVerdict<'_>> = window
@@ -268,14 +273,15 @@ pub fn diagnose(
     let healthy: Vec<bool> = verdicts.iter().map(|v| !v.degraded()).collect();
     drop(verdicts);
     // Only healthy windows feed the baseline, so a lasting fault does not become the new normal.
-    for ((e, v), _) in window
+    for (((e, v), slot), _) in window
         .edges
         .iter()
         .zip(&features)
+        .zip(slots)
         .zip(healthy)
         .filter(|(_, healthy)| *healthy)
     {
-        baselines.refresh(EdgeIdRef::of(&e.key), v);
+        baselines.refresh_at(slot, EdgeIdRef::of(&e.key), v);
     }
     baselines.end_window();
     WindowDiagnosis { findings, suspects }
