@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use netdx_api::crd;
+use netdx_api::{crd, targets::PayloadCapture};
 use netdx_diagnosis::{
     classes::{Classifier, RootCause},
     confirm::{Confirmation, DEFAULT_CONFIRM_WINDOWS},
@@ -52,6 +52,8 @@ pub struct DemoOpts {
     pub workload: Workload,
     /// Windows per fault and between faults.
     pub fault_windows: u32,
+    /// Which message heads the probes copy.
+    pub payload: PayloadCapture,
 }
 
 /// The faults the demo injects, in order: a network one, an L4 connection failure, a
@@ -95,10 +97,16 @@ impl Session {
         workload: Workload,
         model: &Path,
         window: Duration,
+        payload: PayloadCapture,
     ) -> anyhow::Result<(Self, String)> {
         let (clf, name) = classifier(model);
         let mut world =
             World::up(workload).context("building the testbed (needs root; run `make demo`)")?;
+        // Before the probes start: they read the target set as they attach.
+        world
+            .tb
+            .write_targets_with(payload)
+            .context("writing the target set")?;
         let agents = start_agents(&world)?;
         world.start_clients(1.0);
         Ok((
@@ -152,10 +160,12 @@ fn short(f: &Finding) -> String {
 /// Runs the demo; everything is torn down on return, error or Ctrl-C.
 pub fn run(opts: DemoOpts, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     eprintln!(
-        "netdx demo: building the testbed (3 nodes, 5 pods, {} servers) ...",
-        opts.workload.name()
+        "netdx demo: building the testbed (3 nodes, 5 pods, {} servers, payload capture {}) ...",
+        opts.workload.name(),
+        opts.payload.name()
     );
-    let (mut session, clf_name) = Session::start(opts.workload, &opts.model, opts.window)?;
+    let (mut session, clf_name) =
+        Session::start(opts.workload, &opts.model, opts.window, opts.payload)?;
     eprintln!("netdx demo: node-probes attached; diagnosing with the {clf_name}");
     let (tx, rx) = mpsc::channel::<Frame>();
     let plain = opts.plain || !std::io::stdout().is_terminal();

@@ -7,6 +7,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+use netdx_api::targets::PayloadCapture;
 use tracing_subscriber::EnvFilter;
 
 /// netdx: why is this pod's network slow or failing, and whose fault is it?
@@ -39,6 +40,10 @@ enum Cmd {
         /// Plain text output even on a terminal.
         #[arg(long)]
         plain: bool,
+        /// Which message heads the probes copy: Both, Egress, Ingress or Off (as the
+        /// NetworkObservation's spec.payloadCapture).
+        #[arg(long, default_value = "Both")]
+        payload_capture: String,
     },
     /// Run the labelled fault scenarios through the real probes into a dataset directory
     /// (resumable: scenarios already written are skipped).
@@ -84,7 +89,16 @@ fn main() -> anyhow::Result<()> {
             model,
             out,
             plain,
+            payload_capture,
         } => {
+            let payload = PayloadCapture::ALL
+                .into_iter()
+                .find(|p| p.name().eq_ignore_ascii_case(&payload_capture))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown payload capture {payload_capture:?}: use Both, Egress, Ingress or Off"
+                    )
+                })?;
             // The demo's fault sequence is for TCP workloads; DNS is a dataset workload only.
             let workload = netdx::scenarios::Workload::ALL
                 .into_iter()
@@ -106,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                     model,
                     workload,
                     fault_windows,
+                    payload,
                 },
                 stop,
             )

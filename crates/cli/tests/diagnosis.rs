@@ -7,6 +7,7 @@ use netdx::{
     demo::Session,
     scenarios::{Scenario, Workload, World, scope_of},
 };
+use netdx_api::targets::PayloadCapture;
 use netdx_diagnosis::{classes::RootCause, eval::target_instance};
 
 /// The model `make eval` writes and the repository ships.
@@ -24,7 +25,13 @@ fn injected_faults_are_diagnosed_with_class_and_instance() {
         "shipped model missing at {}",
         model().display()
     );
-    let (mut s, name) = Session::start(Workload::Ndxe, model(), Duration::from_secs(2)).unwrap();
+    let (mut s, name) = Session::start(
+        Workload::Ndxe,
+        model(),
+        Duration::from_secs(2),
+        PayloadCapture::Both,
+    )
+    .unwrap();
     assert!(
         name.starts_with("model"),
         "the trained model must load: {name}"
