@@ -161,7 +161,10 @@ pub struct Heads {
     /// Direction of the last payload packet (1 egress, 2 ingress): a change starts a message.
     pub last_dir: u8,
     /// Padding, zero.
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// TCP acknowledgment number of the last incoming head copied (pods without an egress
+    /// program: an incoming packet acknowledging more starts a message).
+    pub last_ack: u32,
 }
 
 /// Kind of a [`ConnEvent`].

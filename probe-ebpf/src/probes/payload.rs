@@ -8,11 +8,11 @@ use aya_ebpf::{
     EbpfContext, bindings::__sk_buff, helpers::bpf_skb_load_bytes, macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use netdx_common::{Counter, HEAD_LEN};
+use netdx_common::{Counter, HEAD_LEN, TARGET_NO_EGRESS_HEADS};
 
 use crate::maps::{count, sock_state};
 
-/// `Heads::last_dir` after an outgoing payload packet (or, without an egress program, a send).
+/// `Heads::last_dir` after an outgoing payload packet.
 pub const DIR_EGRESS: u8 = 1;
 /// `Heads::last_dir` after an incoming payload packet (or, without an ingress program, a receive).
 pub const DIR_INGRESS: u8 = 2;
@@ -35,10 +35,11 @@ pub fn on_ingress(ctx: SkBuffContext) -> i32 {
     PASS
 }
 
-/// Offset of the L4 payload, or None for packets without one we understand. Headers are read
-/// directly from the packet's linear part, where the kernel keeps them.
+/// Offset of the L4 payload and, for TCP, the acknowledgment number; None for packets without
+/// a payload we understand. Headers are read directly from the packet's linear part, where the
+/// kernel keeps them.
 #[inline(always)]
-fn payload_offset(ctx: &SkBuffContext) -> Option<usize> {
+fn payload_offset(ctx: &SkBuffContext) -> Option<(usize, Option<u32>)> {
     let start = ctx.data();
     let end = ctx.data_end();
     // SAFETY: the context pointer is valid for the program's run.
@@ -70,10 +71,15 @@ fn payload_offset(ctx: &SkBuffContext) -> Option<usize> {
                 return None;
             }
             // SAFETY: 13 bytes of TCP header checked above.
-            let doff = unsafe { *((tcp + 12) as *const u8) };
-            Some(l4 + usize::from(doff >> 4) * 4)
+            let (ack, doff) = unsafe {
+                (
+                    u32::from_be(core::ptr::read_unaligned((tcp + 8) as *const u32)),
+                    *((tcp + 12) as *const u8),
+                )
+            };
+            Some((l4 + usize::from(doff >> 4) * 4, Some(ack)))
         }
-        IPPROTO_UDP => Some(l4 + 8),
+        IPPROTO_UDP => Some((l4 + 8, None)),
         _ => None,
     }
 }
@@ -87,7 +93,7 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
     }
     // Headers first (direct packet reads): packets without payload (pure ACK, SYN, FIN) do not
     // change the direction and cost no storage lookup.
-    let Some(off) = payload_offset(ctx) else {
+    let Some((off, ack)) = payload_offset(ctx) else {
         return;
     };
     let total = ctx.len() as usize;
@@ -100,10 +106,16 @@ fn capture(ctx: &SkBuffContext, dir: u8) {
         count(Counter::HeadsStorageFailed);
         return;
     };
+    // Without an egress program nothing marks that the socket sent: an incoming TCP packet
+    // that acknowledges more than the last head's did answers something new, and every
+    // datagram is a message. (The send tracepoint fires after the send, and an answer can
+    // arrive before it.)
+    let unmarked = dir == DIR_INGRESS && st.target & TARGET_NO_EGRESS_HEADS != 0;
     let h = &mut st.heads;
-    if h.last_dir == dir {
+    if h.last_dir == dir && !(unmarked && ack.is_none_or(|a| a != h.last_ack)) {
         return; // continuation of the same message
     }
+    h.last_ack = ack.unwrap_or(0);
     // In 1..=HEAD_LEN, written so the verifier can see it is never zero.
     let n = ((total - off - 1).min(HEAD_LEN - 1) & (HEAD_LEN - 1)) + 1;
     h.last_dir = dir;

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use netdx_common::{
     ConnEventKind, Counter, EXF_EOF, EXF_ZERO_WINDOW, ROLE_CLIENT, ROLE_SERVER,
-    TARGET_NO_EGRESS_HEADS, TARGET_NO_INGRESS_HEADS,
+    TARGET_NO_INGRESS_HEADS,
 };
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
         PHASE_IDLE, PHASE_REQUEST, PHASE_RESPONSE, SockState, TRACK_IGNORED, TRACK_ON,
         TRACK_UNWATCHED, count, set_target, sock_state, target, targets_gen,
     },
-    probes::payload::{DIR_EGRESS, DIR_INGRESS},
+    probes::payload::DIR_INGRESS,
     records::{conn_event, flush_exchange, message_head},
 };
 
@@ -76,15 +76,10 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
     count(Counter::SockEvents);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // Without the payload program of this direction nothing marks the change of direction:
-    // mark it here, so the other direction's next payload packet starts a new message.
-    let (unseen, dir) = if is_send {
-        (TARGET_NO_EGRESS_HEADS, DIR_EGRESS)
-    } else {
-        (TARGET_NO_INGRESS_HEADS, DIR_INGRESS)
-    };
-    if st.target & unseen != 0 {
-        st.heads.last_dir = dir;
+    if !is_send && st.target & TARGET_NO_INGRESS_HEADS != 0 {
+        // No ingress program marks the change of direction: the next outgoing payload packet
+        // starts a new message. A receive always comes before the answer to what it read.
+        st.heads.last_dir = DIR_INGRESS;
     }
     let request_dir = (st.role == ROLE_CLIENT) == is_send;
     let bytes = ret as u32;
