@@ -35,7 +35,7 @@ pub fn on_ingress(ctx: SkBuffContext) -> i32 {
     PASS
 }
 
-/// Offset of the L4 payload and, for TCP, the acknowledgment number; None for packets without
+/// Offset of the L4 payload and, for TCP, the acknowledgment number (network order); None for packets without
 /// a payload we understand. Headers are read directly from the packet's linear part, where the
 /// kernel keeps them.
 #[inline(always)]
@@ -73,7 +73,8 @@ fn payload_offset(ctx: &SkBuffContext) -> Option<(usize, Option<u32>)> {
             // SAFETY: 13 bytes of TCP header checked above.
             let (ack, doff) = unsafe {
                 (
-                    u32::from_be(core::ptr::read_unaligned((tcp + 8) as *const u32)),
+                    // Only compared for equality, so left in network order.
+                    core::ptr::read_unaligned((tcp + 8) as *const u32),
                     *((tcp + 12) as *const u8),
                 )
             };
