@@ -114,9 +114,30 @@ impl PayloadCapture {
     }
 }
 
+impl std::str::FromStr for PayloadCapture {
+    type Err = String;
+
+    /// A mode by its name, in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        PayloadCapture::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown payload capture {s:?}: use Both, Egress, Ingress or Off")
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::PayloadCapture::{self, *};
+
+    #[test]
+    fn modes_parse_by_name_in_any_case() {
+        assert_eq!("off".parse(), Ok(Off));
+        assert_eq!("Both".parse(), Ok(Both));
+        assert!("sometimes".parse::<PayloadCapture>().is_err());
+    }
 
     #[test]
     fn names_are_the_serialized_forms() {

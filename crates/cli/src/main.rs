@@ -43,7 +43,7 @@ enum Cmd {
         /// Which message heads the probes copy: Both, Egress, Ingress or Off (as the
         /// NetworkObservation's spec.payloadCapture).
         #[arg(long, default_value = "Both")]
-        payload_capture: String,
+        payload_capture: PayloadCapture,
     },
     /// Run the labelled fault scenarios through the real probes into a dataset directory
     /// (resumable: scenarios already written are skipped).
@@ -91,14 +91,6 @@ fn main() -> anyhow::Result<()> {
             plain,
             payload_capture,
         } => {
-            let payload = PayloadCapture::ALL
-                .into_iter()
-                .find(|p| p.name().eq_ignore_ascii_case(&payload_capture))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "unknown payload capture {payload_capture:?}: use Both, Egress, Ingress or Off"
-                    )
-                })?;
             // The demo's fault sequence is for TCP workloads; DNS is a dataset workload only.
             let workload = netdx::scenarios::Workload::ALL
                 .into_iter()
@@ -120,7 +112,7 @@ fn main() -> anyhow::Result<()> {
                     model,
                     workload,
                     fault_windows,
-                    payload,
+                    payload: payload_capture,
                 },
                 stop,
             )

@@ -162,8 +162,8 @@ pub struct Heads {
     pub last_dir: u8,
     /// Padding, zero.
     pub _pad: u8,
-    /// TCP acknowledgment number (network order) of the last incoming head copied (pods without an egress
-    /// program: an incoming packet acknowledging more starts a message).
+    /// TCP acknowledgment number (network order) of the last incoming head copied (pods
+    /// without an egress program: an incoming packet acknowledging more starts a message).
     pub last_ack: u32,
 }
 
