@@ -223,7 +223,7 @@ impl TargetSync {
                 return None;
             }
         };
-        let index = PodIndex::build(&set, &self.node, &self.cgroup_root);
+        let mut index = PodIndex::build(&set, &self.node, &self.cgroup_root);
         let wanted: HashMap<u64, u8> = index
             .watched
             .iter()
@@ -261,7 +261,7 @@ impl TargetSync {
                 probe.detach_pod(l);
             }
         }
-        for w in &index.watched {
+        for w in &mut index.watched {
             if self.links.contains_key(&w.cgroup_id) {
                 continue;
             }
@@ -272,6 +272,8 @@ impl TargetSync {
                 // Exchanges are still recorded, only without protocol names.
                 Err(e) => {
                     warn!(pod = %w.pod, error = %e, "payload capture unavailable");
+                    // The pod's windows say what is attached (nothing) until a sync attaches it.
+                    w.payload = PayloadCapture::Off;
                     if let Ok(mut m) = metrics.lock() {
                         m.payload_attach_failed();
                     }

@@ -587,6 +587,7 @@ impl Aggregator {
                     server_conns_max: full.max,
                     stray_drops: full.stray_drops,
                     server_conns_at_stray_drops: full.open_at_stray_drops,
+                    payload: w.payload,
                 }
             })
             .collect();

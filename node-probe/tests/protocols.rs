@@ -70,6 +70,12 @@ fn payload_capture_modes_copy_fresh_heads_of_the_directions_they_watch() {
             "{mode:?}: {run:?}"
         );
         let ws = h.close_windows();
+        // Each pod's window says what was attached to it, for the operator to pick its model.
+        let pods: Vec<_> = ws.iter().flat_map(|w| &w.pods).collect();
+        assert!(
+            !pods.is_empty() && pods.iter().all(|p| p.payload == mode),
+            "{mode:?}: {pods:?}"
+        );
         let (c, s) = sides(&ws, "web", "nginx", 80);
         // wrk does not count a request still in flight when it stops; the probes do.
         assert!(

@@ -218,6 +218,7 @@ mod tests {
                 class: 0,
                 counts: vec![1],
             }]],
+            without_payload: None,
         };
         good.save(&path).expect("save");
         reloader.loaded = None;

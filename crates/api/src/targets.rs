@@ -72,7 +72,7 @@ pub enum PayloadCapture {
 }
 
 impl PayloadCapture {
-    /// Every mode.
+    /// Every mode, in declaration order (the binary wire form sends the index).
     pub const ALL: [PayloadCapture; 4] = [
         PayloadCapture::Off,
         PayloadCapture::Egress,

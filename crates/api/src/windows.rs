@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sketches_ddsketch::DDSketch;
 use smallvec::SmallVec;
 
-use crate::targets::PodRef;
+use crate::targets::{PayloadCapture, PodRef};
 
 /// One end of an edge: a known pod, or just an address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -417,6 +417,10 @@ pub struct PodWindow {
     /// (divided by `stray_drops`: how full the server was when it turned packets away).
     #[serde(default)]
     pub server_conns_at_stray_drops: u64,
+    /// The payload programs attached to the pod in the window: which directions' message
+    /// heads (protocol names, L7 errors) its exchanges can carry.
+    #[serde(default)]
+    pub payload: PayloadCapture,
 }
 
 /// Health of the probe's own pipeline, cumulative since start.

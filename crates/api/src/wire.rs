@@ -15,12 +15,12 @@ use crate::windows::WindowReport;
 
 /// Content type of a JSON report or array of reports.
 pub const JSON: &str = "application/json";
-/// Content type of a postcard-encoded sequence of reports (version 3 of the encoding: sides
-/// carry zero-window stalls, latencies a 10th percentile). An older body is refused (415)
-/// and its probe falls back to JSON, whose new fields default. (v2 added server fullness at
-/// stray drops; a side's protocol counts became `Protocols` after v2 with the same bytes as
-/// the map before, so the version stayed.)
-pub const BINARY: &str = "application/vnd.netdx.windows.v3+postcard";
+/// Content type of a postcard-encoded sequence of reports (version 4 of the encoding: pods
+/// carry their payload capture). An older body is refused (415) and its probe falls back to
+/// JSON, whose new fields default. (v2 added server fullness at stray drops, v3 zero-window
+/// stalls and a 10th latency percentile; a side's protocol counts became `Protocols` after
+/// v2 with the same bytes as the map before, so the version stayed.)
+pub const BINARY: &str = "application/vnd.netdx.windows.v4+postcard";
 
 /// Why a body is not a batch of window reports.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +189,7 @@ mod tests {
                 pod: pod("web-1"),
                 drops: [("netfilter_drop".to_string(), 2)].into(),
                 cpu_throttled_ms: 1.5,
+                payload: crate::targets::PayloadCapture::Egress,
                 ..Default::default()
             }],
             node_drops: BTreeMap::from([("qdisc_drop".to_string(), 7)]),

@@ -10,7 +10,7 @@ use std::{
 };
 
 use netdx_api::{
-    targets::PodRef,
+    targets::{PayloadCapture, PodRef},
     windows::{
         EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, SideStats, WindowReport,
     },
@@ -116,6 +116,7 @@ pub fn cluster_window(pods: usize, seq: u64, start_ms: u64) -> Vec<WindowReport>
             server_conns_max: 2,
             stray_drops: 0,
             server_conns_at_stray_drops: 0,
+            payload: PayloadCapture::Both,
         });
     }
     reports

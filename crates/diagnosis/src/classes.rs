@@ -231,6 +231,12 @@ pub trait Classifier {
     fn classify(&self, v: &FeatureVector) -> Classification;
     /// Version string recorded in findings and reports.
     fn version(&self) -> String;
+    /// Classifies an edge-window none of whose watched ends copies its responses' heads
+    /// (payload capture off there): its L7 features read 0 however the exchanges were
+    /// answered, so a classifier that has a model trained without them uses it.
+    fn classify_without_payload(&self, v: &FeatureVector) -> Classification {
+        self.classify(v)
+    }
 }
 
 #[cfg(test)]

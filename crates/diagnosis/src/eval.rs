@@ -17,7 +17,7 @@ use crate::{
     confirm::{Confirmation, DEFAULT_CONFIRM_WINDOWS},
     dataset::{Evaluation, LabeledRow, evaluate},
     localize::{EdgeVerdict, Finding, Instance, Suspect, localize, suspects},
-    model::{TrainParams, TreeModel, TreeNode, train},
+    model::{PAYLOAD_FEATURES, TrainParams, TreeModel, TreeNode, train},
     rules::RuleTree,
 };
 
@@ -93,6 +93,23 @@ pub struct ModelCard {
     pub dataset_scenarios: usize,
     /// Held-out confusion matrix (rows: truth, columns: prediction) over `classes`.
     pub confusion: Vec<Vec<u64>>,
+    /// The model for edges without payload capture ([`TreeModel::without_payload`]), scored
+    /// on the same held-out rows.
+    #[serde(default)]
+    pub without_payload: WithoutPayloadCard,
+}
+
+/// How the model trained without [`crate::model::PAYLOAD_FEATURES`] scores.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WithoutPayloadCard {
+    /// Features it may not split on besides the main model's exclusions.
+    pub excluded: Vec<String>,
+    /// Macro-F1 over held-out scenarios (the same folds as the main model's).
+    pub heldout_macro_f1: f64,
+    /// Recall per class on held-out scenarios.
+    pub per_class_recall: BTreeMap<String, f64>,
+    /// Faulty windows whose top finding names the injected instance.
+    pub localization_top1: f64,
 }
 
 /// Depth of the deepest tree (root alone = 0).
@@ -503,7 +520,18 @@ pub fn model_card(
     let by_intensity = out_of_group(rows, params, rank, 2)?;
     let unseen_intensity = scores(&all, &by_intensity);
 
-    let model = train(&crate::dataset::training_rows(rows)?, params, version)?;
+    // Edges whose ends copy no responses get a model that cannot lean on what they lack.
+    let blind_params = params.without_payload();
+    let blind_cv = out_of_group(rows, &blind_params, fold_of, FOLDS)?;
+    let blind = scores(&all, &blind_cv);
+    let blind_loc = localization(rows, &blind_cv);
+    let training = crate::dataset::training_rows(rows)?;
+    let mut model = train(&training, params, version)?;
+    model.without_payload = Some(Box::new(train(
+        &training,
+        &blind_params,
+        &format!("{version}-without-payload"),
+    )?));
     let windows = rows
         .iter()
         .map(|r| (r.scenario_id.as_str(), r.window))
@@ -552,6 +580,19 @@ pub fn model_card(
         dataset_windows: windows,
         dataset_scenarios: scenarios.len(),
         confusion: heldout.confusion.clone(),
+        without_payload: WithoutPayloadCard {
+            excluded: PAYLOAD_FEATURES
+                .iter()
+                .map(|f| f.name().to_string())
+                .collect(),
+            heldout_macro_f1: blind.macro_f1,
+            per_class_recall: blind
+                .per_class
+                .iter()
+                .map(|m| (m.class.as_str().to_string(), m.recall))
+                .collect(),
+            localization_top1: blind_loc.top1,
+        },
     };
     let preds = HeldOutPredictions {
         cv,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use netdx_api::CompactString;
-use netdx_api::targets::PodRef;
+use netdx_api::targets::{PayloadCapture, PodRef};
 use netdx_api::windows::{EdgeKey, Endpoint, L4Stats, Latency, SideStats, WindowReport};
 
 /// Identity of an edge across nodes: addresses, port and protocol.
@@ -140,6 +140,8 @@ pub struct PodView {
     pub stray_drops: u64,
     /// Server connections open at those drops, summed over the drops.
     pub server_conns_at_stray_drops: u64,
+    /// Payload programs attached to the pod (every direction any report had).
+    pub payload: PayloadCapture,
 }
 
 /// All nodes' reports of one window, joined.
@@ -153,6 +155,32 @@ pub struct JoinedWindow {
     pub pods: BTreeMap<PodRef, PodView>,
     /// Drops outside watched pods, per node, by reason.
     pub node_drops: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl JoinedWindow {
+    /// Whether `e` was seen only by ends that copy no response heads (a client without
+    /// ingress capture, a server without egress capture), so its L7 errors cannot show. A
+    /// side whose pod no report lists counts as copying (probes before payload capture modes
+    /// copied both directions); an edge no side reported has no L7 view either way.
+    pub fn blind_to_responses(&self, e: &JoinedEdge) -> bool {
+        let copies = |pod: &Option<PodRef>, dir: fn(PayloadCapture) -> bool| {
+            pod.as_ref()
+                .and_then(|p| self.pods.get(p))
+                .is_none_or(|v| dir(v.payload))
+        };
+        let client = e
+            .client
+            .is_some()
+            .then(|| copies(&e.key.client.pod, PayloadCapture::ingress));
+        let server = e
+            .server
+            .is_some()
+            .then(|| copies(&e.key.server.pod, PayloadCapture::egress));
+        matches!(
+            (client, server),
+            (Some(false), None | Some(false)) | (None, Some(false))
+        )
+    }
 }
 
 /// Joins the reports of one window from several nodes.
@@ -193,8 +221,10 @@ pub fn join_owned(reports: Vec<WindowReport>) -> JoinedWindow {
         for p in r.pods {
             let view = out.pods.entry(p.pod).or_insert_with(|| PodView {
                 node: r.node.clone(),
+                payload: p.payload,
                 ..PodView::default()
             });
+            view.payload = view.payload.union(p.payload);
             add_counts(&mut view.drops, p.drops);
             add_counts(&mut view.netstat, p.netstat);
             view.sockets_opened += p.sockets_opened;
@@ -494,6 +524,67 @@ pub(crate) mod tests {
         assert_eq!(e.l4.resets_by_server, 1);
         assert_eq!(w.pods[&pod("server")].drops["netfilter_drop"], 2);
         assert_eq!(w.pods[&pod("server")].node, "n2");
+    }
+
+    #[test]
+    fn an_edge_is_blind_to_responses_only_where_no_reporting_end_copies_them() {
+        use PayloadCapture::{Both, Egress, Ingress, Off};
+        let c = ("client", "10.0.1.5");
+        let s = ("server", "10.0.2.7");
+        let window = |client: Option<PayloadCapture>, server: Option<PayloadCapture>| {
+            let pods = [("client", client), ("server", server)]
+                .into_iter()
+                .filter_map(|(name, p)| {
+                    Some(PodWindow {
+                        pod: pod(name),
+                        payload: p?,
+                        ..PodWindow::default()
+                    })
+                })
+                .collect();
+            join(&[report(
+                "n1",
+                vec![EdgeWindow {
+                    key: key(c, s, true),
+                    client: client.map(|_| side(10, &[1.0; 10])),
+                    server: server.map(|_| side(10, &[1.0; 10])),
+                    l4: L4Stats::default(),
+                }],
+                pods,
+            )])
+        };
+        for (client, server, blind) in [
+            (Some(Off), Some(Off), true),
+            // Each end copies only its requests.
+            (Some(Egress), Some(Ingress), true),
+            (Some(Ingress), Some(Off), false),
+            (Some(Off), Some(Egress), false),
+            (Some(Off), None, true),
+            (None, Some(Ingress), true),
+            (Some(Both), None, false),
+        ] {
+            let w = window(client, server);
+            assert_eq!(
+                w.blind_to_responses(&w.edges[0]),
+                blind,
+                "client {client:?}, server {server:?}"
+            );
+        }
+        // A reported side whose pod no report lists was seen by a probe that copies both.
+        let mut w = window(Some(Off), None);
+        w.pods.clear();
+        assert!(!w.blind_to_responses(&w.edges[0]));
+        // Two reports of one pod (a move): every direction either copied.
+        let half = |p| PodWindow {
+            pod: pod("client"),
+            payload: p,
+            ..PodWindow::default()
+        };
+        let w = join(&[
+            report("n1", vec![], vec![half(Off)]),
+            report("n2", vec![], vec![half(Ingress)]),
+        ]);
+        assert_eq!(w.pods[&pod("client")].payload, Ingress);
     }
 
     #[test]

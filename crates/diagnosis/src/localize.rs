@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use netdx_api::targets::PayloadCapture;
 use netdx_api::windows::EdgeKey;
 use serde::{Deserialize, Serialize};
 
@@ -252,6 +253,11 @@ pub fn diagnose(
         .map(|s| s.and_then(|s| baselines.at(s)))
         .collect();
     let features = window_feature_vectors(window, |i, _| known.get(i).copied().flatten());
+    // Most windows have every pod copying both directions: no edge to check then.
+    let partial = window
+        .pods
+        .values()
+        .any(|p| p.payload != PayloadCapture::Both);
     let verdicts: Vec<EdgeVerdict<'_>> = window
         .edges
         .iter()
@@ -261,7 +267,11 @@ pub fn diagnose(
             key: Cow::Borrowed(&e.key),
             client_node: e.client_node.as_deref().map(Cow::Borrowed),
             server_node: e.server_node.as_deref().map(Cow::Borrowed),
-            classification: classifier.classify(features),
+            classification: if partial && window.blind_to_responses(e) {
+                classifier.classify_without_payload(features)
+            } else {
+                classifier.classify(features)
+            },
             features,
             baseline,
         })
@@ -999,6 +1009,68 @@ mod tests {
                 ..v.clone()
             };
             assert_eq!(localize(&[v])[0].severity, severity);
+        }
+    }
+
+    #[test]
+    fn diagnose_classifies_edges_blind_to_responses_without_payload_features() {
+        use std::cell::Cell;
+
+        use netdx_api::windows::{EdgeWindow, PodWindow};
+
+        use crate::join::tests::{key, report, side};
+        use crate::join::{JoinedWindow, join};
+
+        /// Counts which of its two models each edge was given to.
+        #[derive(Default)]
+        struct Counting {
+            with: Cell<usize>,
+            without: Cell<usize>,
+        }
+        impl Classifier for Counting {
+            fn classify(&self, _: &FeatureVector) -> Classification {
+                self.with.set(self.with.get() + 1);
+                Classification::plain(C::Healthy, 1.0, Vec::new())
+            }
+            fn classify_without_payload(&self, _: &FeatureVector) -> Classification {
+                self.without.set(self.without.get() + 1);
+                Classification::plain(C::Healthy, 1.0, Vec::new())
+            }
+            fn version(&self) -> String {
+                "counting".into()
+            }
+        }
+        let window = |a: PayloadCapture, b: PayloadCapture| -> JoinedWindow {
+            let edge = |client: (&str, &str)| EdgeWindow {
+                key: key(client, ("s", "10.0.2.1"), true),
+                client: Some(side(10, &[1.0; 10])),
+                server: None,
+                l4: Default::default(),
+            };
+            let pod_window = |name: &str, payload| PodWindow {
+                pod: pod(name),
+                payload,
+                ..PodWindow::default()
+            };
+            join(&[report(
+                "n1",
+                vec![edge(("a", "10.0.1.1")), edge(("b", "10.0.1.2"))],
+                vec![pod_window("a", a), pod_window("b", b)],
+            )])
+        };
+        let cases = [
+            (PayloadCapture::Both, PayloadCapture::Both, (2, 0)),
+            (PayloadCapture::Off, PayloadCapture::Ingress, (1, 1)),
+            (PayloadCapture::Egress, PayloadCapture::Off, (0, 2)),
+        ];
+        for (a, b, (with, without)) in cases {
+            let c = Counting::default();
+            diagnose(&window(a, b), &mut Baselines::default(), &c);
+            assert_eq!(
+                (c.with.get(), c.without.get()),
+                (with, without),
+                "clients {a:?} and {b:?}"
+            );
         }
     }
 

@@ -72,6 +72,15 @@ pub const WORKLOAD_SHAPED: [Feature; 6] = [
     Feature::SrttSpread,
 ];
 
+/// Features fed by copied message heads (the L7 error signal): with payload capture off at
+/// both ends of an edge they read 0, or only silence in `dns_failure_ratio`, however the
+/// exchanges were answered. [`TreeModel::without_payload`] never splits on them.
+pub const PAYLOAD_FEATURES: [Feature; 3] = [
+    Feature::L7ErrorRatio,
+    Feature::AppErrorRatio,
+    Feature::DnsFailureRatio,
+];
+
 /// [`TrainParams::max_depth`] unless told otherwise.
 const DEFAULT_MAX_DEPTH: usize = 20;
 
@@ -138,6 +147,19 @@ fn one() -> usize {
 
 fn all_features() -> f32 {
     1.0
+}
+
+impl TrainParams {
+    /// The same parameters, with [`PAYLOAD_FEATURES`] excluded too.
+    pub fn without_payload(&self) -> TrainParams {
+        let mut p = self.clone();
+        for f in PAYLOAD_FEATURES {
+            if !p.exclude.iter().any(|e| e == f.name()) {
+                p.exclude.push(f.name().to_string());
+            }
+        }
+        p
+    }
 }
 
 impl Default for TrainParams {
@@ -216,6 +238,10 @@ pub struct TreeModel {
     pub training_rows: usize,
     /// The trees, each a node list whose node 0 is the root; they vote.
     pub trees: Vec<Vec<TreeNode>>,
+    /// A model of the same rows that never splits on [`PAYLOAD_FEATURES`], for edges whose
+    /// watched ends copy no response heads (payload capture off): those features read 0 there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_payload: Option<Box<TreeModel>>,
 }
 
 /// A model file as read: files written before bagging hold one tree as `nodes`.
@@ -232,6 +258,8 @@ struct ModelFile {
     trees: Vec<Vec<TreeNode>>,
     #[serde(default)]
     nodes: Option<Vec<TreeNode>>,
+    #[serde(default)]
+    without_payload: Option<Box<TreeModel>>,
 }
 
 impl From<ModelFile> for TreeModel {
@@ -246,6 +274,7 @@ impl From<ModelFile> for TreeModel {
             params: f.params,
             training_rows: f.training_rows,
             trees,
+            without_payload: f.without_payload,
         }
     }
 }
@@ -346,6 +375,7 @@ pub fn train(
         params: params.clone(),
         training_rows: rows.len(),
         trees,
+        without_payload: None,
     })
 }
 
@@ -568,7 +598,25 @@ impl TreeModel {
             self.validate_tree(nodes)
                 .map_err(|m| Error::InvalidModel(format!("tree {t}: {m}")))?;
         }
+        if let Some(m) = &self.without_payload {
+            let bad = |why: String| Error::InvalidModel(format!("model without payload: {why}"));
+            if m.without_payload.is_some() {
+                return Err(bad("holds another model".into()));
+            }
+            m.validate().map_err(|e| bad(e.to_string()))?;
+            if let Some(f) = m.split_features().find(|f| PAYLOAD_FEATURES.contains(f)) {
+                return Err(bad(format!("splits on {}", f.name())));
+            }
+        }
         Ok(())
+    }
+
+    /// The feature of every split in every tree.
+    fn split_features(&self) -> impl Iterator<Item = Feature> + '_ {
+        self.trees.iter().flatten().filter_map(|n| match n {
+            TreeNode::Split { feature, .. } => Feature::from_index(*feature),
+            TreeNode::Leaf { .. } => None,
+        })
     }
 
     /// Checks one tree's nodes: features and classes in range, children after parents.
@@ -671,6 +719,8 @@ pub struct Forest {
     /// Each leaf's share of every class among the training rows that reached it:
     /// `shares[leaf * classes + c]`.
     shares: Vec<f64>,
+    /// [`TreeModel::without_payload`], compiled.
+    without_payload: Option<Box<Forest>>,
 }
 
 impl Forest {
@@ -688,6 +738,10 @@ impl Forest {
             leaf_slot: Vec::new(),
             leaf_class: Vec::new(),
             shares: Vec::new(),
+            without_payload: match &model.without_payload {
+                Some(m) => Some(Box::new(Forest::compile(m)?)),
+                None => None,
+            },
         };
         for tree in &model.trees {
             f.roots.push(index(f.nodes.len())?);
@@ -882,6 +936,13 @@ impl Classifier for Forest {
 
     fn version(&self) -> String {
         self.version.clone()
+    }
+
+    fn classify_without_payload(&self, v: &FeatureVector) -> Classification {
+        match &self.without_payload {
+            Some(m) => m.classify(v),
+            None => self.classify(v),
+        }
     }
 }
 
@@ -1170,6 +1231,72 @@ pub(crate) mod tests {
             TreeModel::from_json(&future),
             Err(Error::SchemaMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn blind_edges_get_the_model_trained_without_payload_features() {
+        // Application errors that only the copied heads show.
+        let mut rows = synthetic(30, 7);
+        for (i, (v, c)) in rows.iter_mut().enumerate() {
+            if *c == RootCause::Healthy && i % 8 == 0 {
+                v.set(Feature::L7ErrorRatio, 0.5);
+                v.set(Feature::AppErrorRatio, 0.5);
+                *c = RootCause::L7Errors;
+            }
+        }
+        let params = TrainParams {
+            trees: 5,
+            ..TrainParams::default()
+        };
+        let mut model = train(&rows, &params, "t").unwrap();
+        assert!(
+            model
+                .split_features()
+                .any(|f| PAYLOAD_FEATURES.contains(&f))
+        );
+        let blind = train(&rows, &params.without_payload(), "t-without-payload").unwrap();
+        assert!(
+            blind
+                .split_features()
+                .all(|f| !PAYLOAD_FEATURES.contains(&f))
+        );
+        model.without_payload = Some(Box::new(blind.clone()));
+        let loaded = TreeModel::from_json(&model.to_json().unwrap()).unwrap();
+        assert_eq!(loaded, model);
+        let (main, blind) = (loaded.forest().unwrap(), blind.forest().unwrap());
+        let mut differ = 0;
+        for (v, _) in &rows {
+            assert_eq!(main.classify_without_payload(v), blind.classify(v));
+            differ += usize::from(main.classify(v) != blind.classify(v));
+        }
+        assert!(differ > 0, "the two models are the same");
+        // Without a companion, blind edges get the main model.
+        let alone = TreeModel {
+            without_payload: None,
+            ..model.clone()
+        }
+        .forest()
+        .unwrap();
+        assert_eq!(
+            alone.classify_without_payload(&rows[0].0),
+            alone.classify(&rows[0].0)
+        );
+        // A companion that reads payload features, or holds a companion, is refused.
+        let leaky = TreeModel {
+            without_payload: Some(Box::new(TreeModel {
+                without_payload: None,
+                ..model.clone()
+            })),
+            ..model.clone()
+        };
+        let e = TreeModel::from_json(&leaky.to_json().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("splits on"), "{e}");
+        let nested = TreeModel {
+            without_payload: Some(Box::new(model.clone())),
+            ..model.clone()
+        };
+        let e = TreeModel::from_json(&nested.to_json().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("holds another model"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use compact_str::CompactString;
 use postcard::Error;
 
-use crate::targets::PodRef;
+use crate::targets::{PayloadCapture, PodRef};
 use crate::windows::{
     EdgeKey, EdgeWindow, Endpoint, L4Stats, Latency, PodWindow, ProbeHealth, SideStats, Sketch,
     WindowReport,
@@ -295,6 +295,16 @@ impl<'a> Reader<'a> {
             server_conns_max: self.u64()?,
             stray_drops: self.u64()?,
             server_conns_at_stray_drops: self.u64()?,
+            payload: self.payload()?,
         })
+    }
+
+    /// A unit enum's variant index, as serde's derive refuses one out of range.
+    fn payload(&mut self) -> Result<PayloadCapture> {
+        let i = self.u32()?;
+        PayloadCapture::ALL
+            .get(i as usize)
+            .copied()
+            .ok_or(Error::SerdeDeCustom)
     }
 }

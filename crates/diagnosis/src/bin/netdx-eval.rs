@@ -261,6 +261,7 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
     }
     let _ = writeln!(s, "![confusion matrix](confusion-matrix.svg)\n");
     let _ = writeln!(s, "### Held-out per class (tree)\n\n{md_table}");
+    without_payload(&mut s, card);
     let _ = writeln!(
         s,
         "## Features (schema v{FEATURE_SCHEMA_VERSION})\n\n| feature | meaning |\n|---|---|"
@@ -269,6 +270,38 @@ fn markdown(card: &ModelCard, md_table: &str) -> String {
         let _ = writeln!(s, "| `{}` | {} |", f.name, f.meaning);
     }
     s
+}
+
+/// The section on the model for edges whose ends copy no response heads.
+fn without_payload(s: &mut String, card: &ModelCard) {
+    let w = &card.without_payload;
+    let _ = writeln!(s, "## Edges without payload capture\n");
+    let _ = writeln!(
+        s,
+        "Where no watched end of an edge copies its responses' heads (`payloadCapture: Off`, or `Egress` on the client and `Ingress` on the server), {} read 0, or only silence in the DNS one, however the exchanges were answered. The model file carries a second model for those edges (`withoutPayload`), trained on the same rows and the same parameters with these features excluded too; the operator picks it per edge from the payload capture each probe reports per pod. Held-out (same folds) it scores:\n",
+        w.excluded
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "| metric | with payload | without |\n|---|---|---|\n| held-out macro-F1 | {:.3} | {:.3} |\n| localization top-1 | {:.3} | {:.3} |\n",
+        card.heldout_macro_f1, w.heldout_macro_f1, card.localization_top1, w.localization_top1
+    );
+    let _ = writeln!(
+        s,
+        "| class | recall with payload | without |\n|---|---|---|"
+    );
+    for (class, recall) in &card.per_class_recall {
+        let _ = writeln!(
+            s,
+            "| {class} | {recall:.3} | {:.3} |",
+            w.per_class_recall.get(class).copied().unwrap_or(0.0)
+        );
+    }
+    s.push('\n');
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -345,9 +378,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         markdown(&card, &heldout.to_markdown()),
     )?;
     println!(
-        "held-out macro-F1 {:.3} (rules {:.3}), unseen workload {:.3}, unseen intensity {:.3}, top-1 {:.3}, top-3 {:.3}, healthy false findings {:.4} ({:.4} single windows), median detection {} windows, depth {}",
+        "held-out macro-F1 {:.3} (rules {:.3}, without payload {:.3}), unseen workload {:.3}, unseen intensity {:.3}, top-1 {:.3}, top-3 {:.3}, healthy false findings {:.4} ({:.4} single windows), median detection {} windows, depth {}",
         card.heldout_macro_f1,
         card.baseline_macro_f1,
+        card.without_payload.heldout_macro_f1,
         card.unseen_workload_macro_f1,
         card.unseen_intensity_macro_f1,
         card.localization_top1,
