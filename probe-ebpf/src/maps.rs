@@ -54,8 +54,12 @@ pub struct SockState {
     pub req_head_len: u8,
     /// The pod's TARGETS value (`TARGET_*` bits) when it was last checked.
     pub target: u8,
+    /// Valid bytes of `resp_head`.
+    pub resp_head_len: u8,
     /// First bytes of the open request (copied from `heads` when it opened).
     pub req_head: Head,
+    /// First bytes of an incoming response (copied from `heads` at its first receive).
+    pub resp_head: Head,
     /// Latest message heads, written by the cgroup_skb programs.
     pub heads: Heads,
 }

@@ -55,11 +55,14 @@ pub fn flush_exchange(st: &mut SockState, sk: *mut core::ffi::c_void, extra_flag
     if phase == PHASE_REQUEST && st.role == netdx_common::ROLE_SERVER {
         return;
     }
-    // The response is the latest message against the request direction.
-    let (resp_head, resp_head_len) = if phase == PHASE_RESPONSE {
-        message_head(st, st.role != ROLE_CLIENT)
-    } else {
+    // An incoming response's head was kept at its first receive; an outgoing one is the
+    // latest outgoing message (the next cannot leave before the next request is read).
+    let (resp_head, resp_head_len) = if phase != PHASE_RESPONSE {
         (Head::EMPTY, 0)
+    } else if st.role == ROLE_CLIENT {
+        (st.resp_head, st.resp_head_len)
+    } else {
+        message_head(st, true)
     };
     // Counted first: its value samples the srtt read below.
     let n = count(Counter::Exchanges);

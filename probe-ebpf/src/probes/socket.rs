@@ -112,6 +112,14 @@ fn on_io(ctx: &BtfTracePointContext, is_send: bool) {
             st.phase = PHASE_RESPONSE;
             st.resp_first = now;
             st.resp_bytes = 0;
+            if !is_send {
+                // Kept now, not at the next send that closes the exchange: that send's
+                // tracepoint fires after the send, and its answer can already have replaced
+                // the ingress head.
+                let (head, len) = message_head(st, false);
+                st.resp_head = head;
+                st.resp_head_len = len;
+            }
         }
         st.resp_last = now;
         st.resp_bytes = st.resp_bytes.wrapping_add(bytes);
