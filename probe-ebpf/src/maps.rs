@@ -12,7 +12,12 @@ use netdx_common::{
     TARGET_NO_INGRESS_HEADS,
 };
 
-/// Per-socket exchange state, kernel-only.
+/// Per-socket exchange state, kernel-only, laid out by who writes it. The kernel keeps the value
+/// 8 bytes into a cache line, after the storage's map pointer that every lookup reads. So the
+/// first line holds what rarely changes (every program reads it), the second what the socket
+/// tracepoints write on every call, the third the heads the payload programs write: the ingress
+/// program runs where a packet arrives, often on the peer's CPU, and a line both CPUs write
+/// moves between them at every exchange.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SockState {
@@ -20,6 +25,24 @@ pub struct SockState {
     pub cgroup_id: u64,
     /// Socket cookie.
     pub cookie: u64,
+    /// When the SYN was sent (client sockets seen connecting), 0 once established.
+    pub connect_start: u64,
+    /// `TARGETS_GEN` when the pod was last confirmed watched.
+    pub targets_gen: u32,
+    /// TRACK_* state.
+    pub tracked: u8,
+    /// ROLE_CLIENT / ROLE_SERVER.
+    pub role: u8,
+    /// IP protocol.
+    pub proto: u8,
+    /// Address family.
+    pub family: u8,
+    /// Set at the CLOSE transition, so a close is reported once.
+    pub closed: u8,
+    /// The pod's TARGETS value (`TARGET_*` bits) when it was last checked.
+    pub target: u8,
+    /// Ends the first cache line.
+    pub _line1: [u8; 22],
     /// First byte of the open request.
     pub req_start: u64,
     /// Last byte of the open request so far.
@@ -28,41 +51,34 @@ pub struct SockState {
     pub resp_first: u64,
     /// Last byte of the response so far.
     pub resp_last: u64,
-    /// When the SYN was sent (client sockets seen connecting), 0 once established.
-    pub connect_start: u64,
     /// Bytes of the open request.
     pub req_bytes: u32,
     /// Bytes of the response so far.
     pub resp_bytes: u32,
-    /// `TARGETS_GEN` when the pod was last confirmed watched.
-    pub targets_gen: u32,
-    /// TRACK_* state.
-    pub tracked: u8,
-    /// ROLE_CLIENT / ROLE_SERVER.
-    pub role: u8,
-    /// PHASE_*.
-    pub phase: u8,
-    /// IP protocol.
-    pub proto: u8,
-    /// EXF_* bits collected during the open exchange.
-    pub flags: u8,
-    /// Address family.
-    pub family: u8,
-    /// Set at the CLOSE transition, so a close is reported once.
-    pub closed: u8,
-    /// Valid bytes of `req_head`.
-    pub req_head_len: u8,
-    /// The pod's TARGETS value (`TARGET_*` bits) when it was last checked.
-    pub target: u8,
-    /// Valid bytes of `resp_head`.
-    pub resp_head_len: u8,
     /// First bytes of the open request (copied from `heads` when it opened).
     pub req_head: Head,
-    /// First bytes of an incoming response (copied from `heads` at its first receive).
+    /// PHASE_*.
+    pub phase: u8,
+    /// EXF_* bits collected during the open exchange.
+    pub flags: u8,
+    /// Valid bytes of `req_head`.
+    pub req_head_len: u8,
+    /// Valid bytes of `resp_head`.
+    pub resp_head_len: u8,
+    /// Ends the second cache line.
+    pub _line2: [u8; 4],
+    /// First bytes of an incoming response (copied from `heads` at its first receive, which
+    /// reads this line anyway).
     pub resp_head: Head,
     /// Latest message heads, written by the cgroup_skb programs.
     pub heads: Heads,
 }
+
+// The groups start where the layout above wants them.
+const _: () = assert!(
+    core::mem::offset_of!(SockState, req_start) == 56
+        && core::mem::offset_of!(SockState, resp_head) == 120
+);
 
 /// Storage exists but only the payload programs have written it (identity unknown).
 pub const TRACK_NONE: u8 = 0;
