@@ -1315,21 +1315,13 @@ pub(crate) mod tests {
             );
         }
         let model = train(&rows, &TrainParams::default(), "t").unwrap();
-        let used: Vec<usize> = model
-            .trees
-            .iter()
-            .flatten()
-            .filter_map(|n| match n {
-                TreeNode::Split { feature, .. } => Some(*feature),
-                _ => None,
-            })
-            .collect();
+        let used: Vec<Feature> = model.split_features().collect();
         assert!(!used.is_empty());
         assert!(
             WORKLOAD_SCALED
                 .iter()
                 .chain(&WORKLOAD_SHAPED)
-                .all(|f| !used.contains(&f.index())),
+                .all(|f| !used.contains(f)),
             "{used:?}"
         );
         let everything = TrainParams {
@@ -1338,10 +1330,7 @@ pub(crate) mod tests {
         };
         let free = train(&rows, &everything, "t").unwrap();
         assert!(
-            free.trees
-                .iter()
-                .flatten()
-                .any(|n| matches!(n, TreeNode::Split { feature, .. } if *feature == Feature::ClientP99Ms.index())),
+            free.split_features().any(|f| f == Feature::ClientP99Ms),
             "without exclusion the perfect separator is used, so the check above is meaningful"
         );
         let bad = TrainParams {
